@@ -1,0 +1,27 @@
+"""attnsim: fast exact gradient-descent simulation of single-layer attention.
+
+Reproduces and extends Sakamoto & Sato, "Benign Overfitting in Token Selection of
+Attention Mechanism" (ICML 2025, arXiv 2409.17625): ``f(X) = nu^T X^T softmax(X W^T p)``.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._config import PRESETS, Config, field_names, preset
+from ._data import ROLE_NAMES, Data, init_params, make_data
+from ._engine import choose_engine, step_costs, train
+from ._experiment import simulate
+from ._kernels import loss_and_grads
+from ._result import Result, ResultFileError, load
+from ._saveat import SaveAt
+from ._validation import ConfigError
+
+try:
+    __version__ = version("attnsim")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Config", "ConfigError", "Data", "PRESETS", "ROLE_NAMES", "Result", "ResultFileError", "SaveAt",
+    "choose_engine", "field_names", "init_params", "load", "loss_and_grads", "make_data", "preset",
+    "simulate", "step_costs", "train", "__version__",
+]

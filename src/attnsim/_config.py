@@ -1,0 +1,229 @@
+"""The experiment configuration: a frozen, keyword-only, validated record, and the paper's presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+
+from ._validation import ConfigError, check_choice, check_float, check_int
+
+LABEL_NOISE_MODES = ("official", "random")
+NOISE_MODES = ("isotropic", "orthogonal")
+TRAINABLE = ("Wp", "p")
+INITS = ("official", "gaussian")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything that defines one simulated training run.
+
+    The defaults are the official synthetic setting of Sakamoto & Sato (ICML 2025),
+    config/main.yaml of the authors' code: the ``balanced`` preset.
+
+    Parameters
+    ----------
+    n_train, n_test : int
+        Training samples (>= 2, both classes present) and clean test samples (>= 0).
+    T : int
+        Tokens per sample; must be at least ``n_relevant + n_weak + n_weak_opposite``.
+    d : int
+        Token dimension (>= 2).
+    signal_norm : float
+        ``||mu||``; the class signals are ``mu_+ = ||mu|| e_1`` and ``mu_- = ||mu|| e_2``.
+    rho : float
+        Strength of the weakly relevant tokens.
+    eta : float
+        Label-noise rate in [0, 1).
+    sigma_eps : float
+        Standard deviation of the token noise.
+    n_relevant, n_weak, n_weak_opposite : int
+        How many token positions hold each role: relevant ``mu_{y*} + eps`` (the set R),
+        weakly relevant ``rho mu_{y*} + eps`` and ``rho mu_{-y*} + eps``. The remaining
+        ``T - n_relevant - n_weak - n_weak_opposite`` positions are irrelevant (``eps``).
+        Positions are laid out in that order.
+    label_noise : {"official", "random"}
+        ``official`` flips ``floor(ceil(n eta) / 2)`` labels at the start of each class;
+        ``random`` flips each training label independently with probability ``eta``.
+    noise : {"isotropic", "orthogonal"}
+        ``orthogonal`` projects the token noise off the span of ``mu_+`` and ``mu_-``.
+    trainable : {"Wp", "p"}
+        Train ``W`` and ``p`` together, or ``p`` alone.
+    init : {"official", "gaussian"}
+        ``official``: ``p0 = 0``, ``W0`` entries uniform on ``[-1/sqrt(d), 1/sqrt(d)]``;
+        ``gaussian``: ``p0 ~ N(0, sigma_p^2 I)``, ``W0`` entries ``N(0, sigma_w^2)``.
+    sigma_p, sigma_w : float
+        Standard deviations of the gaussian initialisation.
+    head_scale : float or None
+        ``||nu||``; ``None`` means the official ``1 / ||mu||``.
+    lr : float
+        Gradient-descent step size alpha.
+    steps : int
+        Number of GD updates.
+    seed : int
+        Master seed, split into independent streams for training data, test data and
+        initialisation (``numpy.random.SeedSequence.spawn``).
+    init_seed : int or None
+        Overrides the initialisation stream, to vary the initialisation on fixed data.
+
+    Examples
+    --------
+    >>> cfg = Config(d=500, steps=100)
+    >>> round(cfg.snr, 4)
+    0.8944
+    >>> cfg.replace(eta=0.1).eta
+    0.1
+    """
+
+    n_train: int = 20
+    n_test: int = 1000
+    T: int = 8
+    d: int = 2000
+    signal_norm: float = 20.0
+    rho: float = 0.1
+    eta: float = 0.2
+    sigma_eps: float = 1.0
+    n_relevant: int = 1
+    n_weak: int = 1
+    n_weak_opposite: int = 1
+    label_noise: str = "official"
+    noise: str = "isotropic"
+    trainable: str = "Wp"
+    init: str = "official"
+    sigma_p: float = 0.0
+    sigma_w: float = 0.0
+    head_scale: float | None = None
+    lr: float = 5e-3
+    steps: int = 1000
+    seed: int = 0
+    init_seed: int | None = None
+
+    def __post_init__(self):
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        put("n_train", check_int("n_train", self.n_train, minimum=2))
+        put("n_test", check_int("n_test", self.n_test, minimum=0))
+        put("T", check_int("T", self.T, minimum=1))
+        put("d", check_int("d", self.d, minimum=2))
+        put("signal_norm", check_float("signal_norm", self.signal_norm, positive=True))
+        put("rho", check_float("rho", self.rho, nonnegative=True))
+        put("eta", check_float("eta", self.eta, lo=0.0, hi=1.0, hi_open=True))
+        put("sigma_eps", check_float("sigma_eps", self.sigma_eps, nonnegative=True))
+        put("n_relevant", check_int("n_relevant", self.n_relevant, minimum=1))
+        put("n_weak", check_int("n_weak", self.n_weak, minimum=0))
+        put("n_weak_opposite", check_int("n_weak_opposite", self.n_weak_opposite, minimum=0))
+        if self.n_roles > self.T:
+            raise ConfigError(
+                f"T must be >= n_relevant + n_weak + n_weak_opposite = {self.n_roles}; got T={self.T}; "
+                "raise T or use fewer role tokens"
+            )
+        check_choice("label_noise", self.label_noise, LABEL_NOISE_MODES)
+        check_choice("noise", self.noise, NOISE_MODES)
+        check_choice("trainable", self.trainable, TRAINABLE)
+        check_choice("init", self.init, INITS)
+        put("sigma_p", check_float("sigma_p", self.sigma_p, nonnegative=True))
+        put("sigma_w", check_float("sigma_w", self.sigma_w, nonnegative=True))
+        if self.head_scale is not None:
+            put("head_scale", check_float("head_scale", self.head_scale, positive=True))
+        put("lr", check_float("lr", self.lr, positive=True))
+        put("steps", check_int("steps", self.steps, minimum=1))
+        put("seed", check_int("seed", self.seed, minimum=0))
+        if self.init_seed is not None:
+            put("init_seed", check_int("init_seed", self.init_seed, minimum=0))
+        if self.label_noise == "official" and self.n_train_noisy_official >= min(self.n_pos, self.n_neg) * 2:
+            raise ConfigError(
+                f"eta={self.eta} flips {self.n_train_noisy_official} of n_train={self.n_train} labels, "
+                "leaving a class with no clean sample; lower eta or raise n_train"
+            )
+
+    # derived quantities -------------------------------------------------------
+    @property
+    def snr(self) -> float:
+        """``||mu|| / (sigma_eps sqrt(d))``."""
+        return self.signal_norm / (self.sigma_eps * math.sqrt(self.d)) if self.sigma_eps > 0 else math.inf
+
+    @property
+    def N(self) -> int:
+        """Training tokens ``n_train * T``."""
+        return self.n_train * self.T
+
+    @property
+    def n_roles(self) -> int:
+        return self.n_relevant + self.n_weak + self.n_weak_opposite
+
+    @property
+    def n_irrelevant(self) -> int:
+        return self.T - self.n_roles
+
+    @property
+    def n_pos(self) -> int:
+        """Samples whose true label is +1 (the first half, rounded down)."""
+        return self.n_train // 2
+
+    @property
+    def n_neg(self) -> int:
+        return self.n_train - self.n_pos
+
+    @property
+    def n_train_noisy_official(self) -> int:
+        """Labels the official mode flips: ``2 floor(ceil(n eta) / 2)``."""
+        k = math.ceil(round(self.n_train * self.eta, 12))
+        return 2 * (k // 2)
+
+    @property
+    def effective_head_scale(self) -> float:
+        return 1.0 / self.signal_norm if self.head_scale is None else self.head_scale
+
+    # conversions ----------------------------------------------------------------
+    def replace(self, **changes) -> Config:
+        """A copy with some fields changed (validated again)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown Config field(s) {sorted(unknown)}; allowed: {field_names()}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Config:
+        unknown = set(data) - set(field_names())
+        if unknown:
+            raise ConfigError(f"unknown Config field(s) {sorted(unknown)}; allowed: {field_names()}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        return cls.from_dict(json.loads(text))
+
+
+def field_names() -> list[str]:
+    """Names of all Config fields, in declaration order."""
+    return [f.name for f in dataclasses.fields(Config)]
+
+
+#: The paper's three synthetic settings (REFERENCE.md); everything else is official.
+PRESETS = {
+    "balanced": dict(d=2000, signal_norm=20.0),
+    "large-noise": dict(d=4500, signal_norm=5.0),
+    "large-signal": dict(d=1000, signal_norm=80.0),
+}
+
+
+def preset(name: str, **overrides) -> Config:
+    """The named paper preset, with optional field overrides.
+
+    Examples
+    --------
+    >>> preset("large-noise").d
+    4500
+    >>> preset("balanced", steps=10).steps
+    10
+    """
+    check_choice("preset", name, tuple(PRESETS))
+    return Config(**{**PRESETS[name], **overrides})

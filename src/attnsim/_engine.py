@@ -1,0 +1,583 @@
+"""The engine: ``train(arrays...) -> Result``.
+
+It validates and converts the arrays once, precomputes what the chosen
+coordinates need, runs the numba kernel chunk by chunk between save times
+(progress, hooks and the divergence check live between chunks), records at each
+save time and assembles the ``Result``.
+
+Coordinates (DESIGN.md §3-4) are small classes with one job each: hold the
+iterate in their own variables, advance it with their kernel, and report the
+quantities the recorder needs. ``primal`` keeps ``W`` and ``p``; ``dual`` keeps
+coordinates whose size depends on ``N = n T`` only.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import _kernels, _reference
+from ._result import DIVERGED, FINISHED, INTERRUPTED, Result
+from ._saveat import as_saveat
+from ._validation import ConfigError, check_array, check_choice, check_float, check_int, check_labels
+
+ENGINES = ("auto", "primal", "dual")
+BACKENDS = ("numba", "numpy")
+
+# Seconds one kernel call may take before control returns to Python (progress,
+# hooks, Ctrl-C). Short enough to feel responsive, long enough that call overhead
+# (a few microseconds) is invisible.
+_CHUNK_SECONDS = 0.25
+
+
+class Problem:
+    """Validated, flattened arrays of one training problem (read-only inside the engine).
+
+    Attributes
+    ----------
+    X : ndarray, shape (N, d)      training tokens, sample-major
+    v : ndarray, shape (N,)        token values ``X nu``
+    y : ndarray, shape (n,)
+    Xt : ndarray, shape (Nt, d)    test tokens (Nt = 0 without a test set)
+    vt : ndarray, shape (Nt,)
+    yt : ndarray, shape (n_test,)
+    W0 : ndarray, shape (d, d)
+    p0, nu : ndarray, shape (d,)
+    probes : ndarray, shape (k, d)
+    relevant : ndarray of bool, shape (T,)
+    """
+
+    def __init__(self, X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes):
+        self.n, self.T, self.d = X.shape
+        self.N = self.n * self.T
+        self.X = X.reshape(self.N, self.d)
+        self.y = y
+        self.W0, self.p0, self.nu = W0, p0, nu
+        self.lr = lr
+        self.v = self.X @ nu
+        self.n_test = 0 if X_test is None else X_test.shape[0]
+        self.Xt = np.zeros((0, self.d)) if X_test is None else X_test.reshape(-1, self.d)
+        self.yt = np.zeros(0) if y_test is None else y_test
+        self.vt = self.Xt @ nu
+        self.relevant = relevant
+        self.probes = probes
+
+
+# ------------------------------------------------------------------ coordinates
+
+
+class _Coordinates:
+    """Base of the four coordinate systems. ``state`` maps names to the arrays
+    that fully define the iterate (what a checkpoint must store)."""
+
+    name = ""
+    trainable = ""
+
+    def __init__(self, pb: Problem, kern):
+        self.pb = pb
+        self.kern = kern
+        N = pb.N
+        self.s = np.empty(N)
+        self.c = np.empty(N)
+
+    def advance(self, n_steps: int, frak_sum: np.ndarray) -> int:
+        raise NotImplementedError
+
+    def observe(self):
+        """Return ``(z, z_test, p_norm, w_dist, p_probe, query_probe)`` at the current iterate."""
+        raise NotImplementedError
+
+    def final_params(self):
+        """Return ``(W, p)`` at the current iterate, materialised."""
+        raise NotImplementedError
+
+
+class _PrimalP(_Coordinates):
+    name, trainable = "primal", "p"
+
+    def __init__(self, pb, kern):
+        super().__init__(pb, kern)
+        self.K = pb.X @ pb.W0.T
+        self.KT = np.ascontiguousarray(self.K.T)
+        self.state = {"p": pb.p0.copy(), "z": self.K @ pb.p0}
+
+    def advance(self, n_steps, frak_sum):
+        st, pb = self.state, self.pb
+        return self.kern.primal_p_run(st["p"], st["z"], self.K, self.KT, pb.v, pb.y, pb.T, pb.relevant,
+                                      pb.lr, n_steps, frak_sum, self.s, self.c)
+
+    def observe(self):
+        pb, p = self.pb, self.state["p"]
+        u = pb.W0.T @ p
+        return self.state["z"], pb.Xt @ u, np.linalg.norm(p), 0.0, pb.probes @ p, pb.probes @ u
+
+    def final_params(self):
+        return self.pb.W0.copy(), self.state["p"].copy()
+
+
+class _PrimalWp(_Coordinates):
+    name, trainable = "primal", "Wp"
+
+    def __init__(self, pb, kern):
+        super().__init__(pb, kern)
+        self.XT = np.ascontiguousarray(pb.X.T)
+        u = pb.W0.T @ pb.p0
+        self.state = {"W": pb.W0.copy(), "p": pb.p0.copy(), "u": u, "z": pb.X @ u}
+        self.g = np.empty(pb.d)
+
+    def advance(self, n_steps, frak_sum):
+        st, pb = self.state, self.pb
+        return self.kern.primal_wp_run(st["W"], st["p"], st["u"], st["z"], pb.X, self.XT, pb.v, pb.y, pb.T,
+                                       pb.relevant, pb.lr, n_steps, frak_sum, self.s, self.c, self.g)
+
+    def observe(self):
+        pb, st = self.pb, self.state
+        u, p = st["u"], st["p"]
+        return (st["z"], pb.Xt @ u, np.linalg.norm(p), np.linalg.norm(st["W"] - pb.W0),
+                pb.probes @ p, pb.probes @ u)
+
+    def final_params(self):
+        return self.state["W"].copy(), self.state["p"].copy()
+
+
+class _DualP(_Coordinates):
+    """``p = p0 + K^T a`` with fixed keys ``K = X W0^T``."""
+
+    name, trainable = "dual", "p"
+
+    def __init__(self, pb, kern):
+        super().__init__(pb, kern)
+        self.K = pb.X @ pb.W0.T                     # (N, d), rows W0 x_j
+        self.Gkk = self.K @ self.K.T                 # (N, N)
+        z0 = self.K @ pb.p0
+        self.z0, self.P0 = z0, float(pb.p0 @ pb.p0)
+        W0T_K = pb.W0.T @ self.K.T                   # (d, N)
+        self.At = pb.Xt @ W0T_K                      # test scores' dependence on a
+        self.zt0 = pb.Xt @ (pb.W0.T @ pb.p0)
+        self.R_p = (pb.probes @ pb.p0, pb.probes @ self.K.T)           # <p0, r>, <k_j, r>
+        self.R_q = (pb.probes @ (pb.W0.T @ pb.p0), pb.probes @ W0T_K)  # <W0^T p0, r>, <W0^T k_j, r>
+        self.state = {"a": np.zeros(pb.N), "z": z0.copy()}
+
+    def advance(self, n_steps, frak_sum):
+        st, pb = self.state, self.pb
+        return self.kern.dual_p_run(st["a"], st["z"], self.Gkk, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
+                                    n_steps, frak_sum, self.s, self.c)
+
+    def observe(self):
+        a = self.state["a"]
+        p_norm2 = self.P0 + 2.0 * (a @ self.z0) + a @ (self.Gkk @ a)
+        return (self.state["z"], self.zt0 + self.At @ a, np.sqrt(max(p_norm2, 0.0)), 0.0,
+                self.R_p[0] + self.R_p[1] @ a, self.R_q[0] + self.R_q[1] @ a)
+
+    def final_params(self):
+        return self.pb.W0.copy(), self.pb.p0 + self.K.T @ self.state["a"]
+
+
+class _DualWp(_Coordinates):
+    """``p = Q b``, ``W = W0 + Q M X`` with ``Q = [p0, W0 X^T]``; see ``_kernels.dual_wp_run``."""
+
+    name, trainable = "dual", "Wp"
+
+    def __init__(self, pb, kern):
+        super().__init__(pb, kern)
+        N = pb.N
+        self.Q = np.concatenate([pb.p0[:, None], pb.W0 @ pb.X.T], axis=1)  # (d, N+1)
+        self.Gqq = self.Q.T @ self.Q
+        self.Gxx = pb.X @ pb.X.T
+        W0T_Q = pb.W0.T @ self.Q                     # (d, N+1)
+        self.A1 = pb.Xt @ W0T_Q                      # (Nt, N+1)
+        self.A2 = pb.Xt @ pb.X.T                     # (Nt, N)
+        self.R_p = pb.probes @ self.Q                # (k, N+1): <p, r> = R_p b
+        self.R_q1 = pb.probes @ W0T_Q                # <W0 r, Q b>
+        self.R_q2 = pb.probes @ pb.X.T               # (k, N): <x_j, r>
+        b = np.zeros(N + 1)
+        b[0] = 1.0
+        self.state = {
+            "z": self.Gqq[1:, 0].copy(),
+            "S": np.ascontiguousarray(self.Gqq[1:, 1:]),
+            "P": np.array([self.Gqq[0, 0]]),
+            "b": b,
+            "MT": np.zeros((N, N + 1)),
+        }
+        self.e = np.empty(N)
+        self.Sc = np.empty(N)
+        self.Hc = np.empty(N + 1)
+
+    def advance(self, n_steps, frak_sum):
+        st, pb = self.state, self.pb
+        return self.kern.dual_wp_run(st["z"], st["S"], st["P"], st["b"], st["MT"], self.Gxx, pb.v, pb.y, pb.T,
+                                     pb.relevant, pb.lr, n_steps, frak_sum, self.s, self.c, self.e, self.Sc,
+                                     self.Hc)
+
+    def observe(self):
+        st = self.state
+        b, MT = st["b"], st["MT"]
+        Gb = self.Gqq @ b
+        MtGb = MT @ Gb                                # (N,) = M^T Gqq b
+        M = MT.T
+        w_dist2 = float(np.sum(M * (self.Gqq @ M @ self.Gxx)))
+        return (st["z"], self.A1 @ b + self.A2 @ MtGb, np.sqrt(max(st["P"][0], 0.0)),
+                np.sqrt(max(w_dist2, 0.0)), self.R_p @ b, self.R_q1 @ b + self.R_q2 @ MtGb)
+
+    def final_params(self):
+        b, MT = self.state["b"], self.state["MT"]
+        W = self.pb.W0 + (self.Q @ MT.T) @ self.pb.X
+        return W, self.Q @ b
+
+
+_COORDINATES = {
+    ("primal", "p"): _PrimalP,
+    ("primal", "Wp"): _PrimalWp,
+    ("dual", "p"): _DualP,
+    ("dual", "Wp"): _DualWp,
+}
+
+
+def step_costs(N: int, d: int, n_test_tokens: int, steps: int, n_saves: int, trainable: str) -> dict:
+    """Estimated flops of a whole run in each coordinate system.
+
+    Per-step work dominates: primal ``W, p`` sweeps the d x d matrix (about
+    ``3 d^2 + 4 N d``), primal ``p`` the N x d keys twice (``4 N d``), dual ``W, p``
+    three N x N matrices (``7 N^2``), dual ``p`` one (``2 N^2``). Set-up is BLAS
+    work, counted at a tenth of its flops since it runs that much faster per flop.
+    Recording adds the test scores at every save.
+
+    Returns
+    -------
+    dict
+        ``{"primal": flops, "dual": flops}``.
+    """
+    Nt = n_test_tokens
+    if trainable == "Wp":
+        primal = steps * (3.0 * d * d + 4.0 * N * d) + n_saves * (Nt * d + 2.0 * d * d)
+        dual = (steps * 7.0 * N * N + 0.1 * (2.0 * N * d * d + 2.0 * Nt * d * N + 2.0 * N * N * d)
+                + n_saves * (2.0 * Nt * N + 2.0 * N ** 3))
+    else:
+        primal = steps * 4.0 * N * d + 0.1 * 2.0 * N * d * d + n_saves * (Nt * d + d * d)
+        dual = steps * 2.0 * N * N + 0.1 * (4.0 * N * d * d + 2.0 * Nt * d * N) + n_saves * 2.0 * Nt * N
+    return {"primal": primal, "dual": dual}
+
+
+def choose_engine(N, d, n_test_tokens, steps, n_saves, trainable) -> str:
+    """The coordinate system with the smaller estimated cost (``step_costs``)."""
+    costs = step_costs(N, d, n_test_tokens, steps, n_saves, trainable)
+    return "dual" if costs["dual"] <= costs["primal"] else "primal"
+
+
+# ------------------------------------------------------------------ recording
+
+
+def _outputs(z, v, y, T):
+    """Attention ``s`` (n, T) and outputs ``f`` (n,) from flat scores and values."""
+    n = y.shape[0]
+    s = _reference.softmax_rows(z.reshape(n, T))
+    return s, np.sum(s * v.reshape(n, T), axis=1)
+
+
+class _Recorder:
+    """Preallocated ``(n_saves, ...)`` buffers, filled one save time at a time."""
+
+    SCALARS = ("train_loss", "train_acc", "train_acc_clean", "train_acc_noisy", "test_loss", "test_acc",
+               "p_norm", "w_dist")
+
+    def __init__(self, n_saves, pb: Problem, noisy):
+        n, T, k = pb.n, pb.T, pb.probes.shape[0]
+        self.buffers = {name: np.full(n_saves, np.nan) for name in self.SCALARS}
+        self.buffers.update(
+            margins=np.full((n_saves, n), np.nan),
+            attention=np.full((n_saves, n, T), np.nan),
+            relevant_mass=np.full((n_saves, n), np.nan),
+            frak_s=np.full((n_saves, n), np.nan),
+            frak_cum=np.full((n_saves, n), np.nan),
+            p_probe=np.full((n_saves, k), np.nan),
+            query_probe=np.full((n_saves, k), np.nan),
+        )
+        self.noisy = noisy
+        self.count = 0
+
+    def record(self, idx, coords: _Coordinates, frak_sum) -> str | None:
+        """Fill row ``idx``; return the name of a non-finite quantity, or None."""
+        pb, buf = coords.pb, self.buffers
+        z, zt, p_norm, w_dist, p_probe, q_probe = coords.observe()
+        s, f = _outputs(z, pb.v, pb.y, pb.T)
+        margins = pb.y * f
+        buf["margins"][idx] = margins
+        buf["attention"][idx] = s
+        m_in = s[:, pb.relevant].sum(axis=1)
+        m_out = s[:, ~pb.relevant].sum(axis=1)
+        buf["relevant_mass"][idx] = m_in
+        buf["frak_s"][idx] = m_in * m_out
+        buf["frak_cum"][idx] = frak_sum
+        buf["train_loss"][idx] = np.mean(_reference.logistic_loss(margins))
+        correct = margins > 0
+        buf["train_acc"][idx] = np.mean(correct)
+        if np.any(~self.noisy):
+            buf["train_acc_clean"][idx] = np.mean(correct[~self.noisy])
+        if np.any(self.noisy):
+            buf["train_acc_noisy"][idx] = np.mean(correct[self.noisy])
+        if pb.n_test:
+            _, ft = _outputs(zt, pb.vt, pb.yt, pb.T)
+            mt = pb.yt * ft
+            buf["test_loss"][idx] = np.mean(_reference.logistic_loss(mt))
+            buf["test_acc"][idx] = np.mean(mt > 0)
+        buf["p_norm"][idx] = p_norm
+        buf["w_dist"][idx] = w_dist
+        buf["p_probe"][idx] = p_probe
+        buf["query_probe"][idx] = q_probe
+        self.count = idx + 1
+        checks = (("attention scores", z), ("test scores", zt), ("||p||", p_norm), ("||W - W0||", w_dist),
+                  ("train loss", buf["train_loss"][idx]))
+        for label, value in checks:
+            if not np.all(np.isfinite(value)):
+                return label
+        return None
+
+
+# ------------------------------------------------------------------ the run
+
+
+class Run:
+    """A training run in progress: coordinates, recorder, step counter.
+
+    ``train`` is the usual way in; ``Run`` is public to the package so that
+    checkpointing can save and restore ``state_dict()``.
+    """
+
+    def __init__(self, pb: Problem, coords: _Coordinates, save_steps: np.ndarray, noisy, extra_meta):
+        self.pb = pb
+        self.coords = coords
+        self.save_steps = save_steps
+        self.recorder = _Recorder(save_steps.size, pb, noisy)
+        self.frak_sum = np.zeros(pb.n)
+        self.step = 0
+        self.next_save = 0
+        self.status = FINISHED
+        self.message = FINISHED
+        self.wall_time = 0.0
+        self.compile_time = 0.0
+        self.meta = extra_meta
+
+    @property
+    def total_steps(self) -> int:
+        return int(self.save_steps[-1])
+
+    @property
+    def done(self) -> bool:
+        return self.next_save >= self.save_steps.size or self.status != FINISHED
+
+    def warm_up(self):
+        """Compile (or load from cache) the kernel; time it separately from stepping."""
+        t0 = time.perf_counter()
+        self.coords.advance(0, np.zeros(self.pb.n))
+        self.compile_time += time.perf_counter() - t0
+
+    def _diverged(self, at_step, what):
+        self.status = DIVERGED
+        self.message = f"diverged at step {at_step}: non-finite {what}"
+
+    def advance(self, max_seconds=_CHUNK_SECONDS, rate=None):
+        """Run until the next save time or for about ``max_seconds``, record if a save time
+        is reached. Returns the measured steps per second of this chunk (or None)."""
+        t0 = time.perf_counter()
+        target = int(self.save_steps[self.next_save])
+        if target == self.step:
+            bad = self.recorder.record(self.next_save, self.coords, self.frak_sum)
+            self.next_save += 1
+            if bad is not None:
+                self._diverged(self.step, bad)
+            self.wall_time += time.perf_counter() - t0
+            return None
+        todo = target - self.step
+        if rate is not None:
+            todo = min(todo, max(1, int(rate * max_seconds)))
+        else:
+            todo = min(todo, 64)
+        done = int(self.coords.advance(todo, self.frak_sum))
+        self.step += done
+        elapsed = time.perf_counter() - t0
+        self.wall_time += elapsed
+        if done < todo:
+            self._diverged(self.step, "attention scores or outputs")
+            return None
+        return done / elapsed if elapsed > 0 else None
+
+    def run(self, progress=False, hooks=()):
+        """Advance to the end (or divergence, or KeyboardInterrupt marks it interrupted)."""
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.total_steps, initial=self.step, unit="step", unit_scale=True,
+                       dynamic_ncols=True, mininterval=0.5, leave=True)
+        rate = None
+        try:
+            while not self.done:
+                before = self.step
+                measured = self.advance(rate=rate)
+                if measured is not None:
+                    rate = measured if rate is None else 0.5 * (rate + measured)
+                if bar is not None and self.step > before:
+                    bar.update(self.step - before)
+                for hook in hooks:
+                    hook(self)
+        except KeyboardInterrupt:
+            self.status = INTERRUPTED
+            self.message = f"interrupted at step {self.step}"
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def result(self, config=None) -> Result:
+        count = self.recorder.count
+        arrays = {name: buf[:count].copy() for name, buf in self.recorder.buffers.items()}
+        W, p = self.coords.final_params()
+        return Result(
+            steps=self.save_steps[:count].copy(),
+            **arrays,
+            p=p,
+            W=W,
+            y=self.pb.y.copy(),
+            y_true=self.meta["y_true"],
+            noisy=self.recorder.noisy.copy(),
+            relevant=self.pb.relevant.copy(),
+            roles=self.meta["roles"],
+            config=config,
+            engine=self.coords.name,
+            status=self.status,
+            message=self.message,
+            wall_time=self.wall_time,
+            compile_time=self.compile_time,
+        )
+
+    # ---------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        """Every array that, with the problem, defines this run exactly (for checkpoints)."""
+        out = {f"state/{k}": v.copy() for k, v in self.coords.state.items()}
+        out.update({f"rec/{k}": v.copy() for k, v in self.recorder.buffers.items()})
+        out["frak_sum"] = self.frak_sum.copy()
+        out["counters"] = np.array([self.step, self.next_save, self.recorder.count], dtype=np.int64)
+        out["save_steps"] = self.save_steps.copy()
+        return out
+
+    def load_state_dict(self, sd: dict) -> None:
+        for k in self.coords.state:
+            self.coords.state[k][...] = sd[f"state/{k}"]
+        for k in self.recorder.buffers:
+            self.recorder.buffers[k][...] = sd[f"rec/{k}"]
+        self.frak_sum[...] = sd["frak_sum"]
+        self.step, self.next_save, self.recorder.count = (int(x) for x in sd["counters"])
+
+
+def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
+            relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto",
+            backend="numba") -> Run:
+    """Validate the inputs and build a ``Run`` ready to advance (see ``train``)."""
+    X = check_array("X", X, ndim=3)
+    n, T, d = X.shape
+    if n < 1 or T < 1 or d < 1:
+        raise ConfigError(f"X must have n, T, d >= 1; got shape {X.shape}")
+    y = check_labels("y", y, n)
+    W0 = check_array("W0", W0, ndim=2, shape=(d, d))
+    p0 = check_array("p0", p0, ndim=1, shape=(d,))
+    nu = check_array("nu", nu, ndim=1, shape=(d,))
+    lr = check_float("lr", lr, positive=True)
+    steps = check_int("steps", steps, minimum=1)
+    check_choice("trainable", trainable, ("Wp", "p"))
+    check_choice("engine", engine, ENGINES)
+    check_choice("backend", backend, BACKENDS)
+    if (X_test is None) != (y_test is None):
+        raise ConfigError("X_test and y_test must be given together; got only one of them")
+    if X_test is not None:
+        X_test = check_array("X_test", X_test, ndim=3, shape=(None, T, d))
+        y_test = check_labels("y_test", y_test, X_test.shape[0])
+    if relevant is None:
+        relevant = np.zeros(T, dtype=bool)
+        relevant[0] = True
+    relevant = np.array(relevant, dtype=bool)
+    if relevant.shape != (T,):
+        raise ConfigError(f"relevant must be a boolean mask of shape (T,) = ({T},); got shape {relevant.shape}")
+    noisy = np.zeros(n, dtype=bool) if noisy is None else np.array(noisy, dtype=bool)
+    if noisy.shape != (n,):
+        raise ConfigError(f"noisy must be a boolean mask of shape (n,) = ({n},); got shape {noisy.shape}")
+    y_true = y.copy() if y_true is None else check_labels("y_true", y_true, n)
+    roles = np.where(relevant, 0, 3).astype(np.int8) if roles is None else np.array(roles, dtype=np.int8)
+    probes = np.zeros((0, d)) if probes is None else check_array("probes", probes, ndim=2, shape=(None, d))
+    spec = as_saveat(save_at, steps)
+
+    pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes)
+    if engine == "auto":
+        engine = choose_engine(pb.N, d, pb.Xt.shape[0], steps, len(spec), trainable)
+    kern = _kernels if backend == "numba" else _reference
+    coords = _COORDINATES[(engine, trainable)](pb, kern)
+    return Run(pb, coords, spec.steps, noisy, {"y_true": y_true, "roles": roles})
+
+
+def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
+          relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto", backend="numba",
+          progress=False, hooks=()) -> Result:
+    """Full-batch gradient descent on the paper's attention model.
+
+    ``W`` and ``p`` (or ``p`` alone) are updated simultaneously from the same
+    iterate with step ``lr`` on ``L = mean_i log(1 + exp(-y_i f(X_i)))``,
+    ``f(X) = nu^T X^T softmax(X W^T p)``. Inputs are never mutated.
+
+    Parameters
+    ----------
+    X : array_like, shape (n, T, d)
+        Training tokens.
+    y : array_like, shape (n,)
+        Labels in {-1, +1}.
+    W0 : array_like, shape (d, d)
+    p0, nu : array_like, shape (d,)
+        Initial parameters and the fixed head (paper notation: scores ``X W^T p``).
+    lr : float
+        Step size, > 0.
+    steps : int
+        Number of GD updates, >= 1.
+    trainable : {"Wp", "p"}
+    save_at : None, SaveAt or sequence of int
+        Save times; default ``SaveAt.log(steps)``. Steps 0 and ``steps`` are always included.
+    X_test : array_like, shape (n_test, T, d), optional
+    y_test : array_like, shape (n_test,), optional
+    relevant : array_like of bool, shape (T,), optional
+        The relevant set R (default: position 0).
+    noisy : array_like of bool, shape (n,), optional
+        Which samples carry flipped labels (for the clean/noisy split).
+    y_true, roles : optional bookkeeping copied into the Result.
+    probes : array_like, shape (k, d), optional
+        Directions ``r`` whose ``<p, r>`` and ``<W^T p, r>`` are recorded.
+    engine : {"auto", "primal", "dual"}
+        ``auto`` compares the estimated costs (``step_costs``).
+    backend : {"numba", "numpy"}
+        ``numpy`` runs the slow NumPy twins of the kernels (for testing).
+    progress : bool
+        Show a progress bar.
+    hooks : sequence of callables
+        Called with the ``Run`` after every chunk (checkpointing uses this).
+
+    Returns
+    -------
+    Result
+
+    Raises
+    ------
+    ConfigError
+        For any invalid argument, with a message naming it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((4, 3, 5)); y = np.array([1., 1., -1., -1.])
+    >>> res = train(X, y, np.eye(5), np.zeros(5), rng.standard_normal(5), lr=0.1, steps=10)
+    >>> res.steps[[0, -1]], res.attention[0, 0]
+    (array([ 0, 10]), array([0.33333333, 0.33333333, 0.33333333]))
+    """
+    run = prepare(X, y, W0, p0, nu, lr=lr, steps=steps, trainable=trainable, save_at=save_at, X_test=X_test,
+                  y_test=y_test, relevant=relevant, noisy=noisy, y_true=y_true, roles=roles, probes=probes,
+                  engine=engine, backend=backend)
+    run.warm_up()
+    run.run(progress=progress, hooks=hooks)
+    return run.result()

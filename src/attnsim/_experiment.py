@@ -1,0 +1,55 @@
+"""Experiments: a Config in, a Result out."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._config import Config
+from ._data import init_params, make_data
+from ._engine import prepare
+from ._result import Result
+
+
+def prepare_run(config: Config, save_at=None, engine="auto", backend="numba"):
+    """Draw the data and initialisation of ``config`` and build the engine's ``Run``."""
+    data = make_data(config)
+    W0, p0 = init_params(config)
+    has_test = config.n_test > 0
+    return prepare(
+        data.X, data.y, W0, p0, data.nu, lr=config.lr, steps=config.steps, trainable=config.trainable,
+        save_at=save_at, X_test=data.X_test if has_test else None, y_test=data.y_test if has_test else None,
+        relevant=data.relevant, noisy=data.noisy, y_true=data.y_true, roles=data.roles,
+        probes=np.stack([data.mu_pos, data.mu_neg]), engine=engine, backend=backend,
+    )
+
+
+def simulate(config: Config, save_at=None, *, engine="auto", progress=False, hooks=()) -> Result:
+    """Generate the data of ``config`` and train on it.
+
+    Parameters
+    ----------
+    config : Config
+    save_at : None, SaveAt or sequence of int
+        Default: about 200 log-spaced steps from 0 to ``config.steps``.
+    engine : {"auto", "primal", "dual"}
+    progress : bool
+        Show a progress bar.
+    hooks : sequence of callables
+        Called with the engine's ``Run`` between chunks.
+
+    Returns
+    -------
+    Result
+        With ``config`` set; ``p_probe`` and ``query_probe`` hold the alignment of
+        ``p`` and of the effective query ``W^T p`` with ``mu_+`` and ``mu_-``.
+
+    Examples
+    --------
+    >>> res = simulate(Config(d=50, n_test=10, steps=20))
+    >>> res.attention.shape
+    (20, 20, 8)
+    """
+    run = prepare_run(config, save_at=save_at, engine=engine)
+    run.warm_up()
+    run.run(progress=progress, hooks=hooks)
+    return run.result(config)

@@ -1,0 +1,153 @@
+"""Slow NumPy twins of the numba kernels in ``_kernels.py``.
+
+Each twin has the signature of its kernel and the same in-place contract; it is
+written for clarity (whole-array NumPy, the formulas of DESIGN.md) so that it can
+serve as an oracle in the tests. ``gd_trajectory`` is the plainest possible
+primal GD loop, for checking the engines end to end.
+"""
+
+import numpy as np
+
+
+def logistic_loss(u):
+    """ell(u) = log(1 + exp(-u)), elementwise, without overflow."""
+    u = np.asarray(u, dtype=np.float64)
+    return np.where(u >= 0, np.log1p(np.exp(-np.abs(u))), -u + np.log1p(np.exp(-np.abs(u))))
+
+
+def neg_dloss(u):
+    """-ell'(u) = 1 / (1 + exp(u)), elementwise, without overflow."""
+    u = np.asarray(u, dtype=np.float64)
+    e = np.exp(-np.abs(u))
+    return np.where(u >= 0, e / (1.0 + e), 1.0 / (1.0 + e))
+
+
+def softmax_rows(z):
+    """Softmax over the last axis with the maximum subtracted."""
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def forward(z, v, y):
+    """Attention, outputs and dL/dz from scores.
+
+    Parameters
+    ----------
+    z, v : ndarray, shape (n, T)
+    y : ndarray, shape (n,)
+
+    Returns
+    -------
+    s : ndarray, shape (n, T)
+    f : ndarray, shape (n,)
+    c : ndarray, shape (n, T)
+    """
+    n = z.shape[0]
+    s = softmax_rows(z)
+    f = (s * v).sum(axis=1)
+    c = (-neg_dloss(y * f) * y / n)[:, None] * s * (v - f[:, None])
+    return s, f, c
+
+
+def coefficients(z, v, y, T, relevant, s, c, frak_sum):
+    """Twin of ``_kernels.coefficients``."""
+    n = y.shape[0]
+    s2, f, c2 = forward(z.reshape(n, T), v.reshape(n, T), y)
+    s[:] = s2.ravel()
+    c[:] = c2.ravel()
+    frak_sum += s2[:, relevant].sum(axis=1) * s2[:, ~relevant].sum(axis=1)
+    return bool(np.all(np.isfinite(f)))
+
+
+def loss_and_grads(X, y, W, p, nu):
+    """Twin of ``_kernels.loss_and_grads``: scores ``X W^T p``, DESIGN.md §2."""
+    n, T, d = X.shape
+    z = X @ (W.T @ p)
+    v = X @ nu
+    s, f, c = forward(z, v, y)
+    loss = float(np.mean(logistic_loss(y * f)))
+    g = np.einsum("it,itk->k", c, X)
+    return loss, np.outer(p, g), W @ g
+
+
+def primal_p_run(p, z, K, KT, v, y, T, relevant, lr, n_steps, frak_sum, s, c):
+    """Twin of ``_kernels.primal_p_run``."""
+    for step in range(n_steps):
+        if not coefficients(z, v, y, T, relevant, s, c, frak_sum):
+            return step
+        p -= lr * (K.T @ c)
+        z[:] = K @ p
+    return n_steps
+
+
+def primal_wp_run(W, p, u, z, X, XT, v, y, T, relevant, lr, n_steps, frak_sum, s, c, g):
+    """Twin of ``_kernels.primal_wp_run``."""
+    for step in range(n_steps):
+        if not coefficients(z, v, y, T, relevant, s, c, frak_sum):
+            return step
+        g[:] = X.T @ c
+        grad_p = W @ g
+        W -= lr * np.outer(p, g)
+        p -= lr * grad_p
+        u[:] = W.T @ p
+        z[:] = X @ u
+    return n_steps
+
+
+def dual_p_run(a, z, Gkk, v, y, T, relevant, lr, n_steps, frak_sum, s, c):
+    """Twin of ``_kernels.dual_p_run``."""
+    for step in range(n_steps):
+        if not coefficients(z, v, y, T, relevant, s, c, frak_sum):
+            return step
+        a -= lr * c
+        z -= lr * (Gkk @ c)
+    return n_steps
+
+
+def dual_wp_run(z, S, P, b, MT, Gxx, v, y, T, relevant, lr, n_steps, frak_sum, s, c, e, Sc, Hc):
+    """Twin of ``_kernels.dual_wp_run`` (see its docstring for the recurrences)."""
+    for step in range(n_steps):
+        if not coefficients(z, v, y, T, relevant, s, c, frak_sum):
+            return step
+        e[:] = Gxx @ c
+        Sc[:] = S @ c
+        zc = z @ c
+        Pk = P[0]
+        Hc[:] = np.concatenate(([0.0], c)) + MT.T @ e
+        S[:] = S - lr * (np.outer(e, z) + np.outer(z, e)) + lr * lr * Pk * np.outer(e, e)
+        z[:] = z - lr * Sc - lr * Pk * e + lr * lr * zc * e
+        MT -= lr * np.outer(c, b)
+        b -= lr * Hc
+        P[0] = Pk - 2.0 * lr * zc + lr * lr * (c @ Sc)
+    return n_steps
+
+
+def gd_trajectory(X, y, W0, p0, nu, lr, steps, trainable="Wp"):
+    """Plain primal GD from DESIGN.md §1-2; returns the scores after each step.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, T, d)
+    y : ndarray, shape (n,)
+    W0 : ndarray, shape (d, d)
+    p0, nu : ndarray, shape (d,)
+    lr : float
+    steps : int
+    trainable : {"Wp", "p"}
+
+    Returns
+    -------
+    scores : ndarray, shape (steps + 1, n, T)
+        ``scores[k]`` are the scores after k updates.
+    W, p : the final parameters.
+    """
+    W = np.array(W0, dtype=np.float64)
+    p = np.array(p0, dtype=np.float64)
+    out = [X @ (W.T @ p)]
+    for _ in range(steps):
+        _, grad_W, grad_p = loss_and_grads(X, y, W, p, nu)
+        if trainable == "Wp":
+            W = W - lr * grad_W
+        p = p - lr * grad_p
+        out.append(X @ (W.T @ p))
+    return np.array(out), W, p

@@ -1,0 +1,247 @@
+"""What came out of a run: one ``Result`` object, and its exact round trip through ``.npz``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._config import Config
+
+#: Version of the ``.npz`` layout written by ``Result.save``; ``load`` refuses others.
+FORMAT_VERSION = 1
+
+FINISHED = "finished"
+DIVERGED = "diverged"
+INTERRUPTED = "interrupted"
+STATUSES = (FINISHED, DIVERGED, INTERRUPTED)
+
+
+class ResultFileError(ValueError):
+    """A result or checkpoint file is missing, truncated, corrupted or of another format version."""
+
+
+@dataclass(eq=False)
+class Result:
+    """Everything recorded by one training run.
+
+    Arrays indexed by save time have a leading axis of length ``S = len(steps)``,
+    the save times actually reached (fewer than requested if the run diverged or
+    was interrupted). A value recorded at ``steps[k]`` is the state after that many
+    GD updates.
+
+    Attributes
+    ----------
+    steps : ndarray of int64, shape (S,)
+    train_loss, train_acc : ndarray, shape (S,)
+    train_acc_clean, train_acc_noisy : ndarray, shape (S,)
+        Accuracy on the observed labels of the clean and the noisy samples
+        (NaN when the run has no noisy, or no clean, samples).
+    test_loss, test_acc : ndarray, shape (S,)
+        NaN without a test set.
+    margins : ndarray, shape (S, n)
+        ``y_i f(X_i)``.
+    attention : ndarray, shape (S, n, T)
+        Softmax ``s_it``.
+    relevant_mass : ndarray, shape (S, n)
+        ``m_i = sum_{t in R} s_it``.
+    frak_s : ndarray, shape (S, n)
+        ``m_i (1 - m_i)``.
+    frak_cum : ndarray, shape (S, n)
+        ``sum_{tau' < tau} m_i(tau') (1 - m_i(tau'))``, accumulated at every step.
+    p_norm, w_dist : ndarray, shape (S,)
+        ``||p||`` and ``||W - W0||_F``.
+    p_probe, query_probe : ndarray, shape (S, k)
+        ``<p, r_j>`` and ``<W^T p, r_j>`` for the probe directions ``r_j`` given to
+        ``train`` (for ``simulate``: ``mu_+`` and ``mu_-``); ``k = 0`` without probes.
+    p : ndarray, shape (d,)
+    W : ndarray, shape (d, d)
+        Final parameters (after the last recorded step).
+    y, y_true : ndarray, shape (n,)
+        Observed and true training labels (``y_true = y`` when unknown).
+    noisy : ndarray of bool, shape (n,)
+    relevant : ndarray of bool, shape (T,)
+    roles : ndarray of int8, shape (T,)
+        Role codes (``attnsim.ROLE_NAMES``); all irrelevant but R when unknown.
+    config : Config or None
+    engine : str
+        ``"primal"`` or ``"dual"``.
+    status : str
+        ``"finished"``, ``"diverged"`` or ``"interrupted"``.
+    message : str
+        Human-readable status, e.g. ``"diverged at step 1234: non-finite attention scores"``.
+    wall_time, compile_time : float
+        Seconds spent stepping and recording, and compiling or loading kernels.
+    """
+
+    steps: np.ndarray
+    train_loss: np.ndarray
+    train_acc: np.ndarray
+    train_acc_clean: np.ndarray
+    train_acc_noisy: np.ndarray
+    test_loss: np.ndarray
+    test_acc: np.ndarray
+    margins: np.ndarray
+    attention: np.ndarray
+    relevant_mass: np.ndarray
+    frak_s: np.ndarray
+    frak_cum: np.ndarray
+    p_norm: np.ndarray
+    w_dist: np.ndarray
+    p_probe: np.ndarray
+    query_probe: np.ndarray
+    p: np.ndarray
+    W: np.ndarray
+    y: np.ndarray
+    y_true: np.ndarray
+    noisy: np.ndarray
+    relevant: np.ndarray
+    roles: np.ndarray
+    config: Config | None = None
+    engine: str = ""
+    status: str = FINISHED
+    message: str = FINISHED
+    wall_time: float = 0.0
+    compile_time: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        return self.status == FINISHED
+
+    @property
+    def final_step(self) -> int:
+        return int(self.steps[-1])
+
+    def summary(self) -> dict:
+        """Final scalar figures, for printing."""
+        last = {
+            "status": self.message,
+            "engine": self.engine,
+            "steps": self.final_step,
+            "train_loss": float(self.train_loss[-1]),
+            "train_acc": float(self.train_acc[-1]),
+            "train_acc_clean": float(self.train_acc_clean[-1]),
+            "train_acc_noisy": float(self.train_acc_noisy[-1]),
+            "test_loss": float(self.test_loss[-1]),
+            "test_acc": float(self.test_acc[-1]),
+            "mean_relevant_mass_clean": float(np.mean(self.relevant_mass[-1][~self.noisy]))
+            if np.any(~self.noisy) else float("nan"),
+            "mean_relevant_mass_noisy": float(np.mean(self.relevant_mass[-1][self.noisy]))
+            if np.any(self.noisy) else float("nan"),
+            "p_norm": float(self.p_norm[-1]),
+            "w_dist": float(self.w_dist[-1]),
+            "wall_time_s": self.wall_time,
+            "compile_time_s": self.compile_time,
+        }
+        return last
+
+    # ------------------------------------------------------------------ files
+    def save(self, path) -> None:
+        """Write to a NumPy ``.npz`` file atomically (temporary file, fsync, rename)."""
+        arrays = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                arrays[f.name] = value
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "kind": "attnsim.Result",
+            "config": None if self.config is None else self.config.to_dict(),
+            "engine": self.engine,
+            "status": self.status,
+            "message": self.message,
+            "wall_time": self.wall_time,
+            "compile_time": self.compile_time,
+            "extra": self.extra,
+        }
+        write_npz_atomic(path, arrays, meta)
+
+
+def write_npz_atomic(path, arrays: dict, meta: dict) -> None:
+    """Write ``arrays`` plus a JSON ``meta`` record to ``path`` so that ``path`` is either the
+    old file or the complete new one, never a partial write."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".attnsim-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_npz(path, kind: str) -> tuple[dict, dict]:
+    """Read a file written by ``write_npz_atomic``; check its kind and format version.
+
+    Raises
+    ------
+    ResultFileError
+        If the file is missing, not a valid ``.npz``, truncated, of another kind or version.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ResultFileError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
+        raise ResultFileError(f"{path}: not a readable attnsim file ({type(exc).__name__}: {exc})") from None
+    if "__meta__" not in arrays:
+        raise ResultFileError(f"{path}: not an attnsim file (no __meta__ record)")
+    try:
+        meta = json.loads(str(arrays.pop("__meta__")))
+    except json.JSONDecodeError as exc:
+        raise ResultFileError(f"{path}: corrupted __meta__ record ({exc})") from None
+    if meta.get("kind") != kind:
+        raise ResultFileError(f"{path}: holds {meta.get('kind')!r}, expected {kind!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ResultFileError(
+            f"{path}: format_version {meta.get('format_version')!r} is not supported "
+            f"(this attnsim reads version {FORMAT_VERSION})"
+        )
+    return arrays, meta
+
+
+def load(path) -> Result:
+    """Read a ``Result`` written by ``Result.save`` (no pickle is ever loaded).
+
+    Raises
+    ------
+    ResultFileError
+        If the file is missing, truncated, corrupted, or of another format version.
+    """
+    arrays, meta = read_npz(path, "attnsim.Result")
+    names = [f.name for f in dataclasses.fields(Result) if f.name not in
+             ("config", "engine", "status", "message", "wall_time", "compile_time", "extra")]
+    missing = [name for name in names if name not in arrays]
+    if missing:
+        raise ResultFileError(f"{path}: missing arrays {missing}")
+    S = arrays["steps"].shape[0]
+    for name in names:
+        if name in ("p", "W", "y", "y_true", "noisy", "relevant", "roles"):
+            continue
+        if arrays[name].shape[:1] != (S,):
+            raise ResultFileError(f"{path}: array {name!r} has shape {arrays[name].shape}, expected leading {S}")
+    config = None if meta["config"] is None else Config.from_dict(meta["config"])
+    return Result(
+        **{name: arrays[name] for name in names},
+        config=config,
+        engine=meta["engine"],
+        status=meta["status"],
+        message=meta["message"],
+        wall_time=meta["wall_time"],
+        compile_time=meta["compile_time"],
+        extra=meta.get("extra", {}),
+    )
