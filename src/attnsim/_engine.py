@@ -286,6 +286,7 @@ class _Recorder:
         self.buffers = {name: np.full(n_saves, np.nan) for name in self.SCALARS}
         self.buffers.update(
             margins=np.full((n_saves, n), np.nan),
+            scores=np.full((n_saves, n, T), np.nan),
             attention=np.full((n_saves, n, T), np.nan),
             relevant_mass=np.full((n_saves, n), np.nan),
             frak_s=np.full((n_saves, n), np.nan),
@@ -303,6 +304,7 @@ class _Recorder:
         s, f = _outputs(z, pb.v, pb.y, pb.T)
         margins = pb.y * f
         buf["margins"][idx] = margins
+        buf["scores"][idx] = z.reshape(pb.n, pb.T)
         buf["attention"][idx] = s
         m_in = s[:, pb.relevant].sum(axis=1)
         m_out = s[:, ~pb.relevant].sum(axis=1)

@@ -47,7 +47,7 @@ def simulate(config: Config, save_at=None, *, engine="auto", progress=False, hoo
     --------
     >>> res = simulate(Config(d=50, n_test=10, steps=20))
     >>> res.attention.shape
-    (20, 20, 8)
+    (21, 20, 8)
     """
     run = prepare_run(config, save_at=save_at, engine=engine)
     run.warm_up()

@@ -46,6 +46,9 @@ class Result:
         NaN without a test set.
     margins : ndarray, shape (S, n)
         ``y_i f(X_i)``.
+    scores : ndarray, shape (S, n, T)
+        Attention logits ``z_it = x_it^T W^T p`` (gaps of these are exact where
+        the softmax has saturated).
     attention : ndarray, shape (S, n, T)
         Softmax ``s_it``.
     relevant_mass : ndarray, shape (S, n)
@@ -87,6 +90,7 @@ class Result:
     test_loss: np.ndarray
     test_acc: np.ndarray
     margins: np.ndarray
+    scores: np.ndarray
     attention: np.ndarray
     relevant_mass: np.ndarray
     frak_s: np.ndarray

@@ -1,0 +1,37 @@
+# attnsim — `make` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
+OUT    ?= out
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test test-slow test-all bench examples clean
+
+help:  ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)  ## create .venv and install attnsim with its test extra
+
+demo: $(STAMP)  ## run the balanced preset (paper setting), print a summary, write out/demo.png
+	$(VENV)/bin/attnsim run --preset balanced --progress --out $(OUT)/demo.npz
+	$(VENV)/bin/attnsim plot $(OUT)/demo.npz --out $(OUT)/demo.png
+	@echo "figure: $(OUT)/demo.png"
+
+test: $(STAMP)  ## run the default test suite (slow tests excluded)
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)  ## run only the slow tests
+	$(PY) -m pytest -m slow -q
+
+test-all: $(STAMP)  ## run every test
+	$(PY) -m pytest -q
+
+clean:  ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .hypothesis build dist src/*.egg-info
