@@ -1,0 +1,105 @@
+"""Figures drawn from a ``Result``: training curves and per-token attention (paper Fig. 3 style)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+#: One colour per role, so a token's line colour says what it is.
+ROLE_COLOURS = {0: "tab:red", 1: "tab:orange", 2: "tab:blue", 3: "tab:gray"}
+ROLE_LABELS = {0: "R", 1: "$W_{Y^*}$", 2: "$W_{-Y^*}$", 3: "I"}
+
+
+def _time_axis(ax, steps):
+    """Log time axis that still shows step 0 (linear below step 1)."""
+    ax.set_xscale("symlog", linthresh=1.0, linscale=0.3)
+    ax.set_xlim(0, max(int(steps[-1]), 1))
+    ax.set_xlabel("GD step τ")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def pick_samples(result):
+    """Indices of one clean and one noisy sample (-1 where there is none)."""
+    clean = np.flatnonzero(~result.noisy)
+    noisy = np.flatnonzero(result.noisy)
+    return (int(clean[0]) if clean.size else -1), (int(noisy[0]) if noisy.size else -1)
+
+
+def plot_attention(ax, result, i, title):
+    """Every token's softmax probability for sample ``i`` over time, coloured by role."""
+    steps = result.steps
+    seen = set()
+    for t in range(result.attention.shape[2]):
+        role = int(result.roles[t])
+        label = f"$x_{{{t + 1}}}$ ({ROLE_LABELS[role]})" if role != 3 else ("I tokens" if role not in seen else None)
+        seen.add(role)
+        ax.plot(steps, result.attention[:, i, t], color=ROLE_COLOURS[role], label=label,
+                lw=1.8 if role == 0 else 1.0, alpha=1.0 if role != 3 else 0.6)
+    _time_axis(ax, steps)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("softmax probability")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+
+
+def plot_result(result, path=None, title=None):
+    """Training curves and the attention of a clean and a noisy sample.
+
+    Parameters
+    ----------
+    result : Result
+    path : str or path-like, optional
+        Where to save the figure (PNG, PDF, ... by extension).
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    steps = result.steps
+    ax = axes[0, 0]
+    ax.plot(steps, result.train_loss, label="train loss", color="k")
+    if np.any(np.isfinite(result.test_loss)):
+        ax.plot(steps, result.test_loss, label="test loss", color="tab:green")
+    _time_axis(ax, steps)
+    ax.set_ylabel("logistic loss")
+    ax.legend(fontsize=8)
+    ax.set_title("loss", fontsize=10)
+
+    ax = axes[0, 1]
+    ax.plot(steps, result.train_acc, label="train acc (observed labels)", color="k")
+    if np.any(np.isfinite(result.test_acc)):
+        ax.plot(steps, result.test_acc, label="test acc", color="tab:green")
+    if np.any(result.noisy):
+        ax.plot(steps, result.train_acc_noisy, label="noisy samples fitted", color="tab:purple", ls="--")
+    _time_axis(ax, steps)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    ax.set_title("accuracy", fontsize=10)
+
+    clean, noisy = pick_samples(result)
+    if clean >= 0:
+        plot_attention(axes[1, 0], result, clean, f"clean sample {clean}")
+    else:
+        axes[1, 0].set_axis_off()
+    if noisy >= 0:
+        plot_attention(axes[1, 1], result, noisy, f"noisy sample {noisy} (label flipped)")
+    else:
+        axes[1, 1].set_axis_off()
+    if title is None and result.config is not None:
+        c = result.config
+        title = (f"d={c.d}, ‖μ‖={c.signal_norm:g}, SNR={c.snr:.3g}, n={c.n_train}, η={c.eta:g}, "
+                 f"trainable={c.trainable}, lr={c.lr:g}")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
