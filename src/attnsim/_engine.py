@@ -13,6 +13,9 @@ coordinates whose size depends on ``N = n T`` only.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 
 import numpy as np
@@ -67,6 +70,14 @@ class Problem:
 # ------------------------------------------------------------------ coordinates
 
 
+def _norm(x) -> float:
+    """Euclidean/Frobenius norm that stays finite for huge finite entries (|x| up to 1e308)."""
+    m = float(np.max(np.abs(x), initial=0.0))
+    if m == 0.0 or not np.isfinite(m):
+        return m
+    return m * float(np.linalg.norm(x / m))
+
+
 class _Coordinates:
     """Base of the four coordinate systems. ``state`` maps names to the arrays
     that fully define the iterate (what a checkpoint must store)."""
@@ -110,7 +121,7 @@ class _PrimalP(_Coordinates):
     def observe(self):
         pb, p = self.pb, self.state["p"]
         u = pb.W0.T @ p
-        return self.state["z"], pb.Xt @ u, np.linalg.norm(p), 0.0, pb.probes @ p, pb.probes @ u
+        return self.state["z"], pb.Xt @ u, _norm(p), 0.0, pb.probes @ p, pb.probes @ u
 
     def final_params(self):
         return self.pb.W0.copy(), self.state["p"].copy()
@@ -134,7 +145,7 @@ class _PrimalWp(_Coordinates):
     def observe(self):
         pb, st = self.pb, self.state
         u, p = st["u"], st["p"]
-        return (st["z"], pb.Xt @ u, np.linalg.norm(p), np.linalg.norm(st["W"] - pb.W0),
+        return (st["z"], pb.Xt @ u, _norm(p), _norm(st["W"] - pb.W0),
                 pb.probes @ p, pb.probes @ u)
 
     def final_params(self):
@@ -166,8 +177,13 @@ class _DualP(_Coordinates):
 
     def observe(self):
         a = self.state["a"]
-        p_norm2 = self.P0 + 2.0 * (a @ self.z0) + a @ (self.Gkk @ a)
-        return (self.state["z"], self.zt0 + self.At @ a, np.sqrt(max(p_norm2, 0.0)), 0.0,
+        # ||p||^2 = P0 + 2 a.z0 + a^T Gkk a, evaluated with a scaled to |a| <= 1 so that a huge
+        # but finite p does not overflow its own squared norm.
+        scale = max(float(np.max(np.abs(a), initial=0.0)), 1.0)
+        a_s = a / scale
+        with np.errstate(over="ignore"):
+            p_norm2 = self.P0 / scale / scale + 2.0 * (a_s @ self.z0) / scale + a_s @ (self.Gkk @ a_s)
+        return (self.state["z"], self.zt0 + self.At @ a, scale * np.sqrt(max(p_norm2, 0.0)), 0.0,
                 self.R_p[0] + self.R_p[1] @ a, self.R_q[0] + self.R_q[1] @ a)
 
     def final_params(self):
@@ -299,6 +315,11 @@ class _Recorder:
 
     def record(self, idx, coords: _Coordinates, frak_sum) -> str | None:
         """Fill row ``idx``; return the name of a non-finite quantity, or None."""
+        # Overflow here is reported as divergence below, not as a RuntimeWarning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._record(idx, coords, frak_sum)
+
+    def _record(self, idx, coords, frak_sum):
         pb, buf = coords.pb, self.buffers
         z, zt, p_norm, w_dist, p_probe, q_probe = coords.observe()
         s, f = _outputs(z, pb.v, pb.y, pb.T)
@@ -337,6 +358,39 @@ class _Recorder:
 
 
 # ------------------------------------------------------------------ the run
+
+#: Readable names of the coordinate-state arrays, for divergence messages.
+_STATE_NAMES = {
+    "p": "p", "W": "W", "u": "query W^T p", "z": "attention scores z", "a": "dual coefficients a",
+    "S": "key Gram matrix S", "P": "||p||^2", "b": "dual coefficients b", "MT": "dual coefficients M",
+}
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold Ctrl-C until the current chunk has finished and been accounted for.
+
+    A KeyboardInterrupt raised between the kernel call and the step-counter update
+    would leave a state that no checkpoint can describe exactly; deferring it to the
+    end of the chunk (at most ~``_CHUNK_SECONDS``) keeps iterate, counters and
+    recorder consistent. Yields a list that is non-empty once Ctrl-C was pressed.
+    Does nothing outside the main thread or when someone else handles SIGINT.
+    """
+    pending = []
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield pending
+        return
+
+    def handler(signum, frame):
+        pending.append(signum)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield pending
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
 
 
 class Run:
@@ -378,6 +432,11 @@ class Run:
         self.status = DIVERGED
         self.message = f"diverged at step {at_step}: non-finite {what}"
 
+    def _nonfinite_state(self) -> str:
+        """Name the parts of the iterate that are no longer finite (for the divergence message)."""
+        bad = [_STATE_NAMES.get(k, k) for k, v in self.coords.state.items() if not np.all(np.isfinite(v))]
+        return ", ".join(bad)
+
     def advance(self, max_seconds=_CHUNK_SECONDS, rate=None):
         """Run until the next save time or for about ``max_seconds``, record if a save time
         is reached. Returns the measured steps per second of this chunk (or None)."""
@@ -385,9 +444,11 @@ class Run:
         target = int(self.save_steps[self.next_save])
         if target == self.step:
             bad = self.recorder.record(self.next_save, self.coords, self.frak_sum)
-            self.next_save += 1
             if bad is not None:
-                self._diverged(self.step, bad)
+                # Keep only finite rows: the message says where and what overflowed.
+                self.recorder.count = self.next_save
+                self._diverged(self.step, self._nonfinite_state() or bad)
+            self.next_save += 1
             self.wall_time += time.perf_counter() - t0
             return None
         todo = target - self.step
@@ -400,7 +461,8 @@ class Run:
         elapsed = time.perf_counter() - t0
         self.wall_time += elapsed
         if done < todo:
-            self._diverged(self.step, "attention scores or outputs")
+            # All state finite means the overflow happened in the outputs f = sum_t s_t v_t.
+            self._diverged(self.step, self._nonfinite_state() or "outputs f")
             return None
         return done / elapsed if elapsed > 0 else None
 
@@ -414,15 +476,18 @@ class Run:
                        dynamic_ncols=True, mininterval=0.5, leave=True)
         rate = None
         try:
-            while not self.done:
-                before = self.step
-                measured = self.advance(rate=rate)
-                if measured is not None:
-                    rate = measured if rate is None else 0.5 * (rate + measured)
-                if bar is not None and self.step > before:
-                    bar.update(self.step - before)
-                for hook in hooks:
-                    hook(self)
+            with _sigint_deferred() as pending:
+                while not self.done:
+                    before = self.step
+                    measured = self.advance(rate=rate)
+                    if measured is not None:
+                        rate = measured if rate is None else 0.5 * (rate + measured)
+                    if bar is not None and self.step > before:
+                        bar.update(self.step - before)
+                    for hook in hooks:
+                        hook(self)
+                    if pending:
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
             self.status = INTERRUPTED
             self.message = f"interrupted at step {self.step}"
@@ -430,6 +495,8 @@ class Run:
         finally:
             if bar is not None:
                 bar.close()
+        if pending:  # Ctrl-C during the last chunk: the run is complete, pass the interrupt on
+            raise KeyboardInterrupt
 
     def result(self, config=None) -> Result:
         count = self.recorder.count
