@@ -6,6 +6,11 @@ Attention Mechanism" (ICML 2025, arXiv 2409.17625): ``f(X) = nu^T X^T softmax(X 
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._analysis import (
+    NEVER, REGIMES, FrakSums, QueryDecomposition, Regime, anchor_tokens, argmax_token, classify_regime,
+    decompose_query, first_passage, fitted, frak_sums, gaps, growth, min_gap, noise_probes, noisy_fit_times,
+    noisy_fitted, role_mass, time_to_fit_all, time_to_test_acc, time_to_test_loss, token_noise, token_values,
+)
 from ._config import PRESETS, Config, field_names, preset
 from ._data import ROLE_NAMES, Data, init_params, make_data
 from ._engine import choose_engine, step_costs, train
@@ -21,6 +26,10 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "FrakSums", "NEVER", "QueryDecomposition", "REGIMES", "Regime", "anchor_tokens", "argmax_token",
+    "classify_regime", "decompose_query", "first_passage", "fitted", "frak_sums", "gaps", "growth", "min_gap",
+    "noise_probes", "noisy_fit_times", "noisy_fitted", "role_mass", "time_to_fit_all", "time_to_test_acc",
+    "time_to_test_loss", "token_noise", "token_values",
     "Config", "ConfigError", "Data", "PRESETS", "ROLE_NAMES", "Result", "ResultFileError", "SaveAt",
     "choose_engine", "field_names", "init_params", "load", "loss_and_grads", "make_data", "preset",
     "simulate", "step_costs", "train", "__version__",

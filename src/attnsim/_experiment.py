@@ -8,10 +8,29 @@ from ._config import Config
 from ._data import init_params, make_data
 from ._engine import prepare
 from ._result import Result
+from ._validation import ConfigError
 
 
-def prepare_run(config: Config, save_at=None, engine="auto", backend="numba"):
-    """Draw the data and initialisation of ``config`` and build the engine's ``Run``."""
+def _probe_matrix(config: Config, data, probes):
+    """``None``: ``[mu_+, mu_-]``; ``"noise"``: those and the training tokens' noise vectors; else as given."""
+    if probes is None:
+        return np.stack([data.mu_pos, data.mu_neg])
+    if isinstance(probes, str):
+        if probes != "noise":
+            raise ConfigError(f"probes must be None, 'noise' or an array of shape (k, d); got {probes!r}")
+        from ._analysis import noise_probes
+
+        return noise_probes(config, data)
+    return probes
+
+
+def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", probes=None):
+    """Draw the data and initialisation of ``config`` and build the engine's ``Run``.
+
+    ``probes``: ``None`` records ``<p, r>`` and ``<W^T p, r>`` for ``r = mu_+, mu_-``;
+    ``"noise"`` adds the noise vector of every training token (``attnsim.noise_probes``,
+    what ``attnsim.decompose_query`` needs); an array of shape (k, d) is used as given.
+    """
     data = make_data(config)
     W0, p0 = init_params(config)
     has_test = config.n_test > 0
@@ -19,11 +38,11 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba"):
         data.X, data.y, W0, p0, data.nu, lr=config.lr, steps=config.steps, trainable=config.trainable,
         save_at=save_at, X_test=data.X_test if has_test else None, y_test=data.y_test if has_test else None,
         relevant=data.relevant, noisy=data.noisy, y_true=data.y_true, roles=data.roles,
-        probes=np.stack([data.mu_pos, data.mu_neg]), engine=engine, backend=backend,
+        probes=_probe_matrix(config, data, probes), engine=engine, backend=backend,
     )
 
 
-def simulate(config: Config, save_at=None, *, engine="auto", progress=False, hooks=()) -> Result:
+def simulate(config: Config, save_at=None, *, engine="auto", progress=False, hooks=(), probes=None) -> Result:
     """Generate the data of ``config`` and train on it.
 
     Parameters
@@ -36,6 +55,8 @@ def simulate(config: Config, save_at=None, *, engine="auto", progress=False, hoo
         Show a progress bar.
     hooks : sequence of callables
         Called with the engine's ``Run`` between chunks.
+    probes : None, "noise" or array_like, shape (k, d)
+        Directions whose alignment with ``p`` and ``W^T p`` is recorded (see ``prepare_run``).
 
     Returns
     -------
@@ -49,7 +70,7 @@ def simulate(config: Config, save_at=None, *, engine="auto", progress=False, hoo
     >>> res.attention.shape
     (21, 20, 8)
     """
-    run = prepare_run(config, save_at=save_at, engine=engine)
+    run = prepare_run(config, save_at=save_at, engine=engine, probes=probes)
     run.warm_up()
     run.run(progress=progress, hooks=hooks)
     return run.result(config)
