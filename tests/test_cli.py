@@ -1,0 +1,59 @@
+"""The command line: what a user types, end to end (in-process and as a subprocess)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from attnsim import load
+from attnsim.cli import main
+
+SMALL = ["--d", "40", "--n-test", "20", "--steps", "300", "--no-progress"]
+
+
+def test_run_writes_a_result_that_matches_its_flags(tmp_path, capsys):
+    out = tmp_path / "run.npz"
+    assert main(["run", "--preset", "large-signal", *SMALL, "--eta", "0.1", "--lr", "0.01", "--seed", "3",
+                 "--saves", "20", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "train_acc" in text and "saved" in text
+    res = load(out)
+    c = res.config
+    assert (c.d, c.n_test, c.steps, c.eta, c.lr, c.seed, c.signal_norm) == (40, 20, 300, 0.1, 0.01, 3, 80.0)
+    assert res.steps[-1] == 300 and len(res.steps) <= 20
+
+
+def test_integers_accept_scientific_notation(tmp_path):
+    out = tmp_path / "r.npz"
+    assert main(["run", *SMALL, "--steps", "1e3", "--saves", "5", "--out", str(out)]) == 0
+    assert load(out).config.steps == 1000
+
+
+def test_plot_writes_a_png(tmp_path):
+    out = tmp_path / "run.npz"
+    assert main(["run", *SMALL, "--out", str(out)]) == 0
+    assert main(["plot", str(out)]) == 0
+    png = (tmp_path / "run.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--preset", "nope"], "--preset must be one of balanced, large-noise, large-signal; got 'nope'"),
+    (["run", "--d", "1"], "d must be >= 2; got 1"),
+    (["run", "--steps", "ten"], "expected an integer, got 'ten'"),
+    (["plot", "missing.npz"], "missing.npz: no such file"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_console_script_runs_as_a_subprocess(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "attnsim", "run", "--d", "0"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "attnsim: error: d must be >= 2; got 0"
+    assert "Traceback" not in proc.stderr

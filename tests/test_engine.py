@@ -1,0 +1,112 @@
+"""``train`` end to end: against the plain NumPy GD loop, across engines and backends,
+and the internal consistency of every recorded quantity."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from attnsim import SaveAt, train
+from attnsim import _reference as ref
+
+
+def make_problem(seed, n=5, T=4, d=7, n_test=6, scale=1.0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, T, d))
+    y = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    W0 = rng.uniform(-1, 1, (d, d)) / np.sqrt(d) * scale
+    p0 = rng.standard_normal(d) * scale / np.sqrt(d)
+    nu = rng.standard_normal(d)
+    X_test = rng.standard_normal((n_test, T, d))
+    y_test = np.where(np.arange(n_test) % 2 == 0, 1.0, -1.0)
+    probes = rng.standard_normal((2, d))
+    return dict(X=X, y=y, W0=W0, p0=p0, nu=nu), dict(X_test=X_test, y_test=y_test, probes=probes)
+
+
+@pytest.mark.parametrize("engine", ["primal", "dual"])
+@pytest.mark.parametrize("trainable", ["Wp", "p"])
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 6), T=st.integers(1, 5), d=st.integers(2, 9),
+       lr=st.sampled_from([0.05, 0.5, 2.0]))
+def test_train_matches_plain_numpy_gd(engine, trainable, seed, n, T, d, lr):
+    arrays, extra = make_problem(seed, n, T, d)
+    steps = 30
+    res = train(**arrays, **extra, lr=lr, steps=steps, trainable=trainable, engine=engine,
+                save_at=SaveAt.linear(steps, steps + 1))
+    scores, W, p = ref.gd_trajectory(arrays["X"], arrays["y"], arrays["W0"], arrays["p0"], arrays["nu"], lr,
+                                     steps, trainable)
+    assert res.engine == engine and res.success
+    np.testing.assert_array_equal(res.steps, np.arange(steps + 1))
+    np.testing.assert_allclose(res.scores, scores, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(res.attention, ref.softmax_rows(scores), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(res.p, p, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(res.W, W, rtol=1e-9, atol=1e-11)
+    # Test-set figures and probes at the end, from the final parameters.
+    s_test, f_test, _ = ref.forward(extra["X_test"] @ (W.T @ p), extra["X_test"] @ arrays["nu"], extra["y_test"])
+    assert res.test_loss[-1] == pytest.approx(np.mean(ref.logistic_loss(extra["y_test"] * f_test)), rel=1e-9)
+    np.testing.assert_allclose(res.p_probe[-1], extra["probes"] @ p, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(res.query_probe[-1], extra["probes"] @ (W.T @ p), rtol=1e-8, atol=1e-10)
+    assert res.p_norm[-1] == pytest.approx(np.linalg.norm(p), rel=1e-9)
+    assert res.w_dist[-1] == pytest.approx(np.linalg.norm(W - arrays["W0"]), rel=1e-7, abs=1e-12)
+
+
+@pytest.mark.parametrize("engine", ["primal", "dual"])
+@pytest.mark.parametrize("trainable", ["Wp", "p"])
+def test_numba_and_numpy_backends_agree(engine, trainable):
+    arrays, extra = make_problem(3)
+    kw = dict(lr=0.3, steps=200, trainable=trainable, engine=engine)
+    fast = train(**arrays, **extra, **kw)
+    slow = train(**arrays, **extra, **kw, backend="numpy")
+    for name in ("margins", "attention", "frak_cum", "test_loss", "p_norm", "w_dist", "query_probe"):
+        np.testing.assert_allclose(getattr(fast, name), getattr(slow, name), rtol=1e-10, atol=1e-13,
+                                   err_msg=name)
+
+
+def test_recorded_quantities_are_consistent():
+    arrays, extra = make_problem(11, n=6, T=5)
+    relevant = np.array([True, True, False, False, False])
+    noisy = np.array([True, False, False, True, False, False])
+    steps = 40
+    res = train(**arrays, **extra, lr=0.5, steps=steps, relevant=relevant, noisy=noisy,
+                save_at=SaveAt.linear(steps, steps + 1))
+    m = res.attention[:, :, relevant].sum(axis=2)
+    np.testing.assert_allclose(res.relevant_mass, m, rtol=1e-13)
+    np.testing.assert_allclose(res.frak_s, m * (1 - m), rtol=1e-10, atol=1e-15)
+    # frak_cum[k] sums the per-step values of the k iterates before step k.
+    expected_cum = np.vstack([np.zeros(6), np.cumsum(res.frak_s[:-1], axis=0)])
+    np.testing.assert_allclose(res.frak_cum, expected_cum, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(res.margins, res.y * np.sum(res.attention * (arrays["X"] @ arrays["nu"]), axis=2),
+                               rtol=1e-12, atol=1e-14)
+    correct = res.margins > 0
+    np.testing.assert_array_equal(res.train_acc, correct.mean(axis=1))
+    np.testing.assert_array_equal(res.train_acc_noisy, correct[:, noisy].mean(axis=1))
+    np.testing.assert_array_equal(res.train_acc_clean, correct[:, ~noisy].mean(axis=1))
+    np.testing.assert_allclose(res.train_loss, np.mean(np.log1p(np.exp(-res.margins)), axis=1), rtol=1e-13)
+
+
+def test_uniform_attention_at_p_zero():
+    """REFERENCE.md: at p = 0 every token gets s = 1/T, whatever W and X."""
+    arrays, extra = make_problem(5, T=7)
+    arrays["p0"] = np.zeros_like(arrays["p0"])
+    res = train(**arrays, lr=0.1, steps=1)
+    np.testing.assert_allclose(res.attention[0], 1 / 7, rtol=1e-15)
+
+
+@pytest.mark.parametrize("engine", ["primal", "dual"])
+def test_inputs_are_never_mutated(engine):
+    arrays, extra = make_problem(2)
+    copies = {k: v.copy() for k, v in {**arrays, **extra}.items()}
+    train(**arrays, **extra, lr=0.5, steps=20, engine=engine)
+    for k, v in {**arrays, **extra}.items():
+        np.testing.assert_array_equal(v, copies[k], err_msg=k)
+
+
+def test_without_test_set_test_figures_are_nan():
+    arrays, _ = make_problem(4)
+    res = train(**arrays, lr=0.1, steps=5)
+    assert np.all(np.isnan(res.test_loss)) and np.all(np.isnan(res.test_acc))
+    assert res.p_probe.shape == (len(res.steps), 0)
+
+
+def test_auto_engine_is_recorded_and_is_dual_when_d_exceeds_N():
+    arrays, _ = make_problem(6, n=2, T=2, d=40)
+    assert train(**arrays, lr=0.1, steps=50).engine == "dual"

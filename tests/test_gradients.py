@@ -1,0 +1,108 @@
+"""Closed-form loss and gradients (DESIGN.md §2) against autodiff and finite differences."""
+
+import autograd.numpy as anp
+import numpy as np
+import pytest
+from autograd import grad
+from hypothesis import given
+from hypothesis import strategies as st
+
+from attnsim import _kernels, _reference
+from attnsim import loss_and_grads
+
+IMPLEMENTATIONS = {"numba": _kernels.loss_and_grads, "numpy": _reference.loss_and_grads}
+
+
+def autograd_loss(W, p, X, y, nu):
+    """The model written as plainly as possible, for autograd to differentiate."""
+    z = anp.einsum("itk,k->it", X, anp.dot(W.T, p))
+    z = z - anp.max(z, axis=1, keepdims=True)
+    e = anp.exp(z)
+    s = e / anp.sum(e, axis=1, keepdims=True)
+    f = anp.sum(s * anp.einsum("itk,k->it", X, nu), axis=1)
+    u = y * f
+    return anp.mean(anp.logaddexp(0.0, -u))
+
+
+@st.composite
+def problems(draw):
+    """Random shapes (n 1-30, T 2-12, d 2-64) and parameters; ``scale`` up to 30
+    drives the softmax deep into saturation."""
+    n = draw(st.integers(1, 30))
+    T = draw(st.integers(2, 12))
+    d = draw(st.integers(2, 64))
+    seed = draw(st.integers(0, 2**32 - 1))
+    scale = draw(st.sampled_from([0.0, 0.1, 1.0, 5.0, 30.0]))
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, T, d))
+    y = rng.choice([-1.0, 1.0], size=n)
+    W = rng.standard_normal((d, d)) * scale / np.sqrt(d)
+    p = rng.standard_normal(d) * scale / np.sqrt(d) + (0.0 if scale else 0.0)
+    nu = rng.standard_normal(d)
+    return X, y, W, p, nu, scale
+
+
+def _relerr(a, b):
+    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
+
+
+@pytest.mark.parametrize("impl", sorted(IMPLEMENTATIONS))
+@given(problems())
+def test_closed_form_matches_autograd(impl, problem):
+    X, y, W, p, nu, scale = problem
+    loss, grad_W, grad_p = IMPLEMENTATIONS[impl](X, y, W, p, nu)
+    ref_loss = autograd_loss(W, p, X, y, nu)
+    ref_W = grad(autograd_loss, 0)(W, p, X, y, nu)
+    ref_p = grad(autograd_loss, 1)(W, p, X, y, nu)
+    assert loss == pytest.approx(ref_loss, rel=1e-12, abs=1e-15)
+    # At saturation the gradients are sums of terms that cancel to ~1e-5 of their size,
+    # so both sides carry rounding of order eps * |terms|; |terms| <= |v| |x| |W or p|.
+    v = np.abs(np.einsum("itk,k->it", X, nu)).max()
+    x = np.abs(X).max()
+    floor_p = 1e-14 * v * x * max(1.0, np.abs(W).sum(axis=1).max())
+    floor_W = 1e-14 * v * x * max(1.0, np.abs(p).max())
+    err_p = np.max(np.abs(grad_p - ref_p))
+    err_W = np.max(np.abs(grad_W - ref_W))
+    assert err_p <= 1e-10 * np.max(np.abs(ref_p)) + floor_p, f"grad_p, scale={scale}"
+    assert err_W <= 1e-10 * np.max(np.abs(ref_W)) + floor_W, f"grad_W, scale={scale}"
+
+
+@given(problems())
+def test_closed_form_matches_central_differences(problem):
+    X, y, W, p, nu, scale = problem
+    if scale > 5.0:
+        return  # finite differences lose all digits where the gradient is ~1e-30
+    _, grad_W, grad_p = loss_and_grads(X, y, W, p, nu)
+    rng = np.random.default_rng(0)
+    h = 1e-5
+    for _ in range(3):
+        dW = rng.standard_normal(W.shape)
+        dp = rng.standard_normal(p.shape)
+        f_plus = _reference.loss_and_grads(X, y, W + h * dW, p + h * dp, nu)[0]
+        f_minus = _reference.loss_and_grads(X, y, W - h * dW, p - h * dp, nu)[0]
+        numeric = (f_plus - f_minus) / (2 * h)
+        analytic = np.sum(grad_W * dW) + grad_p @ dp
+        assert numeric == pytest.approx(analytic, rel=1e-5, abs=1e-9)
+
+
+def test_grad_W_is_rank_one_outer_product_of_p(rng):
+    X = rng.standard_normal((5, 4, 6))
+    y = np.array([1.0, -1.0, 1.0, -1.0, 1.0])
+    W = rng.standard_normal((6, 6))
+    p = rng.standard_normal(6)
+    _, grad_W, grad_p = loss_and_grads(X, y, W, p, rng.standard_normal(6))
+    assert np.linalg.matrix_rank(grad_W, tol=1e-12 * np.abs(grad_W).max()) == 1
+    # grad_W = p g^T and grad_p = W g for the same g.
+    g = grad_W.T @ p / (p @ p)
+    np.testing.assert_allclose(grad_p, W @ g, rtol=1e-10)
+
+
+def test_gradients_are_zero_when_every_token_has_the_same_value(rng):
+    """If nu^T x_t is equal across tokens, attention cannot change f: c = 0 exactly."""
+    n, T, d = 3, 5, 4
+    nu = np.array([1.0, 0.0, 0.0, 0.0])
+    X = rng.standard_normal((n, T, d))
+    X[:, :, 0] = 0.7
+    _, grad_W, grad_p = loss_and_grads(X, np.ones(n), rng.standard_normal((d, d)), rng.standard_normal(d), nu)
+    # f = sum_t s_t v equals v up to rounding, so c is rounding-sized.
+    assert np.max(np.abs(grad_W)) < 1e-15 and np.max(np.abs(grad_p)) < 1e-15
