@@ -18,6 +18,7 @@ from ._experiment import simulate
 from ._kernels import loss_and_grads
 from ._result import Result, ResultFileError, load
 from ._saveat import SaveAt
+from ._sweep import Sweep, grid_configs, sweep
 from ._validation import ConfigError
 
 try:
@@ -29,7 +30,7 @@ __all__ = [
     "FrakSums", "NEVER", "QueryDecomposition", "REGIMES", "Regime", "anchor_tokens", "argmax_token",
     "classify_regime", "decompose_query", "first_passage", "fitted", "frak_sums", "gaps", "growth", "min_gap",
     "noise_probes", "noisy_fit_times", "noisy_fitted", "role_mass", "time_to_fit_all", "time_to_test_acc",
-    "time_to_test_loss", "token_noise", "token_values",
+    "time_to_test_loss", "token_noise", "token_values", "Sweep", "grid_configs", "sweep",
     "Config", "ConfigError", "Data", "PRESETS", "ROLE_NAMES", "Result", "ResultFileError", "SaveAt",
     "choose_engine", "field_names", "init_params", "load", "loss_and_grads", "make_data", "preset",
     "simulate", "step_costs", "train", "__version__",

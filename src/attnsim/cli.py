@@ -102,6 +102,11 @@ def _build_parser():
     plot.add_argument("--out", help="figure file (default: next to the input, .png)")
 
     sub.add_parser("presets", help="list the paper presets")
+
+    from ._sweep import add_sweep_arguments
+
+    add_sweep_arguments(sub.add_parser("sweep", help="run a resumable grid of configurations and seeds into a "
+                                       "results folder, in parallel"), _add_config_flags)
     return parser
 
 
@@ -173,6 +178,12 @@ def _cmd_presets(args):
     return 0
 
 
+def _cmd_sweep(args):
+    from ._sweep import run_sweep_command
+
+    return run_sweep_command(args, _config_from_args, sys.stderr.isatty())
+
+
 def main(argv=None) -> int:
     """Entry point of the ``attnsim`` command; returns the exit status."""
     parser = _build_parser()
@@ -180,7 +191,7 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
         if args.command == "run" and args.preset not in PRESETS:
             raise UsageError(f"--preset must be one of {', '.join(PRESETS)}; got {args.preset!r}")
-        handler = {"run": _cmd_run, "plot": _cmd_plot, "presets": _cmd_presets}[args.command]
+        handler = {"run": _cmd_run, "plot": _cmd_plot, "presets": _cmd_presets, "sweep": _cmd_sweep}[args.command]
         return handler(args)
     except (UsageError, ConfigError, ResultFileError) as exc:
         print(f"attnsim: error: {exc}", file=sys.stderr)

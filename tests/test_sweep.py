@@ -1,0 +1,226 @@
+"""Resumable sweeps: grids, the results folder, executors (threads, processes, Dask) and the CLI."""
+
+import json
+import os
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import attnsim
+from attnsim import cli
+from attnsim._sweep import Point, Sweep, grid_configs, parse_grid_arg, point_key, sweep
+
+TINY = attnsim.Config(d=24, n_test=10, steps=20)
+
+
+class CountingExecutor(Executor):
+    """Runs submissions inline and remembers them; optionally fails the k-th one."""
+
+    def __init__(self, fail_at=None):
+        self.calls = []
+        self.fail_at = fail_at
+
+    def submit(self, fn, *args, **kwargs):
+        self.calls.append(args[0])
+        fut = Future()
+        if self.fail_at is not None and len(self.calls) - 1 == self.fail_at:
+            fut.set_exception(FloatingPointError("boom"))
+        else:
+            fut.set_result(fn(*args, **kwargs))
+        return fut
+
+
+# ------------------------------------------------------------------ grids
+
+
+def test_grid_configs_is_a_cartesian_product_with_seeds_fastest():
+    cfgs = grid_configs(TINY, {"d": [10, 20], "eta": [0.0, 0.1, 0.2]}, seeds=[3, 4])
+    assert len(cfgs) == 12
+    assert [(c.d, c.eta, c.seed) for c in cfgs[:3]] == [(10, 0.0, 3), (10, 0.0, 4), (10, 0.1, 3)]
+    assert all(c.steps == 20 for c in cfgs)
+
+
+def test_grid_configs_names_the_bad_field_and_the_bad_point():
+    with pytest.raises(attnsim.ConfigError, match=r"grid field 'dd' is not a Config field"):
+        grid_configs(TINY, {"dd": [1]})
+    with pytest.raises(attnsim.ConfigError, match=r"grid point \{'d': 1\}: d must be"):
+        grid_configs(TINY, {"d": [1]})
+    with pytest.raises(attnsim.ConfigError, match="non-empty list"):
+        grid_configs(TINY, {"d": []})
+    with pytest.raises(attnsim.ConfigError, match="not both"):
+        grid_configs(TINY, {"seed": [1]}, seeds=[2])
+
+
+def test_parse_grid_arg_ranges_match_the_paper_phase_diagram_grid():
+    name, ds = parse_grid_arg("d=250:5000:125")
+    assert name == "d" and len(ds) == 39 and ds[0] == 250 and ds[-1] == 5000 and all(isinstance(v, int) for v in ds)
+    name, mus = parse_grid_arg("signal-norm=5:100:2.5")
+    assert name == "signal_norm" and len(mus) == 39 and mus[1] == 7.5 and mus[-1] == 100.0
+    assert parse_grid_arg("seed=0:3") == ("seed", [0, 1, 2, 3])
+    assert parse_grid_arg("head_scale=none,0.5") == ("head_scale", [None, 0.5])
+    assert parse_grid_arg("noise=isotropic,orthogonal") == ("noise", ["isotropic", "orthogonal"])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("d", "must look like FIELD="), ("d=", "must look like FIELD="), ("zz=1", "not a Config field"),
+    ("d=1.5", "cannot read '1.5' as int"), ("d=5:1", "HI >= LO"), ("eta=0:1:0", "STEP > 0"),
+    ("d=1:x", "cannot read the range"),
+])
+def test_parse_grid_arg_errors(text, message):
+    with pytest.raises(attnsim.ConfigError, match=message):
+        parse_grid_arg(text)
+
+
+def test_point_key_depends_on_config_and_recording_only():
+    save = {"n_saves": 200, "probes": None, "keep_params": False}
+    assert point_key(TINY, save) == point_key(attnsim.Config(d=24, n_test=10, steps=20), save)
+    assert point_key(TINY, save) != point_key(TINY.replace(seed=1), save)
+    assert point_key(TINY, save) != point_key(TINY, {**save, "n_saves": 50})
+
+
+# ------------------------------------------------------------------ the folder
+
+
+def test_sweep_writes_one_result_per_point_equal_to_simulate(tmp_path):
+    sw = sweep(tmp_path, TINY, grid={"eta": [0.0, 0.2]}, n_saves=10, workers=1, progress=False)
+    assert len(sw) == 2 and len(os.listdir(tmp_path / "points")) == 2
+    (pt,) = sw.select(eta=0.2)
+    res = sw.load(pt.key)
+    direct = attnsim.simulate(TINY.replace(eta=0.2), attnsim.SaveAt.log(20, 10))
+    np.testing.assert_array_equal(res.train_loss, direct.train_loss)
+    np.testing.assert_array_equal(res.steps, direct.steps)
+    assert res.W.shape == (0, 0) and res.p.shape == (24,)        # W dropped by default
+    assert pt.summary["test_acc"] == pytest.approx(direct.test_acc[-1])
+    assert pt.summary["train_acc"] == pytest.approx(direct.train_acc[-1])
+
+
+def test_rerun_skips_finished_points_and_extends_the_grid(tmp_path):
+    ex = CountingExecutor()
+    sweep(tmp_path, TINY, grid={"eta": [0.0, 0.2]}, seeds=[0, 1], n_saves=5, executor=ex, progress=False)
+    assert len(ex.calls) == 4
+    ex2 = CountingExecutor()
+    sw = sweep(tmp_path, TINY, grid={"eta": [0.0, 0.1, 0.2]}, seeds=[0, 1], n_saves=5, executor=ex2, progress=False)
+    assert sorted((c.eta, c.seed) for c in ex2.calls) == [(0.1, 0), (0.1, 1)]
+    assert len(sw) == 6
+    reopened = Sweep.open(tmp_path)
+    assert set(reopened.points) == set(sw.points)
+    header = json.loads((tmp_path / "sweep.json").read_text())
+    assert [r["n_points"] for r in header["requests"]] == [4, 6]
+
+
+def test_failed_points_are_reported_and_the_others_kept(tmp_path):
+    with pytest.raises(RuntimeError, match=r"1 of 3 sweep points failed .*FloatingPointError: boom"):
+        sweep(tmp_path, TINY, grid={"eta": [0.0, 0.1, 0.2]}, n_saves=5, executor=CountingExecutor(fail_at=1),
+              progress=False)
+    assert len(Sweep.open(tmp_path)) == 2
+    ex = CountingExecutor()
+    sweep(tmp_path, TINY, grid={"eta": [0.0, 0.1, 0.2]}, n_saves=5, executor=ex, progress=False)
+    assert len(ex.calls) == 1                              # only the failed point is retried
+
+
+def test_open_repairs_a_lost_or_torn_index(tmp_path):
+    sw = sweep(tmp_path, TINY, grid={"eta": [0.0, 0.2]}, n_saves=5, workers=1, progress=False)
+    keys = set(sw.points)
+    index = tmp_path / "index.jsonl"
+    lines = index.read_text().splitlines()
+    index.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])   # torn second line
+    assert set(Sweep.open(tmp_path).points) == keys
+    index.unlink()
+    assert set(Sweep.open(tmp_path).points) == keys
+    assert set(Sweep.open(tmp_path, repair=False).points) == keys    # the repair rewrote the index
+
+
+def test_open_refuses_a_folder_without_a_sweep(tmp_path):
+    with pytest.raises(attnsim.ResultFileError, match="not an attnsim sweep folder"):
+        Sweep.open(tmp_path)
+
+
+def test_grid_mean_averages_over_seeds_and_marks_missing_cells():
+    sw = Sweep("unused")
+    for d, mu, seed, acc in [(10, 1.0, 0, 0.5), (10, 1.0, 1, 1.0), (20, 1.0, 0, 0.75), (10, 2.0, 0, None)]:
+        cfg = attnsim.Config(d=d, signal_norm=mu, seed=seed)
+        sw.points[f"{d}{mu}{seed}"] = Point(f"{d}{mu}{seed}", cfg, "", {"test_acc": acc})
+    xs, ys, mean, count = sw.grid_mean("test_acc", "d", "signal_norm")
+    assert xs.tolist() == [10, 20] and ys.tolist() == [1.0, 2.0]
+    np.testing.assert_array_equal(count, [[2, 1], [0, 0]])
+    np.testing.assert_allclose(mean, [[0.75, 0.75], [np.nan, np.nan]])
+
+
+def test_thread_pool_executor_gives_the_same_files(tmp_path):
+    with ThreadPoolExecutor(2) as ex:
+        sw = sweep(tmp_path / "a", TINY, grid={"eta": [0.0, 0.2]}, n_saves=5, executor=ex, progress=False)
+    ref = sweep(tmp_path / "b", TINY, grid={"eta": [0.0, 0.2]}, n_saves=5, workers=1, progress=False)
+    assert set(sw.points) == set(ref.points)
+    for key in ref.points:
+        np.testing.assert_array_equal(sw.load(key).margins, ref.load(key).margins)
+
+
+def test_sweep_option_errors(tmp_path):
+    with pytest.raises(attnsim.ConfigError, match="n_saves must be an integer >= 2"):
+        sweep(tmp_path, TINY, n_saves=1)
+    with pytest.raises(attnsim.ConfigError, match="workers must be an integer >= 1"):
+        sweep(tmp_path, TINY, workers=0)
+    with pytest.raises(attnsim.ConfigError, match="probes must be None or 'noise'"):
+        sweep(tmp_path, TINY, probes="mu")
+    with pytest.raises(attnsim.ConfigError, match="at most one of executor= and scheduler="):
+        sweep(tmp_path, TINY, executor=CountingExecutor(), scheduler="tcp://127.0.0.1:1")
+
+
+@pytest.mark.slow
+def test_local_process_pool_default(tmp_path):
+    sw = sweep(tmp_path, TINY, grid={"eta": [0.0, 0.2]}, n_saves=5, workers=2, progress=False)
+    ref = sweep(tmp_path / "ref", TINY, grid={"eta": [0.0, 0.2]}, n_saves=5, workers=1, progress=False)
+    for key in ref.points:
+        np.testing.assert_array_equal(sw.load(key).margins, ref.load(key).margins)
+
+
+def test_dask_local_cluster_on_loopback(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        sw = sweep(tmp_path, TINY, grid={"eta": [0.0, 0.2]}, seeds=[0, 1], n_saves=5,
+                   scheduler=cluster.scheduler_address, progress=False)
+    assert len(sw) == 4
+    ref = attnsim.simulate(TINY.replace(eta=0.2, seed=1), attnsim.SaveAt.log(20, 5))
+    (pt,) = sw.select(eta=0.2, seed=1)
+    np.testing.assert_array_equal(sw.load(pt.key).train_loss, ref.train_loss)
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def test_cli_sweep_runs_resumes_and_shows(tmp_path, capsys):
+    folder = str(tmp_path / "sw")
+    argv = ["sweep", folder, "--d", "24", "--n-test", "10", "--steps", "20", "--saves", "5",
+            "--grid", "eta=0,0.2", "--seeds", "0:1", "--workers", "1", "--no-progress"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "4 points (eta[2] x seed[2])" in out and "4 finished points" in out
+    assert cli.main(argv) == 0
+    assert len(os.listdir(os.path.join(folder, "points"))) == 4
+    capsys.readouterr()
+    assert cli.main(["sweep", folder, "--show"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[:2] == ["eta", "seed"] and len(lines) == 5
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--grid", "zz=1"], "grid field 'zz' is not a Config field"),
+    (["--grid", "d=1"], "grid point {'d': 1}"),
+    (["--workers", "0"], "--workers must be an integer >= 1"),
+    (["--saves", "1"], "--saves must be >= 2"),
+    (["--engine", "gpu"], "--engine must be one of"),
+    (["--seeds", "0", "--grid", "seed=1"], "not both"),
+])
+def test_cli_sweep_errors_are_one_line_exit_2(tmp_path, capsys, extra, message):
+    assert cli.main(["sweep", str(tmp_path / "x"), "--steps", "5", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("attnsim: error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_sweep_show_of_a_non_sweep_folder(tmp_path, capsys):
+    assert cli.main(["sweep", str(tmp_path), "--show"]) == 2
+    assert "not an attnsim sweep folder" in capsys.readouterr().err
