@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -179,15 +178,36 @@ def write_npz_atomic(path, arrays: dict, meta: dict) -> None:
             np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp creates the file 0600; give it the permissions a plain open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+        _fsync_folder(folder)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
-def read_npz(path, kind: str) -> tuple[dict, dict]:
-    """Read a file written by ``write_npz_atomic``; check its kind and format version.
+def _fsync_folder(folder) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_npz(path, kind: str, version: int = FORMAT_VERSION) -> tuple[dict, dict]:
+    """Read a file written by ``write_npz_atomic``; check its kind and format ``version``.
+
+    Every member is read in full, so zip's CRC-32 check catches flipped bytes.
 
     Raises
     ------
@@ -197,24 +217,34 @@ def read_npz(path, kind: str) -> tuple[dict, dict]:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ResultFileError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ResultFileError(f"{path}: is a folder, expected an .npz file")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
-        raise ResultFileError(f"{path}: not a readable attnsim file ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged zip can fail in many ways (zlib, struct, unicode...)
+        raise ResultFileError(
+            f"{path}: not a readable attnsim file, truncated or corrupted ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:200]})"
+        ) from None
     if "__meta__" not in arrays:
         raise ResultFileError(f"{path}: not an attnsim file (no __meta__ record)")
     try:
         meta = json.loads(str(arrays.pop("__meta__")))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, ValueError) as exc:
         raise ResultFileError(f"{path}: corrupted __meta__ record ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ResultFileError(f"{path}: corrupted __meta__ record (not a JSON object)")
     if meta.get("kind") != kind:
-        raise ResultFileError(f"{path}: holds {meta.get('kind')!r}, expected {kind!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
+        raise ResultFileError(f"{path}: holds {meta.get('kind')!r}, expected {kind!r}; pass a file of that kind")
+    if meta.get("format_version") != version:
         raise ResultFileError(
             f"{path}: format_version {meta.get('format_version')!r} is not supported "
-            f"(this attnsim reads version {FORMAT_VERSION})"
+            f"(this attnsim reads version {version}); use the attnsim version that wrote it"
         )
+    for name, arr in arrays.items():
+        if arr.dtype.hasobject:  # unreachable with allow_pickle=False, kept as a guard
+            raise ResultFileError(f"{path}: array {name!r} holds Python objects")
     return arrays, meta
 
 
@@ -232,20 +262,22 @@ def load(path) -> Result:
     missing = [name for name in names if name not in arrays]
     if missing:
         raise ResultFileError(f"{path}: missing arrays {missing}")
+    if arrays["steps"].ndim != 1 or arrays["steps"].dtype.kind != "i":
+        raise ResultFileError(f"{path}: array 'steps' must be 1-D integers; got {arrays['steps'].dtype}"
+                              f"{arrays['steps'].shape}")
     S = arrays["steps"].shape[0]
     for name in names:
         if name in ("p", "W", "y", "y_true", "noisy", "relevant", "roles"):
             continue
         if arrays[name].shape[:1] != (S,):
             raise ResultFileError(f"{path}: array {name!r} has shape {arrays[name].shape}, expected leading {S}")
-    config = None if meta["config"] is None else Config.from_dict(meta["config"])
-    return Result(
-        **{name: arrays[name] for name in names},
-        config=config,
-        engine=meta["engine"],
-        status=meta["status"],
-        message=meta["message"],
-        wall_time=meta["wall_time"],
-        compile_time=meta["compile_time"],
-        extra=meta.get("extra", {}),
-    )
+    try:
+        config = None if meta["config"] is None else Config.from_dict(meta["config"])
+        scalars = dict(engine=str(meta["engine"]), status=str(meta["status"]), message=str(meta["message"]),
+                       wall_time=float(meta["wall_time"]), compile_time=float(meta["compile_time"]),
+                       extra=dict(meta.get("extra") or {}))
+    except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
+        raise ResultFileError(f"{path}: metadata is incomplete or invalid ({type(exc).__name__}: {exc})") from None
+    if scalars["status"] not in STATUSES:
+        raise ResultFileError(f"{path}: unknown status {scalars['status']!r}; expected one of {STATUSES}")
+    return Result(**{name: arrays[name] for name in names}, config=config, **scalars)

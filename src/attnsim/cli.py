@@ -10,16 +10,24 @@ import argparse
 import dataclasses
 import math
 import os
+import shlex
+import signal
 import sys
 import typing
 
 from ._config import PRESETS, Config, preset
 from ._engine import ENGINES
-from ._result import ResultFileError, load
+from ._result import INTERRUPTED, ResultFileError, load
 from ._saveat import SaveAt
 from ._validation import ConfigError
 
 EXIT_USAGE = 2
+#: Exit status after Ctrl-C, as a shell reports a process killed by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
+#: Upper bound on ``--saves``: every save stores the n x T scores and attention.
+MAX_SAVES = 1_000_000
+#: Seconds between checkpoints when ``--checkpoint`` is given without ``--checkpoint-every``.
+DEFAULT_CHECKPOINT_EVERY = 300.0
 
 
 class UsageError(Exception):
@@ -51,6 +59,13 @@ def _float_arg(text):
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _seconds_arg(text):
+    value = _float_arg(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}; e.g. 600")
+    return value
 
 
 def _optional(convert):
@@ -87,10 +102,16 @@ def _build_parser():
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="train one configuration and print a summary")
-    run.add_argument("--preset", default="balanced", help=f"one of {', '.join(PRESETS)} (default balanced)")
+    run.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default balanced)")
     run.add_argument("--out", help="write the Result to this .npz file")
-    run.add_argument("--saves", type=_int_arg, default=200, help="number of log-spaced save times (default 200)")
-    run.add_argument("--engine", default="auto", help=f"one of {', '.join(ENGINES)} (default auto)")
+    run.add_argument("--saves", type=_int_arg, default=None, help="number of log-spaced save times (default 200)")
+    run.add_argument("--engine", default=None, help=f"one of {', '.join(ENGINES)} (default auto)")
+    ck = run.add_argument_group("checkpoints (Ctrl-C always writes one and the partial result)")
+    ck.add_argument("--checkpoint", metavar="FILE", help="write the complete run state to FILE periodically")
+    ck.add_argument("--checkpoint-every", metavar="SECONDS", type=_seconds_arg, default=None,
+                    help=f"seconds between checkpoints (default {DEFAULT_CHECKPOINT_EVERY:g})")
+    ck.add_argument("--resume", metavar="FILE",
+                    help="continue the run saved in checkpoint FILE (configuration flags are not allowed)")
     bar = run.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="show a progress bar (default: when stderr is a terminal)")
@@ -110,21 +131,34 @@ def _build_parser():
     return parser
 
 
+def _config_overrides(args) -> dict:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
+
+
 def _config_from_args(args) -> Config:
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-                 if getattr(args, f.name) is not None}
-    return preset(args.preset, **overrides)
+    return preset(args.preset or "balanced", **_config_overrides(args))
 
 
 def _check_writable(path, flag):
-    """Create the folder of ``path`` if needed and check it is writable, before any work is done."""
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"{flag}: cannot create folder {folder!r} ({exc.strerror})") from None
+    """Check, before any work is done and without creating anything, that ``path`` can be written.
+
+    The folder is created only when the file is written; here the nearest existing
+    ancestor must be a writable folder.
+    """
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        raise UsageError(f"{flag}: {path!r} is a folder; give a file name such as {os.path.join(path, 'run.npz')!r}")
+    folder = os.path.dirname(target)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise UsageError(f"{flag}: cannot create {path!r}: {folder!r} is a file, not a folder")
     if not os.access(folder, os.W_OK):
-        raise UsageError(f"{flag}: folder {folder!r} is not writable")
+        raise UsageError(f"{flag}: folder {folder!r} is not writable; choose another path")
+
+
+def _same_file(a, b) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b)
 
 
 def _format_summary(result) -> str:
@@ -139,25 +173,112 @@ def _format_summary(result) -> str:
 
 
 def _cmd_run(args):
-    from ._experiment import simulate
+    from ._checkpoint import CheckpointHook, load_checkpoint, restore
+    from ._experiment import prepare_run
 
-    config = _config_from_args(args)
-    if args.engine not in ENGINES:
-        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}; got {args.engine!r}")
-    if args.saves < 2:
-        raise UsageError(f"--saves must be >= 2; got {args.saves}")
-    if args.out:
-        _check_writable(args.out, "--out")
+    if args.resume:
+        given = [flag for flag, value in (("--preset", args.preset), ("--saves", args.saves),
+                                          ("--engine", args.engine)) if value is not None]
+        given += ["--" + name.replace("_", "-") for name in _config_overrides(args)]
+        if given:
+            raise UsageError(f"--resume takes the configuration, save times and engine from the checkpoint; "
+                             f"drop {', '.join(given)}")
+        ck = load_checkpoint(args.resume)
+        config, saves, engine = ck.config, None, ck.engine
+        out = args.out or ck.extra.get("out")
+        ck_path = args.checkpoint or args.resume
+        every = args.checkpoint_every or ck.extra.get("checkpoint_every") or DEFAULT_CHECKPOINT_EVERY
+        label = f"resuming {args.resume} at step {ck.step}:"
+    else:
+        config = _config_from_args(args)
+        engine = args.engine or "auto"
+        if engine not in ENGINES:
+            raise UsageError(f"--engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+        saves = 200 if args.saves is None else args.saves
+        if not 2 <= saves <= MAX_SAVES:
+            raise UsageError(f"--saves must be between 2 and {MAX_SAVES}; got {saves}; e.g. --saves 200")
+        if args.checkpoint_every is not None and not args.checkpoint:
+            raise UsageError(f"--checkpoint-every needs --checkpoint FILE; got --checkpoint-every "
+                             f"{args.checkpoint_every:g} alone")
+        out, ck_path = args.out, args.checkpoint
+        every = args.checkpoint_every or DEFAULT_CHECKPOINT_EVERY
+        label = f"{args.preset or 'balanced'}"
+    if out:
+        _check_writable(out, "--out")
+    if ck_path:
+        _check_writable(ck_path, "--checkpoint")
+        if out and _same_file(out, ck_path):
+            raise UsageError(f"--out and the checkpoint must be different files; got {out!r} for both")
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    print(f"attnsim run: {args.preset} d={config.d} ‖μ‖={config.signal_norm:g} SNR={config.snr:.4g} "
+    print(f"attnsim run: {label} d={config.d} ‖μ‖={config.signal_norm:g} SNR={config.snr:.4g} "
           f"n={config.n_train} T={config.T} η={config.eta:g} trainable={config.trainable} "
           f"lr={config.lr:g} steps={config.steps}", flush=True)
-    result = simulate(config, SaveAt.log(config.steps, args.saves), engine=args.engine, progress=progress)
+
+    extra = {"out": os.path.abspath(out) if out else None, "checkpoint_every": every}
+    hook = CheckpointHook(ck_path or _interrupt_checkpoint_path(out), config, every, extra=extra)
+    run = None
+    previous_term = _sigterm_as_sigint()
+    try:
+        run = restore(ck) if args.resume else prepare_run(config, SaveAt.log(config.steps, saves), engine=engine)
+        run.warm_up()
+        run.run(progress=progress, hooks=[hook] if ck_path else [])
+    except KeyboardInterrupt:
+        if run is None or not (run.done and run.status != INTERRUPTED):
+            return _interrupted(run, hook, config, out)
+        # Ctrl-C landed after the last step: the run is complete, finish normally.
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+    result = run.result(config)
     print(_format_summary(result))
-    if args.out:
-        result.save(args.out)
-        print(f"saved {args.out}")
+    if out:
+        result.save(out)
+        print(f"saved {out}")
     return 0 if result.success else 1
+
+
+def _interrupt_checkpoint_path(out) -> str:
+    """Where Ctrl-C writes its checkpoint when no ``--checkpoint`` was given."""
+    if out:
+        root, ext = os.path.splitext(out)
+        return root + ".checkpoint" + (ext or ".npz")
+    return "attnsim-checkpoint.npz"
+
+
+def _sigterm_as_sigint():
+    """Treat SIGTERM (batch schedulers, ``kill``) like Ctrl-C; return the previous handler."""
+    def forward(signum, frame):
+        signal.raise_signal(signal.SIGINT)
+
+    return signal.signal(signal.SIGTERM, forward)
+
+
+def _interrupted(run, hook, config, out) -> int:
+    """After Ctrl-C: write a checkpoint and the partial Result, say how to resume (one line)."""
+    # A second Ctrl-C must not tear the files being written (they are atomic anyway).
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        if run is None:
+            print("attnsim: interrupted before training started; nothing was written", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        run.status, run.message = INTERRUPTED, f"interrupted at step {run.step}"
+        written = []
+        try:
+            hook.write(run)
+            written.append(f"checkpoint {hook.path}")
+            result = run.result(config)
+            print(_format_summary(result))
+            if out:
+                result.save(out)
+                written.append(f"partial result {out}")
+        except OSError as exc:
+            print(f"attnsim: interrupted at step {run.step} of {run.total_steps}; could not write "
+                  f"{exc.filename or 'the checkpoint'} ({exc.strerror})", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        print(f"attnsim: interrupted at step {run.step} of {run.total_steps}; wrote {' and '.join(written)}; "
+              f"resume with: attnsim run --resume {shlex.quote(str(hook.path))}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _cmd_plot(args):
@@ -189,13 +310,20 @@ def main(argv=None) -> int:
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
-        if args.command == "run" and args.preset not in PRESETS:
+        if args.command == "run" and args.preset is not None and args.preset not in PRESETS:
             raise UsageError(f"--preset must be one of {', '.join(PRESETS)}; got {args.preset!r}")
         handler = {"run": _cmd_run, "plot": _cmd_plot, "presets": _cmd_presets, "sweep": _cmd_sweep}[args.command]
         return handler(args)
     except (UsageError, ConfigError, ResultFileError) as exc:
-        print(f"attnsim: error: {exc}", file=sys.stderr)
+        # Exactly one line, whatever the message holds.
+        print(f"attnsim: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("attnsim: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # e.g. disk full while writing a result: still one line, no traceback
+        print(f"attnsim: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
