@@ -74,7 +74,21 @@ def args_dual_wp_run(seed, n, T, d, steps):
             np.zeros(N), np.zeros(N + 1))
 
 
+def args_add_matvec_t(seed, n, T, d, steps):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n * T, d)), rng.standard_normal(n * T), rng.standard_normal(d))
+
+
+def args_dual_w_dist2(seed, n, T, d, steps):
+    rng, X, y, W0, p0, nu, relevant = _problem(seed, n, T, d)
+    N = n * T
+    Q = np.concatenate([p0[:, None], W0 @ X.T], axis=1)
+    return (rng.standard_normal((N, N + 1)), Q.T @ Q, X @ X.T)
+
+
 REGISTRY = {
+    "add_matvec_t": args_add_matvec_t,
+    "dual_w_dist2": args_dual_w_dist2,
     "coefficients": args_coefficients,
     "loss_and_grads": args_loss_and_grads,
     "primal_p_run": args_primal_p_run,

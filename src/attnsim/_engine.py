@@ -164,7 +164,9 @@ class _DualP(_Coordinates):
         z0 = self.K @ pb.p0
         self.z0, self.P0 = z0, float(pb.p0 @ pb.p0)
         W0T_K = pb.W0.T @ self.K.T                   # (d, N)
-        self.At = pb.Xt @ W0T_K                      # test scores' dependence on a
+        # Test scores' dependence on a, stored transposed (N, Nt) for the serial
+        # save-time kernel (a threaded BLAS matvec here stalls when the cores are busy).
+        self.AtT = np.ascontiguousarray((pb.Xt @ W0T_K).T)
         self.zt0 = pb.Xt @ (pb.W0.T @ pb.p0)
         self.R_p = (pb.probes @ pb.p0, pb.probes @ self.K.T)           # <p0, r>, <k_j, r>
         self.R_q = (pb.probes @ (pb.W0.T @ pb.p0), pb.probes @ W0T_K)  # <W0^T p0, r>, <W0^T k_j, r>
@@ -183,7 +185,9 @@ class _DualP(_Coordinates):
         a_s = a / scale
         with np.errstate(over="ignore"):
             p_norm2 = self.P0 / scale / scale + 2.0 * (a_s @ self.z0) / scale + a_s @ (self.Gkk @ a_s)
-        return (self.state["z"], self.zt0 + self.At @ a, scale * np.sqrt(max(p_norm2, 0.0)), 0.0,
+        zt = self.zt0.copy()
+        self.kern.add_matvec_t(self.AtT, a, zt)
+        return (self.state["z"], zt, scale * np.sqrt(max(p_norm2, 0.0)), 0.0,
                 self.R_p[0] + self.R_p[1] @ a, self.R_q[0] + self.R_q[1] @ a)
 
     def final_params(self):
@@ -202,8 +206,10 @@ class _DualWp(_Coordinates):
         self.Gqq = self.Q.T @ self.Q
         self.Gxx = pb.X @ pb.X.T
         W0T_Q = pb.W0.T @ self.Q                     # (d, N+1)
-        self.A1 = pb.Xt @ W0T_Q                      # (Nt, N+1)
-        self.A2 = pb.Xt @ pb.X.T                     # (Nt, N)
+        # Test scores z_t = A1 b + A2 (M^T Gqq b) with A1 = Xt W0^T Q (Nt, N+1) and
+        # A2 = Xt X^T (Nt, N), stored stacked and transposed, (2N+1, Nt), for the
+        # serial save-time kernel.
+        self.AT = np.ascontiguousarray(np.concatenate([pb.Xt @ W0T_Q, pb.Xt @ pb.X.T], axis=1).T)
         self.R_p = pb.probes @ self.Q                # (k, N+1): <p, r> = R_p b
         self.R_q1 = pb.probes @ W0T_Q                # <W0 r, Q b>
         self.R_q2 = pb.probes @ pb.X.T               # (k, N): <x_j, r>
@@ -231,9 +237,10 @@ class _DualWp(_Coordinates):
         b, MT = st["b"], st["MT"]
         Gb = self.Gqq @ b
         MtGb = MT @ Gb                                # (N,) = M^T Gqq b
-        M = MT.T
-        w_dist2 = float(np.sum(M * (self.Gqq @ M @ self.Gxx)))
-        return (st["z"], self.A1 @ b + self.A2 @ MtGb, np.sqrt(max(st["P"][0], 0.0)),
+        w_dist2 = float(self.kern.dual_w_dist2(MT, self.Gqq, self.Gxx))
+        zt = np.zeros(self.AT.shape[1])
+        self.kern.add_matvec_t(self.AT, np.concatenate([b, MtGb]), zt)
+        return (st["z"], zt, np.sqrt(max(st["P"][0], 0.0)),
                 np.sqrt(max(w_dist2, 0.0)), self.R_p @ b, self.R_q1 @ b + self.R_q2 @ MtGb)
 
     def final_params(self):

@@ -48,7 +48,9 @@ def _sample_coefficients(z, v, yi, base, T, inv_n, relevant, s, c):
     Writes ``s[base:base+T]`` and ``c[base:base+T]``; returns ``(f, m, 1 - m)``
     where ``m`` is the softmax mass on the tokens flagged in ``relevant`` (T,).
     ``1 - m`` is summed from the other tokens, not subtracted, so that it keeps
-    its digits when the relevant token is selected.
+    its digits when the relevant token is selected. (Used by ``loss_and_grads``;
+    the GD loops use the vectorised ``_coefficients_work``, which does the same
+    arithmetic in the same order.)
     """
     zmax = z[base]
     for t in range(1, T):
@@ -77,6 +79,76 @@ def _sample_coefficients(z, v, yi, base, T, inv_n, relevant, s, c):
 
 
 @njit(cache=True)
+def _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work):
+    """``coefficients`` with caller-provided scratch ``work`` (3N + 6n,).
+
+    Same arithmetic, in the same order, as ``_sample_coefficients`` applied to each
+    sample (so the same bits), but laid out so that it vectorises: the tokens are
+    gathered into token-major order (index ``t*n + i``) and every reduction over
+    ``t`` runs as ``n`` independent accumulations in the inner loop over samples.
+    Sample by sample, the short dependency chains of the softmax (max, sum,
+    division, weighted sum) left the core idle most of the time.
+    """
+    n = y.shape[0]
+    N = n * T
+    zt = work[0:N]
+    vt = work[N:2 * N]
+    et = work[2 * N:3 * N]
+    o = 3 * N
+    zmax = work[o:o + n]
+    total = work[o + n:o + 2 * n]
+    f = work[o + 2 * n:o + 3 * n]
+    m_in = work[o + 3 * n:o + 4 * n]
+    m_out = work[o + 4 * n:o + 5 * n]
+    coef = work[o + 5 * n:o + 6 * n]
+    for i in range(n):
+        for t in range(T):
+            zt[t * n + i] = z[i * T + t]
+            vt[t * n + i] = v[i * T + t]
+    for i in range(n):
+        zmax[i] = zt[i]
+        total[i] = 0.0
+        f[i] = 0.0
+        m_in[i] = 0.0
+        m_out[i] = 0.0
+    for t in range(1, T):
+        for i in range(n):
+            zi = zt[t * n + i]
+            zmax[i] = zi if zi > zmax[i] else zmax[i]
+    for t in range(T):
+        for i in range(n):
+            e = np.exp(zt[t * n + i] - zmax[i])
+            et[t * n + i] = e
+            total[i] += e
+    for t in range(T):
+        for i in range(n):
+            st = et[t * n + i] / total[i]
+            et[t * n + i] = st
+            f[i] += st * vt[t * n + i]
+        if relevant[t]:
+            for i in range(n):
+                m_in[i] += et[t * n + i]
+        else:
+            for i in range(n):
+                m_out[i] += et[t * n + i]
+    inv_n = 1.0 / n
+    finite = True
+    for i in range(n):
+        coef[i] = -inv_n * _neg_dloss(y[i] * f[i]) * y[i]
+        frak_sum[i] += m_in[i] * m_out[i]
+        if not np.isfinite(f[i]):
+            finite = False
+    for i in range(n):
+        ci = coef[i]
+        fi = f[i]
+        for t in range(T):
+            st = et[t * n + i]
+            s[i * T + t] = st
+            c[i * T + t] = ci * st * (vt[t * n + i] - fi)
+    return finite
+
+
+@njit(cache=True)
 def coefficients(z, v, y, T, relevant, s, c, frak_sum):
     """dL/dz for all samples; adds 𝔖_i = m_i (1 - m_i) into ``frak_sum``.
 
@@ -101,14 +173,8 @@ def coefficients(z, v, y, T, relevant, s, c, frak_sum):
         False when some sample's output is not finite.
     """
     n = y.shape[0]
-    inv_n = 1.0 / n
-    finite = True
-    for i in range(n):
-        f, m_in, m_out = _sample_coefficients(z, v, y[i], i * T, T, inv_n, relevant, s, c)
-        frak_sum[i] += m_in * m_out
-        if not np.isfinite(f):
-            finite = False
-    return finite
+    work = np.empty(3 * n * T + 6 * n)
+    return _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work)
 
 
 @njit(cache=True)
@@ -173,6 +239,112 @@ def loss_and_grads(X, y, W, p, nu):
     return loss, grad_W, grad_p
 
 
+# ------------------------------------------------------------ sweep helpers
+#
+# The N x N passes of the dual loops are unrolled by four rows: each element of
+# the output vector is loaded and stored once per four rows instead of once per
+# row. The expression ``x - a0 g0 - a1 g1 - a2 g2 - a3 g3`` evaluates left to
+# right, i.e. in exactly the order of four successive single-row axpys, so the
+# unrolled sweeps give the same bits as the plain ones (and vectorise just as
+# well: no reduction is reassociated).
+
+
+@njit(cache=True)
+def _rows_axpy(x, G, w, scale):
+    """``x[j] -= sum_l (scale w[l]) G[l, j]``, accumulated over rows l in order.
+
+    x : (m,), G : (k, m), w : (k,).
+    """
+    k = G.shape[0]
+    m = x.shape[0]
+    k4 = k - k % 4
+    for l in range(0, k4, 4):
+        a0 = scale * w[l]
+        a1 = scale * w[l + 1]
+        a2 = scale * w[l + 2]
+        a3 = scale * w[l + 3]
+        g0 = G[l]
+        g1 = G[l + 1]
+        g2 = G[l + 2]
+        g3 = G[l + 3]
+        for j in range(m):
+            x[j] = x[j] - a0 * g0[j] - a1 * g1[j] - a2 * g2[j] - a3 * g3[j]
+    for l in range(k4, k):
+        a = scale * w[l]
+        g = G[l]
+        for j in range(m):
+            x[j] -= a * g[j]
+
+
+@njit(cache=True)
+def _rows_gemv(out, G, w):
+    """``out[j] = sum_l w[l] G[l, j]`` from zero, rows l in order. out : (m,), G : (k, m)."""
+    k = G.shape[0]
+    m = out.shape[0]
+    k4 = k - k % 4
+    for j in range(m):
+        out[j] = 0.0
+    for l in range(0, k4, 4):
+        a0 = w[l]
+        a1 = w[l + 1]
+        a2 = w[l + 2]
+        a3 = w[l + 3]
+        g0 = G[l]
+        g1 = G[l + 1]
+        g2 = G[l + 2]
+        g3 = G[l + 3]
+        for j in range(m):
+            out[j] = out[j] + a0 * g0[j] + a1 * g1[j] + a2 * g2[j] + a3 * g3[j]
+    for l in range(k4, k):
+        a = w[l]
+        g = G[l]
+        for j in range(m):
+            out[j] += a * g[j]
+
+
+@njit(cache=True)
+def _key_gram_sweep(S, c, z, e, lr, lr2P, Sc):
+    """One pass over the symmetric ``S`` (N, N): ``Sc = S c`` from the old rows, and
+    ``S[l, :] -= lr e_l z + lr z_l e - lr^2 P e_l e`` (the rank-two joint update).
+
+    Row by row on purpose: unrolled over two rows this loop defeated LLVM's
+    runtime alias checks and ran 2-3x slower. Single-row, the inner loop is fully
+    vectorised and limited by its two stores per element.
+    """
+    N = S.shape[0]
+    for j in range(N):
+        Sc[j] = 0.0
+    for l in range(N):
+        cl = c[l]
+        f1 = lr * e[l]
+        f2 = lr * z[l]
+        f3 = lr2P * e[l]
+        r = S[l]
+        for j in range(N):
+            sj = r[j]
+            Sc[j] += cl * sj
+            r[j] = sj - f1 * z[j] - f2 * e[j] + f3 * e[j]
+
+
+@njit(cache=True)
+def _dual_coef_sweep(MT, e, c, b, lr, Hc):
+    """One pass over ``MT = M^T`` (N, N+1): ``Hc = E c + M e`` from the old rows, and
+    ``M -= lr b c^T`` (row j of MT takes ``-lr c_j b``)."""
+    N = MT.shape[0]
+    N1 = MT.shape[1]
+    Hc[0] = 0.0
+    for j in range(N):
+        Hc[j + 1] = c[j]
+    for j in range(N):
+        ej = e[j]
+        lcj = lr * c[j]
+        row = MT[j]
+        for r in range(N1):
+            m = row[r]
+            Hc[r] += ej * m
+            row[r] = m - lcj * b[r]
+
+
 # ---------------------------------------------------------------- primal GD loops
 
 
@@ -184,21 +356,12 @@ def primal_p_run(p, z, K, KT, v, y, T, relevant, lr, n_steps, frak_sum, s, c):
     ``K`` is (N, d) and ``KT`` its transpose (d, N), C-contiguous, so that both
     ``K^T c`` and ``K p`` are contiguous sweeps.
     """
-    N = z.shape[0]
-    d = p.shape[0]
+    work = np.empty(3 * z.shape[0] + 6 * y.shape[0])
     for step in range(n_steps):
-        if not coefficients(z, v, y, T, relevant, s, c, frak_sum):
+        if not _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work):
             return step
-        for j in range(N):
-            a = lr * c[j]
-            for k in range(d):
-                p[k] -= a * K[j, k]
-        for j in range(N):
-            z[j] = 0.0
-        for k in range(d):
-            pk = p[k]
-            for j in range(N):
-                z[j] += pk * KT[k, j]
+        _rows_axpy(p, K, c, lr)
+        _rows_gemv(z, KT, p)
     return n_steps
 
 
@@ -212,17 +375,12 @@ def primal_wp_run(W, p, u, z, X, XT, v, y, T, relevant, lr, n_steps, frak_sum, s
     ``-lr p_r g^T``, and the new ``u = W'^T p'`` is accumulated from the new row.
     ``X`` is (N, d) and ``XT`` its transpose (d, N).
     """
-    N = z.shape[0]
     d = p.shape[0]
+    work = np.empty(3 * z.shape[0] + 6 * y.shape[0])
     for step in range(n_steps):
-        if not coefficients(z, v, y, T, relevant, s, c, frak_sum):
+        if not _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work):
             return step
-        for k in range(d):
-            g[k] = 0.0
-        for j in range(N):
-            cj = c[j]
-            for k in range(d):
-                g[k] += cj * X[j, k]
+        _rows_gemv(g, X, c)
         for k in range(d):
             u[k] = 0.0
         for r in range(d):
@@ -237,12 +395,7 @@ def primal_wp_run(W, p, u, z, X, XT, v, y, T, relevant, lr, n_steps, frak_sum, s
                 W[r, k] = w
                 u[k] += p_new * w
             p[r] = p_new
-        for j in range(N):
-            z[j] = 0.0
-        for k in range(d):
-            uk = u[k]
-            for j in range(N):
-                z[j] += uk * XT[k, j]
+        _rows_gemv(z, XT, u)
     return n_steps
 
 
@@ -254,17 +407,18 @@ def dual_p_run(a, z, Gkk, v, y, T, relevant, lr, n_steps, frak_sum, s, c):
     """GD on p alone in dual coordinates ``p = p0 + K^T a``.
 
     State: ``a`` (N,) and ``z = K p0 + Gkk a`` (N,), updated in place.
-    ``Gkk = K K^T`` (N, N), symmetric. Cost per step O(N^2), independent of d.
+    ``Gkk = K K^T`` (N, N), symmetric. Cost per step O(N^2), independent of d:
+    one pass over ``Gkk`` (``2 N^2`` flops, ``8 N^2`` bytes, L2-resident for N <= 200)
+    plus the softmax of N scores.
     """
     N = z.shape[0]
+    work = np.empty(3 * N + 6 * y.shape[0])
     for step in range(n_steps):
-        if not coefficients(z, v, y, T, relevant, s, c, frak_sum):
+        if not _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work):
             return step
         for l in range(N):
-            al = lr * c[l]
-            a[l] -= al
-            for j in range(N):
-                z[j] -= al * Gkk[l, j]
+            a[l] -= lr * c[l]
+        _rows_axpy(z, Gkk, c, lr)
     return n_steps
 
 
@@ -289,51 +443,27 @@ def dual_wp_run(z, S, P, b, MT, Gxx, v, y, T, relevant, lr, n_steps, frak_sum, s
         P'  = P - 2 lr z.c + lr^2 c^T S c
         b'  = b - lr (E c + M e),     M' = M - lr b c^T
 
-    (``E = [0; I]``). Three sweeps of an N x N matrix per step.
+    (``E = [0; I]``). Three passes over N x N matrices per step: ``Gxx`` read,
+    ``S`` and ``MT`` read and written; about ``12 N^2`` flops and ``5 * 8 N^2``
+    bytes of traffic.
     """
     N = z.shape[0]
+    work = np.empty(3 * N + 6 * y.shape[0])
     for step in range(n_steps):
-        if not coefficients(z, v, y, T, relevant, s, c, frak_sum):
+        if not _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work):
             return step
-        for j in range(N):
-            e[j] = 0.0
-            Sc[j] = 0.0
-        for l in range(N):
-            cl = c[l]
-            for j in range(N):
-                e[j] += cl * Gxx[l, j]
+        _rows_gemv(e, Gxx, c)
         zc = 0.0
         for j in range(N):
             zc += z[j] * c[j]
         Pk = P[0]
-        lr2P = lr * lr * Pk
         # Sc accumulates from each old row before that row is overwritten; S is
         # symmetric, so row l also serves as column l.
-        for l in range(N):
-            cl = c[l]
-            el = e[l]
-            zl = z[l]
-            f1 = lr * el
-            f2 = lr * zl
-            f3 = lr2P * el
-            for j in range(N):
-                sj = S[l, j]
-                Sc[j] += cl * sj
-                S[l, j] = sj - f1 * z[j] - f2 * e[j] + f3 * e[j]
+        _key_gram_sweep(S, c, z, e, lr, lr * lr * Pk, Sc)
         cSc = 0.0
         for j in range(N):
             cSc += c[j] * Sc[j]
-        # b' = b - lr (E c + M e); M' = M - lr b c^T, with M stored transposed.
-        Hc[0] = 0.0
-        for j in range(N):
-            Hc[j + 1] = c[j]
-        for j in range(N):
-            ej = e[j]
-            lcj = lr * c[j]
-            for r in range(N + 1):
-                m = MT[j, r]
-                Hc[r] += ej * m
-                MT[j, r] = m - lcj * b[r]
+        _dual_coef_sweep(MT, e, c, b, lr, Hc)
         for r in range(N + 1):
             b[r] -= lr * Hc[r]
         corr = lr * lr * zc
@@ -341,3 +471,49 @@ def dual_wp_run(z, S, P, b, MT, Gxx, v, y, T, relevant, lr, n_steps, frak_sum, s
             z[j] = z[j] - lr * Sc[j] - lr * Pk * e[j] + corr * e[j]
         P[0] = Pk - 2.0 * lr * zc + lr * lr * cSc
     return n_steps
+
+
+# ------------------------------------------------------------ save-time kernels
+
+
+@njit(cache=True)
+def add_matvec_t(AT, x, out):
+    """``out += AT^T x`` with ``AT`` (k, m) stored row-major, x (k,), out (m,); returns ``out``.
+
+    Test-set scores at save times: a contiguous axpy sweep over the stored cross
+    Gram (serial, so it does not fight the other runs for cores the way a
+    threaded BLAS matvec does).
+    """
+    k = AT.shape[0]
+    m = out.shape[0]
+    for l in range(k):
+        a = x[l]
+        row = AT[l]
+        for j in range(m):
+            out[j] += a * row[j]
+    return out
+
+
+@njit(cache=True)
+def dual_w_dist2(MT, Gqq, Gxx):
+    """``||W - W0||_F^2 = tr(M^T Gqq M Gxx)`` for ``W - W0 = Q M X_all``.
+
+    MT : (N, N+1) = M^T, Gqq : (N+1, N+1), Gxx : (N, N). About ``4 N^3`` flops,
+    done serially at save times only.
+    """
+    N = MT.shape[0]
+    N1 = MT.shape[1]
+    M = np.empty((N1, N))
+    for j in range(N):
+        for r in range(N1):
+            M[r, j] = MT[j, r]
+    A = np.zeros((N1, N))              # Gqq M
+    B = np.zeros((N1, N))              # M Gxx
+    for r in range(N1):
+        _rows_gemv(A[r], M, Gqq[r])    # Gqq symmetric: row r is column r
+        _rows_gemv(B[r], Gxx, M[r])
+    total = 0.0
+    for r in range(N1):
+        for j in range(N):
+            total += A[r, j] * B[r, j]
+    return total

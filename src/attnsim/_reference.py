@@ -122,6 +122,18 @@ def dual_wp_run(z, S, P, b, MT, Gxx, v, y, T, relevant, lr, n_steps, frak_sum, s
     return n_steps
 
 
+def add_matvec_t(AT, x, out):
+    """Twin of ``_kernels.add_matvec_t``."""
+    out += AT.T @ x
+    return out
+
+
+def dual_w_dist2(MT, Gqq, Gxx):
+    """Twin of ``_kernels.dual_w_dist2``: ``tr(M^T Gqq M Gxx)``."""
+    M = MT.T
+    return float(np.trace(M.T @ Gqq @ M @ Gxx))
+
+
 def gd_trajectory(X, y, W0, p0, nu, lr, steps, trainable="Wp"):
     """Plain primal GD from DESIGN.md §1-2; returns the scores after each step.
 
