@@ -221,6 +221,7 @@ def _cmd_run(args):
     try:
         run = restore(ck) if args.resume else prepare_run(config, SaveAt.log(config.steps, saves), engine=engine)
         run.warm_up()
+        hook.last = hook.clock()  # the first interval starts with the stepping, not before set-up
         run.run(progress=progress, hooks=[hook] if ck_path else [])
     except KeyboardInterrupt:
         if run is None or not (run.done and run.status != INTERRUPTED):
