@@ -525,6 +525,7 @@ class Run:
             message=self.message,
             wall_time=self.wall_time,
             compile_time=self.compile_time,
+            extra=dict(getattr(self.coords, "extra", dict)()),
         )
 
     # ---------------------------------------------------------- checkpoints
@@ -548,7 +549,7 @@ class Run:
 
 def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
             relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto",
-            backend="numba") -> Run:
+            backend="numba", dynamics="gd", flow=None) -> Run:
     """Validate the inputs and build a ``Run`` ready to advance (see ``train``)."""
     X = check_array("X", X, ndim=3)
     n, T, d = X.shape
@@ -563,6 +564,12 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     check_choice("trainable", trainable, ("Wp", "p"))
     check_choice("engine", engine, ENGINES)
     check_choice("backend", backend, BACKENDS)
+    check_choice("dynamics", dynamics, ("gd", "flow"))
+    if dynamics == "flow" and (engine == "primal" or backend != "numba"):
+        raise ConfigError(f"dynamics='flow' runs in dual coordinates with numba; got engine={engine!r}, "
+                          f"backend={backend!r}; use engine='auto' or 'dual' and backend='numba'")
+    if dynamics == "gd" and flow is not None:
+        raise ConfigError("flow options apply only with dynamics='flow'; got dynamics='gd' and flow set")
     if (X_test is None) != (y_test is None):
         raise ConfigError("X_test and y_test must be given together; got only one of them")
     if X_test is not None:
@@ -585,14 +592,19 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes)
     if engine == "auto":
         engine = choose_engine(pb.N, d, pb.Xt.shape[0], steps, len(spec), trainable)
-    kern = _kernels if backend == "numba" else _reference
-    coords = _COORDINATES[(engine, trainable)](pb, kern)
+    if dynamics == "flow":
+        from . import _flow
+
+        coords = _flow.make_coordinates(pb, trainable, flow)
+    else:
+        kern = _kernels if backend == "numba" else _reference
+        coords = _COORDINATES[(engine, trainable)](pb, kern)
     return Run(pb, coords, spec.steps, noisy, {"y_true": y_true, "roles": roles})
 
 
 def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
           relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto", backend="numba",
-          progress=False, hooks=()) -> Result:
+          progress=False, hooks=(), dynamics="gd", flow=None) -> Result:
     """Full-batch gradient descent on the paper's attention model.
 
     ``W`` and ``p`` (or ``p`` alone) are updated simultaneously from the same
@@ -632,10 +644,17 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
         Show a progress bar.
     hooks : sequence of callables
         Called with the ``Run`` after every chunk (checkpointing uses this).
+    dynamics : {"gd", "flow"}
+        ``flow`` integrates the gradient flow of the same loss in GD-step time (``tau = t / lr``),
+        backward-error corrected and started with exact GD so that it follows GD
+        (``attnsim._flow``); ``steps`` may then reach 10^15. Always dual coordinates.
+    flow : None, FlowOptions or dict
+        Settings of the flow (tolerances, correction, exact-GD start); default ``FlowOptions()``.
 
     Returns
     -------
     Result
+        With ``dynamics="flow"``, ``Result.extra`` records the integrator's counters.
 
     Raises
     ------
@@ -653,7 +672,7 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
     """
     run = prepare(X, y, W0, p0, nu, lr=lr, steps=steps, trainable=trainable, save_at=save_at, X_test=X_test,
                   y_test=y_test, relevant=relevant, noisy=noisy, y_true=y_true, roles=roles, probes=probes,
-                  engine=engine, backend=backend)
+                  engine=engine, backend=backend, dynamics=dynamics, flow=flow)
     run.warm_up()
     run.run(progress=progress, hooks=hooks)
     return run.result()

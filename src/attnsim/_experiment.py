@@ -24,7 +24,8 @@ def _probe_matrix(config: Config, data, probes):
     return probes
 
 
-def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", probes=None):
+def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", probes=None, dynamics="gd",
+                flow=None):
     """Draw the data and initialisation of ``config`` and build the engine's ``Run``.
 
     ``probes``: ``None`` records ``<p, r>`` and ``<W^T p, r>`` for ``r = mu_+, mu_-``;
@@ -38,11 +39,12 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
         data.X, data.y, W0, p0, data.nu, lr=config.lr, steps=config.steps, trainable=config.trainable,
         save_at=save_at, X_test=data.X_test if has_test else None, y_test=data.y_test if has_test else None,
         relevant=data.relevant, noisy=data.noisy, y_true=data.y_true, roles=data.roles,
-        probes=_probe_matrix(config, data, probes), engine=engine, backend=backend,
+        probes=_probe_matrix(config, data, probes), engine=engine, backend=backend, dynamics=dynamics, flow=flow,
     )
 
 
-def simulate(config: Config, save_at=None, *, engine="auto", progress=False, hooks=(), probes=None) -> Result:
+def simulate(config: Config, save_at=None, *, engine="auto", progress=False, hooks=(), probes=None, dynamics="gd",
+             flow=None) -> Result:
     """Generate the data of ``config`` and train on it.
 
     Parameters
@@ -57,6 +59,10 @@ def simulate(config: Config, save_at=None, *, engine="auto", progress=False, hoo
         Called with the engine's ``Run`` between chunks.
     probes : None, "noise" or array_like, shape (k, d)
         Directions whose alignment with ``p`` and ``W^T p`` is recorded (see ``prepare_run``).
+    dynamics : {"gd", "flow"}
+        ``flow``: the GD-matched gradient flow, for horizons up to 10^15 steps (see ``train``).
+    flow : None, FlowOptions or dict
+        Settings of the flow mode.
 
     Returns
     -------
@@ -70,7 +76,7 @@ def simulate(config: Config, save_at=None, *, engine="auto", progress=False, hoo
     >>> res.attention.shape
     (21, 20, 8)
     """
-    run = prepare_run(config, save_at=save_at, engine=engine, probes=probes)
+    run = prepare_run(config, save_at=save_at, engine=engine, probes=probes, dynamics=dynamics, flow=flow)
     run.warm_up()
     run.run(progress=progress, hooks=hooks)
     return run.result(config)

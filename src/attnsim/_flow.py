@@ -1,0 +1,361 @@
+"""Gradient-flow mode: the flow of the training loss, integrated in GD-step time.
+
+``train(..., dynamics="flow")`` replaces the GD iteration by the gradient flow of
+the same loss, with time measured in GD steps (``tau = t / alpha``), so every
+``Result`` field means what it means for GD and ``steps`` may reach 10^15. The
+flow is integrated by an embedded Runge-Kutta method of order 8 with error
+control (Dormand-Prince 8(5,3), ``_flow_kernels.flow_run``) in the dual
+coordinates of DESIGN.md §4, landing exactly on every save time (no
+interpolation).
+
+Matching GD, not just the flow. GD is forward Euler on the flow, so
+``GD(alpha) - flow = O(alpha)``. By default (``FlowOptions()``):
+
+1. the integrated field is the first backward-error correction
+   ``alpha F - (alpha^2 / 2) F' F`` (``F = -grad L``; the directional derivative is
+   analytic, see ``_flow_kernels._stage_wp``), whose solution follows GD to
+   ``O(alpha^2)``;
+2. the run starts with exact GD and switches to the flow once the flow is smooth
+   on the scale of one GD step: ``alpha rho(F') <= rho_tol``, with ``rho`` the
+   spectral radius of the flow's Jacobian from a few power iterations of
+   analytic JVPs (warm-started), checked at steps 0, 16 and then every time the
+   step count has grown by half. Fallback: the switch happens at ``gd_start_max``
+   steps whatever the estimate says, and ``gd_start=<int>`` fixes the number of
+   GD steps outright (``0``: pure flow from the start).
+
+Bookkeeping: ``frak_cum`` holds the GD sum ``sum_k m(1-m)`` over the exact-GD
+start plus ``int m(1-m) d tau`` afterwards. ``Result.extra`` records the
+dynamics, tolerances, the GD steps taken, right-hand-side evaluations and
+accepted and rejected steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import _flow_kernels as fk
+from ._validation import ConfigError, check_float, check_int
+
+DYNAMICS = ("gd", "flow")
+
+# Indices into the int64 control array held in ``state["ctl"]``.
+_PHASE, _TAU, _NEXT_CHECK, _RHS, _ACCEPTED, _REJECTED, _GD_STEPS, _CHECKS = range(8)
+_GD, _FLOW = 0, 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowOptions:
+    """Settings of ``dynamics="flow"``.
+
+    Parameters
+    ----------
+    rtol, atol : float
+        Error tolerances of the integrator, on the scores (and on ``||p||^2``, the
+        coordinates ``b`` norm-wise, and the 𝔖 integral): a step is accepted when the
+        DOP853 error estimate is below ``atol + rtol |z|`` in the RMS norm.
+    correction : bool
+        Integrate the backward-error-corrected field ``alpha F - (alpha^2/2) F'F`` (follows
+        GD to O(alpha^2)) rather than the plain flow ``alpha F`` (O(alpha)).
+    gd_start : "auto" or int
+        ``"auto"``: exact GD until ``alpha rho(F') <= rho_tol`` or ``gd_start_max`` steps;
+        an int: exactly that many GD steps first (0: flow from step 0).
+    rho_tol : float
+        Threshold on ``alpha rho(F')`` for the automatic switch.
+    gd_start_max : int
+        Fallback: most GD steps of the automatic start.
+    power_iters : int
+        Power iterations per Jacobian estimate (warm-started from the previous one).
+    h_min : float
+        A step below this many GD steps stops the run as diverged.
+
+    Examples
+    --------
+    >>> FlowOptions(rtol=1e-10).atol
+    1e-11
+    """
+
+    rtol: float = 1e-8
+    atol: float = 1e-11
+    correction: bool = True
+    gd_start: str | int = "auto"
+    rho_tol: float = 2e-3
+    gd_start_max: int = 200_000
+    power_iters: int = 8
+    h_min: float = 1e-6
+
+    def __post_init__(self):
+        put = lambda k, val: object.__setattr__(self, k, val)  # noqa: E731
+        put("rtol", check_float("flow.rtol", self.rtol, positive=True))
+        put("atol", check_float("flow.atol", self.atol, positive=True))
+        if not isinstance(self.correction, (bool, np.bool_)):
+            raise ConfigError(f"flow.correction must be True or False; got {self.correction!r}")
+        if self.gd_start != "auto":
+            if isinstance(self.gd_start, str):
+                raise ConfigError(f"flow.gd_start must be 'auto' or an integer >= 0; got {self.gd_start!r}")
+            put("gd_start", check_int("flow.gd_start", self.gd_start, minimum=0))
+        put("rho_tol", check_float("flow.rho_tol", self.rho_tol, positive=True))
+        put("gd_start_max", check_int("flow.gd_start_max", self.gd_start_max, minimum=0))
+        put("power_iters", check_int("flow.power_iters", self.power_iters, minimum=2))
+        put("h_min", check_float("flow.h_min", self.h_min, positive=True))
+
+
+def as_flow_options(flow) -> FlowOptions:
+    """``None`` (defaults), a ``FlowOptions`` or a dict of its fields."""
+    if flow is None:
+        return FlowOptions()
+    if isinstance(flow, FlowOptions):
+        return flow
+    if isinstance(flow, dict):
+        unknown = sorted(set(flow) - set(FlowOptions.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"flow options {unknown} are not known; allowed: "
+                              f"{', '.join(FlowOptions.__dataclass_fields__)}")
+        return FlowOptions(**flow)
+    raise ConfigError(f"flow must be None, a FlowOptions or a dict; got {type(flow).__name__}")
+
+
+class _FlowBase:
+    """Shared driver: exact-GD start, switch test, then the integrator (see module docstring)."""
+
+    name = "dual"
+    trainable = ""
+
+    def __init__(self, pb, options: FlowOptions):
+        self.pb = pb
+        self.opt = options
+        N, n = pb.N, pb.n
+        self.tab = fk.dop853_tableau()
+        # scratch for the GD kernels
+        self.s = np.empty(N); self.vf = np.empty(N); self.c = np.empty(N)
+        self.coef = np.empty(n); self.kap = np.empty(n); self.top = np.empty(n, dtype=np.int64)
+        self.frak = np.empty(n)
+        ctl = np.zeros(8, dtype=np.int64)
+        ctl[_PHASE] = _GD
+        self.state = {"ctl": ctl, "h": np.array([1.0]), "alpha_rho": np.array([np.nan])}
+
+    # -- subclass hooks
+    def _gd(self, n_steps, frak_sum) -> int:
+        raise NotImplementedError
+
+    def _rho(self) -> float:
+        raise NotImplementedError
+
+    def _flow(self, t_len) -> float:
+        raise NotImplementedError
+
+    # -- driver
+    def _gd_limit(self, ctl) -> int:
+        """GD steps allowed before the next decision point."""
+        if self.opt.gd_start == "auto":
+            return int(min(ctl[_NEXT_CHECK], self.opt.gd_start_max)) - int(ctl[_TAU])
+        return self.opt.gd_start - int(ctl[_TAU])
+
+    def _decide(self, ctl):
+        """At a decision point of the GD start: switch to the flow, or schedule the next check."""
+        tau = int(ctl[_TAU])
+        if self.opt.gd_start != "auto":
+            ctl[_PHASE] = _FLOW
+            return
+        if tau >= self.opt.gd_start_max:
+            ctl[_PHASE] = _FLOW
+            return
+        ar = self.pb.lr * self._rho()
+        ctl[_CHECKS] += 1
+        self.state["alpha_rho"][0] = ar
+        if np.isfinite(ar) and ar <= self.opt.rho_tol:
+            ctl[_PHASE] = _FLOW
+        else:
+            ctl[_NEXT_CHECK] = max(tau + 16, (3 * tau) // 2)
+
+    def advance(self, n_steps, frak_sum) -> int:
+        """Advance by ``n_steps`` GD steps of time; returns the whole steps completed
+        (fewer only when a non-finite value appeared or the step size collapsed)."""
+        ctl = self.state["ctl"]
+        if n_steps == 0:
+            self._warm()
+            return 0
+        done = 0
+        while done < n_steps:
+            if ctl[_PHASE] == _GD:
+                k = min(n_steps - done, self._gd_limit(ctl))
+                if k > 0:
+                    got = int(self._gd(k, frak_sum))
+                    ctl[_TAU] += got
+                    ctl[_GD_STEPS] += got
+                    done += got
+                    if got < k:
+                        return done
+                if self._gd_limit(ctl) <= 0:
+                    self._decide(ctl)
+                continue
+            todo = n_steps - done
+            t = self._flow(float(todo))
+            frak_sum += self._frak_block()
+            if t < todo:
+                whole = int(np.floor(t))
+                ctl[_TAU] += whole
+                return done + whole
+            ctl[_TAU] += todo
+            done = n_steps
+        return done
+
+    def extra(self) -> dict:
+        ctl = self.state["ctl"]
+        out = {"dynamics": "flow", "integrator": "DOP853"}
+        out.update({k: (v if not isinstance(v, np.integer) else int(v)) for k, v in asdict(self.opt).items()})
+        out.update(gd_start_steps=int(ctl[_GD_STEPS]), rhs_evals=int(ctl[_RHS]), accepted_steps=int(ctl[_ACCEPTED]),
+                   rejected_steps=int(ctl[_REJECTED]), jacobian_checks=int(ctl[_CHECKS]),
+                   alpha_rho_at_switch=float(self.state["alpha_rho"][0]))
+        return out
+
+
+class FlowP(_FlowBase):
+    """p alone, ``p = p0 + K^T a``; small state ``[z | a | F]``."""
+
+    trainable = "p"
+
+    def __init__(self, pb, options):
+        super().__init__(pb, options)
+        N, n = pb.N, pb.n
+        self.K = pb.X @ pb.W0.T
+        self.Gkk = np.ascontiguousarray(self.K @ self.K.T)
+        z0 = self.K @ pb.p0
+        self.z0, self.P0 = z0, float(pb.p0 @ pb.p0)
+        W0T_K = pb.W0.T @ self.K.T
+        self.At = pb.Xt @ W0T_K
+        self.zt0 = pb.Xt @ (pb.W0.T @ pb.p0)
+        self.R_p = (pb.probes @ pb.p0, pb.probes @ self.K.T)
+        self.R_q = (pb.probes @ (pb.W0.T @ pb.p0), pb.probes @ W0T_K)
+        ys = np.zeros(2 * N + n)
+        ys[:N] = z0
+        self.state.update(ys=ys, eig=np.zeros(N))
+        self.w = np.empty(N)
+
+    def _views(self):
+        N = self.pb.N
+        ys = self.state["ys"]
+        return ys[:N], ys[N:2 * N]
+
+    def _warm(self):
+        pb = self.pb
+        z, a = self._views()
+        self._gd(0, np.zeros(pb.n))
+        fk.spectral_p(z, self.Gkk, pb.v, pb.y, pb.T, pb.relevant, self.state["eig"].copy(), 0)
+        self._flow(0.0)
+
+    def _gd(self, n_steps, frak_sum):
+        pb = self.pb
+        z, a = self._views()
+        return fk.gd_p_run(a, z, self.Gkk, pb.v, pb.y, pb.T, pb.relevant, pb.lr, n_steps, frak_sum, self.s,
+                           self.vf, self.coef, self.kap, self.top, self.c, self.frak, self.w)
+
+    def _rho(self):
+        pb = self.pb
+        z, _ = self._views()
+        return fk.spectral_p(z, self.Gkk, pb.v, pb.y, pb.T, pb.relevant, self.state["eig"], self.opt.power_iters)
+
+    def _flow(self, t_len):
+        pb, o, st = self.pb, self.opt, self.state
+        C, A, B, E3, E5 = self.tab
+        empty = np.zeros((0, 0))
+        return fk.flow_run(0, st["ys"], empty, empty, self.Gkk, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
+                           o.correction, t_len, st["h"], o.rtol, o.atol, o.h_min, A, B, E3, E5,
+                           st["ctl"][_RHS:_REJECTED + 1])
+
+    def _frak_block(self):
+        return self.state["ys"][2 * self.pb.N:]
+
+    def observe(self):
+        z, a = self._views()
+        p_norm2 = self.P0 + 2.0 * (a @ self.z0) + a @ (self.Gkk @ a)
+        return (z, self.zt0 + self.At @ a, np.sqrt(max(p_norm2, 0.0)), 0.0,
+                self.R_p[0] + self.R_p[1] @ a, self.R_q[0] + self.R_q[1] @ a)
+
+    def final_params(self):
+        _, a = self._views()
+        return self.pb.W0.copy(), self.pb.p0 + self.K.T @ a
+
+
+class FlowWp(_FlowBase):
+    """W and p, ``p = Q b``, ``W = W0 + Q M X``; small state ``[z | P | b | F]`` plus ``S``, ``MT``."""
+
+    trainable = "Wp"
+
+    def __init__(self, pb, options):
+        super().__init__(pb, options)
+        N, n = pb.N, pb.n
+        self.Q = np.concatenate([pb.p0[:, None], pb.W0 @ pb.X.T], axis=1)
+        self.Gqq = np.ascontiguousarray(self.Q.T @ self.Q)
+        self.Gxx = np.ascontiguousarray(pb.X @ pb.X.T)
+        W0T_Q = pb.W0.T @ self.Q
+        self.A1 = pb.Xt @ W0T_Q
+        self.A2 = pb.Xt @ pb.X.T
+        self.R_p = pb.probes @ self.Q
+        self.R_q1 = pb.probes @ W0T_Q
+        self.R_q2 = pb.probes @ pb.X.T
+        ys = np.zeros(2 * N + 2 + n)
+        ys[:N] = self.Gqq[1:, 0]
+        ys[N] = self.Gqq[0, 0]
+        ys[N + 1] = 1.0
+        self.state.update(ys=ys, S=np.ascontiguousarray(self.Gqq[1:, 1:]), MT=np.zeros((N, N + 1)),
+                          eig_b=np.zeros(N + 1), eig_MT=np.zeros((N, N + 1)))
+        self.e = np.empty(N); self.Sc = np.empty(N); self.Hc = np.empty(N + 1)
+
+    def _views(self):
+        N = self.pb.N
+        ys = self.state["ys"]
+        return ys[:N], ys[N:N + 1], ys[N + 1:2 * N + 2]
+
+    def _warm(self):
+        pb, st = self.pb, self.state
+        z, _, b = self._views()
+        self._gd(0, np.zeros(pb.n))
+        fk.spectral_wp(z, b, st["MT"], self.Gqq, self.Gxx, pb.v, pb.y, pb.T, pb.relevant, st["eig_b"].copy(),
+                       st["eig_MT"].copy(), 0)
+        self._flow(0.0)
+
+    def _gd(self, n_steps, frak_sum):
+        pb, st = self.pb, self.state
+        z, P, b = self._views()
+        return fk.gd_wp_run(z, st["S"], P, b, st["MT"], self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr, n_steps,
+                            frak_sum, self.s, self.vf, self.coef, self.kap, self.top, self.c, self.frak, self.e,
+                            self.Sc, self.Hc)
+
+    def _rho(self):
+        pb, st = self.pb, self.state
+        z, _, b = self._views()
+        return fk.spectral_wp(z, b, st["MT"], self.Gqq, self.Gxx, pb.v, pb.y, pb.T, pb.relevant, st["eig_b"],
+                              st["eig_MT"], self.opt.power_iters)
+
+    def _flow(self, t_len):
+        pb, o, st = self.pb, self.opt, self.state
+        C, A, B, E3, E5 = self.tab
+        return fk.flow_run(1, st["ys"], st["S"], st["MT"], self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
+                           o.correction, t_len, st["h"], o.rtol, o.atol, o.h_min, A, B, E3, E5,
+                           st["ctl"][_RHS:_REJECTED + 1])
+
+    def _frak_block(self):
+        return self.state["ys"][2 * self.pb.N + 2:]
+
+    def observe(self):
+        z, P, b = self._views()
+        MT = self.state["MT"]
+        Gb = self.Gqq @ b
+        MtGb = MT @ Gb
+        M = MT.T
+        w_dist2 = float(np.sum(M * (self.Gqq @ M @ self.Gxx)))
+        return (z, self.A1 @ b + self.A2 @ MtGb, np.sqrt(max(P[0], 0.0)), np.sqrt(max(w_dist2, 0.0)),
+                self.R_p @ b, self.R_q1 @ b + self.R_q2 @ MtGb)
+
+    def final_params(self):
+        _, _, b = self._views()
+        W = self.pb.W0 + (self.Q @ self.state["MT"].T) @ self.pb.X
+        return W, self.Q @ b
+
+
+def make_coordinates(pb, trainable: str, flow=None):
+    """The flow coordinates for ``trainable`` in {"p", "Wp"} with options ``flow``."""
+    opt = as_flow_options(flow)
+    return (FlowWp if trainable == "Wp" else FlowP)(pb, opt)
