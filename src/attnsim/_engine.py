@@ -23,9 +23,11 @@ import numpy as np
 from . import _kernels, _reference
 from ._result import DIVERGED, FINISHED, INTERRUPTED, Result
 from ._saveat import as_saveat
-from ._validation import ConfigError, check_array, check_choice, check_float, check_int, check_labels
+from ._validation import ConfigError, check_array, check_choice, check_float, check_int, check_labels, check_mask
 
 ENGINES = ("auto", "primal", "dual")
+#: Largest number of steps: counters are int64 and save times pass through float64 (exact below 2**53).
+MAX_STEPS = 2 ** 53
 BACKENDS = ("numba", "numpy")
 
 # Seconds one kernel call may take before control returns to Python (progress,
@@ -547,20 +549,30 @@ class Run:
         self.step, self.next_save, self.recorder.count = (int(x) for x in sd["counters"])
 
 
+def _check_roles(roles, T):
+    """Role codes (``attnsim.ROLE_NAMES`` indexes), one per token position."""
+    arr = np.asarray(roles)
+    if arr.shape != (T,) or arr.dtype.kind not in "iu" or np.any((arr < 0) | (arr > 3)):
+        raise ConfigError(f"roles must be {T} integer codes in 0..3 (R, W_Y*, W_-Y*, I), one per token; "
+                          f"got {arr.tolist()[:8]} of shape {arr.shape}")
+    return arr.astype(np.int8)
+
+
 def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
             relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto",
             backend="numba", dynamics="gd", flow=None) -> Run:
     """Validate the inputs and build a ``Run`` ready to advance (see ``train``)."""
-    X = check_array("X", X, ndim=3)
+    X = check_array("X", X, ndim=3, hint="X holds n samples of T tokens in R^d, shape (n, T, d)")
     n, T, d = X.shape
     if n < 1 or T < 1 or d < 1:
-        raise ConfigError(f"X must have n, T, d >= 1; got shape {X.shape}")
-    y = check_labels("y", y, n)
-    W0 = check_array("W0", W0, ndim=2, shape=(d, d))
-    p0 = check_array("p0", p0, ndim=1, shape=(d,))
-    nu = check_array("nu", nu, ndim=1, shape=(d,))
-    lr = check_float("lr", lr, positive=True)
-    steps = check_int("steps", steps, minimum=1)
+        raise ConfigError(f"X must have n, T, d >= 1; got shape {X.shape}; pass at least one sample and token")
+    like_x = f"X has shape (n, T, d) = {X.shape}"
+    y = check_labels("y", y, n, hint=like_x)
+    W0 = check_array("W0", W0, ndim=2, shape=(d, d), hint=like_x)
+    p0 = check_array("p0", p0, ndim=1, shape=(d,), hint=like_x)
+    nu = check_array("nu", nu, ndim=1, shape=(d,), hint=like_x)
+    lr = check_float("lr", lr, positive=True, hint="the step size is a finite number > 0, e.g. lr=5e-3")
+    steps = check_int("steps", steps, minimum=1, maximum=MAX_STEPS, hint="e.g. steps=1000")
     check_choice("trainable", trainable, ("Wp", "p"))
     check_choice("engine", engine, ENGINES)
     check_choice("backend", backend, BACKENDS)
@@ -573,20 +585,18 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     if (X_test is None) != (y_test is None):
         raise ConfigError("X_test and y_test must be given together; got only one of them")
     if X_test is not None:
-        X_test = check_array("X_test", X_test, ndim=3, shape=(None, T, d))
-        y_test = check_labels("y_test", y_test, X_test.shape[0])
+        X_test = check_array("X_test", X_test, ndim=3, shape=(None, T, d), hint=like_x)
+        y_test = check_labels("y_test", y_test, X_test.shape[0], hint=f"X_test has shape {X_test.shape}")
     if relevant is None:
         relevant = np.zeros(T, dtype=bool)
         relevant[0] = True
-    relevant = np.array(relevant, dtype=bool)
-    if relevant.shape != (T,):
-        raise ConfigError(f"relevant must be a boolean mask of shape (T,) = ({T},); got shape {relevant.shape}")
-    noisy = np.zeros(n, dtype=bool) if noisy is None else np.array(noisy, dtype=bool)
-    if noisy.shape != (n,):
-        raise ConfigError(f"noisy must be a boolean mask of shape (n,) = ({n},); got shape {noisy.shape}")
-    y_true = y.copy() if y_true is None else check_labels("y_true", y_true, n)
-    roles = np.where(relevant, 0, 3).astype(np.int8) if roles is None else np.array(roles, dtype=np.int8)
-    probes = np.zeros((0, d)) if probes is None else check_array("probes", probes, ndim=2, shape=(None, d))
+    relevant = check_mask("relevant", relevant, T, hint=f"one flag per token position; {like_x}")
+    noisy = np.zeros(n, dtype=bool) if noisy is None else check_mask("noisy", noisy, n,
+                                                                      hint=f"one flag per sample; {like_x}")
+    y_true = y.copy() if y_true is None else check_labels("y_true", y_true, n, hint=like_x)
+    roles = np.where(relevant, 0, 3).astype(np.int8) if roles is None else _check_roles(roles, T)
+    probes = (np.zeros((0, d)) if probes is None
+              else check_array("probes", probes, ndim=2, shape=(None, d), hint=f"probes are rows in R^d; {like_x}"))
     spec = as_saveat(save_at, steps)
 
     pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes)

@@ -36,19 +36,25 @@ class SaveAt:
     def __post_init__(self):
         steps = np.asarray(self.steps)
         if steps.ndim != 1 or steps.size == 0:
-            raise ConfigError(f"save_at must be a non-empty 1-D sequence of steps; got shape {steps.shape}")
+            raise ConfigError(f"save_at must be a non-empty 1-D sequence of steps; got shape {steps.shape}; "
+                              "pass e.g. [0, 10, 100] or SaveAt.log(steps)")
+        if steps.dtype.kind not in "iuf":
+            raise ConfigError(f"save_at must hold whole step numbers; got {steps[:5].tolist()} "
+                              f"(dtype {steps.dtype}); pass integers")
         if not np.issubdtype(steps.dtype, np.integer):
             if not np.all(np.isfinite(steps)) or np.any(steps != np.round(steps)):
-                raise ConfigError(f"save_at must hold whole step numbers; got {steps[:5].tolist()}...")
+                raise ConfigError(f"save_at must hold whole step numbers; got {steps[:5].tolist()}; pass integers")
+            if np.any(np.abs(steps) > 2.0 ** 62):
+                raise ConfigError(f"save_at steps must be below 2**62; got {steps.max():g}")
         steps = steps.astype(np.int64)
         if np.any(np.diff(steps) <= 0):
             bad = int(np.argmax(np.diff(steps) <= 0))
             raise ConfigError(
                 "save_at must be strictly increasing; got "
-                f"{steps[bad]} then {steps[bad + 1]} at positions {bad}, {bad + 1}"
+                f"{steps[bad]} then {steps[bad + 1]} at positions {bad}, {bad + 1}; sort it and drop repeats"
             )
         if steps[0] < 0:
-            raise ConfigError(f"save_at steps must be >= 0; got {steps[0]}")
+            raise ConfigError(f"save_at steps must be >= 0; got {steps[0]}; drop the negative steps")
         steps.setflags(write=False)
         object.__setattr__(self, "steps", steps)
 

@@ -11,76 +11,120 @@ class ConfigError(ValueError):
     """A user-supplied value breaks a documented rule. The message names field, rule and value."""
 
 
-def check_int(name, value, *, minimum=None, maximum=None):
-    """Return ``value`` as int, or raise ConfigError naming ``name``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+def _fix(hint):
+    return f"; {hint}" if hint else ""
+
+
+def check_int(name, value, *, minimum=None, maximum=None, hint=None):
+    """Return ``value`` as int, or raise ConfigError naming ``name``.
+
+    Whole floats (``1e6``) are accepted; booleans, fractions and strings are not.
+    ``hint`` (how to fix it) is appended to every message.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{name} must be an integer, not a boolean; got {value!r}{_fix(hint)}")
+    if not isinstance(value, numbers.Integral):
         if isinstance(value, numbers.Real) and np.isfinite(value) and float(value) == int(value):
             value = int(value)
         else:
-            raise ConfigError(f"{name} must be an integer; got {value!r}")
+            raise ConfigError(f"{name} must be an integer; got {value!r} ({type(value).__name__}){_fix(hint)}")
     value = int(value)
     if minimum is not None and value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}; got {value}")
+        raise ConfigError(f"{name} must be >= {minimum}; got {value}{_fix(hint)}")
     if maximum is not None and value > maximum:
-        raise ConfigError(f"{name} must be <= {maximum}; got {value}")
+        raise ConfigError(f"{name} must be <= {maximum}; got {value}{_fix(hint)}")
     return value
 
 
-def check_float(name, value, *, positive=False, nonnegative=False, lo=None, hi=None, hi_open=False):
-    """Return ``value`` as a finite float, or raise ConfigError naming ``name``."""
+def check_float(name, value, *, positive=False, nonnegative=False, lo=None, hi=None, hi_open=False, hint=None):
+    """Return ``value`` as a finite float, or raise ConfigError naming ``name``.
+
+    ``hint`` (how to fix it) is appended to every message.
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name} must be a real number; got {value!r}")
+        raise ConfigError(f"{name} must be a real number; got {value!r} ({type(value).__name__}){_fix(hint)}")
     value = float(value)
     if not np.isfinite(value):
-        raise ConfigError(f"{name} must be finite; got {value}")
+        raise ConfigError(f"{name} must be finite; got {value}{_fix(hint)}")
     if positive and not value > 0:
-        raise ConfigError(f"{name} must be > 0; got {value}")
+        raise ConfigError(f"{name} must be > 0; got {value}{_fix(hint)}")
     if nonnegative and not value >= 0:
-        raise ConfigError(f"{name} must be >= 0; got {value}")
+        raise ConfigError(f"{name} must be >= 0; got {value}{_fix(hint)}")
     if lo is not None and value < lo:
-        raise ConfigError(f"{name} must be >= {lo}; got {value}")
+        raise ConfigError(f"{name} must be >= {lo}; got {value}{_fix(hint)}")
     if hi is not None and (value >= hi if hi_open else value > hi):
         rule = f"< {hi}" if hi_open else f"<= {hi}"
-        raise ConfigError(f"{name} must be {rule}; got {value}")
+        raise ConfigError(f"{name} must be {rule}; got {value}{_fix(hint)}")
     return value
 
 
 def check_choice(name, value, allowed):
     """Return ``value`` if it is one of ``allowed``, else raise ConfigError listing them."""
-    if value not in allowed:
+    try:
+        ok = isinstance(value, str) and value in allowed
+    except TypeError:  # unhashable or incomparable values
+        ok = False
+    if not ok:
         raise ConfigError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
     return value
 
 
-def check_array(name, value, *, ndim=None, shape=None):
+def _shape_text(shape):
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + (",)" if len(shape) == 1 else ")")
+
+
+def check_array(name, value, *, ndim=None, shape=None, hint=None):
     """Return ``value`` as a C-contiguous float64 copy with finite entries and the given shape.
 
-    ``shape`` may hold ``None`` for a free axis.
+    ``shape`` may hold ``None`` for a free axis; ``hint`` (how the shape relates to
+    the other arguments) is appended to shape errors.
     """
+    if value is None:
+        raise ConfigError(f"{name} is required; got None")
+    if np.iscomplexobj(value):
+        raise ConfigError(f"{name} must be real; got a complex array; pass its real part explicitly")
     try:
         arr = np.array(value, dtype=np.float64, order="C", copy=True)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{name} must be a real array; got {type(value).__name__} ({exc})") from None
     if ndim is not None and arr.ndim != ndim:
-        raise ConfigError(f"{name} must be {ndim}-dimensional; got shape {arr.shape}")
+        raise ConfigError(f"{name} must be {ndim}-dimensional; got shape {arr.shape}{_fix(hint)}")
     if shape is not None:
         for axis, (want, got) in enumerate(zip(shape, arr.shape)):
             if want is not None and want != got:
                 raise ConfigError(
-                    f"{name} must have shape {tuple('*' if s is None else s for s in shape)}; "
-                    f"got {arr.shape} (axis {axis} is {got}, expected {want})"
+                    f"{name} must have shape {_shape_text(shape)}; "
+                    f"got {arr.shape} (axis {axis} is {got}, expected {want}){_fix(hint)}"
                 )
     if not np.all(np.isfinite(arr)):
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ConfigError(f"{name} must be finite; got {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+        where = ~np.isfinite(arr)
+        bad = np.argwhere(where)[0]
+        raise ConfigError(f"{name} must be finite; got {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)} "
+                          f"({int(where.sum())} non-finite entries); remove or replace NaN/inf before training")
     return arr
 
 
-def check_labels(name, value, n):
+def check_labels(name, value, n, hint=None):
     """Return labels as a float64 array of +-1 of length ``n``."""
-    arr = check_array(name, value, ndim=1, shape=(n,))
+    arr = check_array(name, value, ndim=1, shape=(n,), hint=hint)
     bad = ~np.isin(arr, (-1.0, 1.0))
     if np.any(bad):
         i = int(np.argmax(bad))
-        raise ConfigError(f"{name} must hold only -1 and +1; got {arr[i]} at index {i}")
+        raise ConfigError(f"{name} must hold only -1 and +1; got {arr[i]} at index {i}; "
+                          "map the classes to +-1 (e.g. 2*y - 1 for 0/1 labels)")
     return arr
+
+
+def check_mask(name, value, length, hint=None):
+    """Return a boolean mask of shape ``(length,)``; accepts booleans and 0/1 only."""
+    arr = np.asarray(value)
+    if arr.shape != (length,):
+        raise ConfigError(f"{name} must be a boolean mask of shape ({length},); got shape {arr.shape}{_fix(hint)}")
+    if arr.dtype != np.bool_:
+        try:
+            ok = bool(np.all((arr == 0) | (arr == 1)))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok or arr.dtype.kind not in "biuf":
+            raise ConfigError(f"{name} must hold booleans (or 0/1); got {arr.tolist()[:8]}{_fix(hint)}")
+    return arr.astype(bool)
