@@ -103,17 +103,21 @@ class Config:
         def put(name, value):
             object.__setattr__(self, name, value)
 
-        put("n_train", check_int("n_train", self.n_train, minimum=2))
-        put("n_test", check_int("n_test", self.n_test, minimum=0))
-        put("T", check_int("T", self.T, minimum=1))
-        put("d", check_int("d", self.d, minimum=2))
-        put("signal_norm", check_float("signal_norm", self.signal_norm, positive=True))
-        put("rho", check_float("rho", self.rho, nonnegative=True))
-        put("eta", check_float("eta", self.eta, lo=0.0, hi=1.0, hi_open=True))
-        put("sigma_eps", check_float("sigma_eps", self.sigma_eps, nonnegative=True))
-        put("n_relevant", check_int("n_relevant", self.n_relevant, minimum=1))
-        put("n_weak", check_int("n_weak", self.n_weak, minimum=0))
-        put("n_weak_opposite", check_int("n_weak_opposite", self.n_weak_opposite, minimum=0))
+        put("n_train", check_int("n_train", self.n_train, minimum=2,
+                                 hint="both classes need a sample, e.g. n_train=20 (the paper's setting)"))
+        put("n_test", check_int("n_test", self.n_test, minimum=0, hint="use n_test=0 for no test set"))
+        put("T", check_int("T", self.T, minimum=1, hint="e.g. T=8 (the paper's setting)"))
+        put("d", check_int("d", self.d, minimum=2, hint="the class signals use e_1 and e_2; e.g. d=2000"))
+        put("signal_norm", check_float("signal_norm", self.signal_norm, positive=True, hint="e.g. signal_norm=20"))
+        put("rho", check_float("rho", self.rho, nonnegative=True, hint="e.g. rho=0.1 (the paper's setting)"))
+        put("eta", check_float("eta", self.eta, lo=0.0, hi=1.0, hi_open=True,
+                               hint="the label-noise rate lies in [0, 1), e.g. eta=0.2"))
+        put("sigma_eps", check_float("sigma_eps", self.sigma_eps, nonnegative=True, hint="e.g. sigma_eps=1"))
+        put("n_relevant", check_int("n_relevant", self.n_relevant, minimum=1,
+                                    hint="the relevant set R needs at least one token"))
+        put("n_weak", check_int("n_weak", self.n_weak, minimum=0, hint="use 0 for no such token"))
+        put("n_weak_opposite", check_int("n_weak_opposite", self.n_weak_opposite, minimum=0,
+                                         hint="use 0 for no such token"))
         if self.n_roles > self.T:
             raise ConfigError(
                 f"T must be >= n_relevant + n_weak + n_weak_opposite = {self.n_roles}; got T={self.T}; "
@@ -123,15 +127,18 @@ class Config:
         check_choice("noise", self.noise, NOISE_MODES)
         check_choice("trainable", self.trainable, TRAINABLE)
         check_choice("init", self.init, INITS)
-        put("sigma_p", check_float("sigma_p", self.sigma_p, nonnegative=True))
-        put("sigma_w", check_float("sigma_w", self.sigma_w, nonnegative=True))
+        put("sigma_p", check_float("sigma_p", self.sigma_p, nonnegative=True, hint="a standard deviation, e.g. 0.01"))
+        put("sigma_w", check_float("sigma_w", self.sigma_w, nonnegative=True, hint="a standard deviation, e.g. 0.01"))
         if self.head_scale is not None:
-            put("head_scale", check_float("head_scale", self.head_scale, positive=True))
-        put("lr", check_float("lr", self.lr, positive=True))
-        put("steps", check_int("steps", self.steps, minimum=1))
-        put("seed", check_int("seed", self.seed, minimum=0))
+            put("head_scale", check_float("head_scale", self.head_scale, positive=True,
+                                          hint="or None for the official 1/signal_norm"))
+        put("lr", check_float("lr", self.lr, positive=True, hint="e.g. lr=5e-3 (the paper's setting)"))
+        # int64 step counters; save times pass through float64, exact below 2**53.
+        put("steps", check_int("steps", self.steps, minimum=1, maximum=2 ** 53, hint="e.g. steps=1000"))
+        put("seed", check_int("seed", self.seed, minimum=0, hint="seeds are integers >= 0"))
         if self.init_seed is not None:
-            put("init_seed", check_int("init_seed", self.init_seed, minimum=0))
+            put("init_seed", check_int("init_seed", self.init_seed, minimum=0,
+                                       hint="seeds are integers >= 0, or None to derive it from seed"))
         if self.label_noise == "official" and self.n_train_noisy_official >= min(self.n_pos, self.n_neg) * 2:
             raise ConfigError(
                 f"eta={self.eta} flips {self.n_train_noisy_official} of n_train={self.n_train} labels, "
