@@ -11,6 +11,7 @@ from ._analysis import (
     decompose_query, first_passage, fitted, frak_sums, gaps, growth, min_gap, noise_probes, noisy_fit_times,
     noisy_fitted, role_mass, time_to_fit_all, time_to_test_acc, time_to_test_loss, token_noise, token_values,
 )
+from ._batch import simulate_many, train_many
 from ._config import PRESETS, Config, field_names, preset
 from ._data import ROLE_NAMES, Data, init_params, make_data
 from ._engine import choose_engine, step_costs, train
@@ -33,5 +34,5 @@ __all__ = [
     "time_to_test_loss", "token_noise", "token_values", "Sweep", "grid_configs", "sweep",
     "Config", "ConfigError", "Data", "PRESETS", "ROLE_NAMES", "Result", "ResultFileError", "SaveAt",
     "choose_engine", "field_names", "init_params", "load", "loss_and_grads", "make_data", "preset",
-    "simulate", "step_costs", "train", "__version__",
+    "simulate", "simulate_many", "step_costs", "train", "train_many", "__version__",
 ]

@@ -1,0 +1,138 @@
+"""Dual (Gram) coordinates against primal coordinates and the NumPy twins over long runs.
+
+The three implementations of the same GD iterates (numba dual, numba primal, NumPy
+twin of the dual kernel) must give the same trajectories, to 1e-9 relative, over at
+least 10^4 steps: loss, margins, attention, and the test-set figures when there is a
+test set. Problems are drawn by hypothesis in both regimes N = nT < d (where the dual
+engine is the fast one) and N > d (where it carries more numbers than the primal).
+"""
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attnsim import SaveAt, train
+
+LONG = 10_000
+#: (rtol, atol) for the trajectories; atol only matters where a value is ~0
+#: (attention mass on a token that has been switched off).
+TOL = dict(rtol=1e-9, atol=1e-12)
+
+
+def _problem(seed, n, T, d, n_test, lr_scale):
+    """A random problem whose scores stay O(1-10) for 10^4 steps at the returned lr."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, T, d)) / np.sqrt(d)
+    y = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    y[rng.random(n) < 0.2] *= -1.0                       # some "noisy" labels
+    W0 = rng.uniform(-1, 1, (d, d)) / np.sqrt(d)
+    p0 = rng.standard_normal(d) / np.sqrt(d)
+    nu = rng.standard_normal(d)
+    arrays = dict(X=X, y=y, W0=W0, p0=p0, nu=nu)
+    if n_test:
+        arrays.update(X_test=rng.standard_normal((n_test, T, d)) / np.sqrt(d),
+                      y_test=np.where(np.arange(n_test) % 2 == 0, 1.0, -1.0))
+    return arrays, lr_scale
+
+
+def _run_all(arrays, lr, steps, trainable, n_saves=40, twin=True):
+    kw = dict(lr=lr, steps=steps, trainable=trainable, save_at=SaveAt.log(steps, n_saves))
+    out = {"dual": train(**arrays, **kw, engine="dual"), "primal": train(**arrays, **kw, engine="primal")}
+    if twin:
+        out["numpy dual"] = train(**arrays, **kw, engine="dual", backend="numpy")
+    return out
+
+
+def _assert_same_trajectory(results, has_test, where):
+    ref = results["primal"]
+    assert ref.success, ref.message
+    for name, res in results.items():
+        assert res.success, f"{name}: {res.message}; {where}"
+        np.testing.assert_array_equal(res.steps, ref.steps)
+        for field in ("train_loss", "margins", "attention", "scores", "frak_cum", "p_norm"):
+            np.testing.assert_allclose(getattr(res, field), getattr(ref, field), **TOL,
+                                       err_msg=f"{field}: {name} vs primal; {where}")
+        if has_test:
+            for field in ("test_loss", "test_acc"):
+                np.testing.assert_allclose(getattr(res, field), getattr(ref, field), **TOL,
+                                           err_msg=f"{field}: {name} vs primal; {where}")
+        np.testing.assert_allclose(res.w_dist, ref.w_dist, rtol=1e-7, atol=1e-12,
+                                   err_msg=f"w_dist: {name} vs primal; {where}")
+        np.testing.assert_allclose(res.p, ref.p, rtol=1e-9, atol=1e-11, err_msg=f"p: {name}; {where}")
+        np.testing.assert_allclose(res.W, ref.W, rtol=1e-9, atol=1e-11, err_msg=f"W: {name}; {where}")
+
+
+# N < d: n*T <= 12 tokens in d in [16, 24]; N > d: n*T >= 15 tokens in d in [3, 6].
+SHAPES = {
+    "N<d": dict(n=st.integers(2, 4), T=st.integers(2, 3), d=st.integers(16, 24)),
+    "N>d": dict(n=st.integers(5, 7), T=st.integers(3, 4), d=st.integers(3, 6)),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("trainable", ["Wp", "p"])
+@pytest.mark.parametrize("with_test", [False, True], ids=["no-test", "test"])
+@settings(max_examples=2)
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1), lr=st.sampled_from([0.2, 1.0]))
+def test_dual_primal_and_twin_agree_over_ten_thousand_steps(shape, trainable, with_test, data, seed, lr):
+    n, T, d = (data.draw(SHAPES[shape][k], label=k) for k in ("n", "T", "d"))
+    arrays, _ = _problem(seed, n, T, d, n_test=5 if with_test else 0, lr_scale=lr)
+    results = _run_all(arrays, lr, LONG, trainable)
+    where = (f"reproduce with _problem({seed}, {n}, {T}, {d}, {5 if with_test else 0}, {lr}), "
+             f"trainable={trainable!r}, steps={LONG}")
+    assert results["dual"].engine == "dual" and results["primal"].engine == "primal"
+    _assert_same_trajectory(results, with_test, where)
+
+
+def test_dual_tracks_primal_at_the_official_shape():
+    """N = 160 tokens in d = 400: the dual Wp recurrences (S, ||p||^2, b, M) stay exact."""
+    rng = np.random.default_rng(7)
+    n, T, d = 20, 8, 400
+    arrays, _ = _problem(int(rng.integers(2**31)), n, T, d, n_test=30, lr_scale=1.0)
+    results = _run_all(arrays, 1.0, 2000, "Wp", twin=False)
+    _assert_same_trajectory(results, True, "official shape, d=400, 2000 steps")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainable", ["Wp", "p"])
+@settings(max_examples=int(os.environ.get("ATTNSIM_DUAL_EXAMPLES", "6")))
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 8), T=st.integers(2, 5), d=st.integers(3, 40),
+       with_test=st.booleans())
+def test_dual_and_primal_agree_over_a_hundred_thousand_steps(trainable, seed, n, T, d, with_test):
+    arrays, _ = _problem(seed, n, T, d, n_test=7 if with_test else 0, lr_scale=0.5)
+    results = _run_all(arrays, 0.5, 100_000, trainable, twin=False)
+    _assert_same_trajectory(results, with_test, f"_problem({seed}, {n}, {T}, {d}, {7 if with_test else 0}, 0.5)")
+
+
+def test_dual_stops_at_the_same_non_finite_step_as_primal():
+    """A step size that overflows the joint update: both engines report divergence at the
+    same step and keep what they recorded before it. (With p alone the scores only grow
+    linearly and stay finite, so there is nothing to compare there.)"""
+    arrays, _ = _problem(3, 4, 3, 10, n_test=0, lr_scale=1.0)
+    arrays["X"] = arrays["X"] * 30.0
+    kw = dict(lr=1e300, steps=50, trainable="Wp", save_at=SaveAt.linear(50, 51))
+    dual = train(**arrays, **kw, engine="dual")
+    primal = train(**arrays, **kw, engine="primal")
+    assert dual.status == primal.status == "diverged"
+    assert dual.final_step == primal.final_step
+    assert dual.message.startswith(f"diverged at step {dual.final_step + 1}")
+    assert np.all(np.isfinite(dual.train_loss))
+
+
+def test_kernel_state_is_the_whole_iterate():
+    """Splitting a run into advance() chunks of any size gives the same bits as one call."""
+    from attnsim._engine import prepare
+
+    arrays, _ = _problem(11, 3, 3, 12, n_test=4, lr_scale=0.5)
+    outs = []
+    for chunks in ([3000], [1, 2, 997, 2000]):
+        run = prepare(**arrays, lr=0.5, steps=3000, trainable="Wp", engine="dual")
+        frak = np.zeros(3)
+        for k in chunks:
+            assert run.coords.advance(k, frak) == k
+        outs.append({k: v.copy() for k, v in run.coords.state.items()} | {"frak": frak})
+    for k in outs[0]:
+        np.testing.assert_array_equal(outs[0][k], outs[1][k], err_msg=k)
