@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut 
 OUT    ?= out
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-slow test-all bench examples clean
+.PHONY: help venv demo test test-slow test-all bench examples examples-full clean
 
 help:  ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,6 +32,14 @@ test-slow: $(STAMP)  ## run only the slow tests
 
 test-all: $(STAMP)  ## run every test
 	$(PY) -m pytest -q
+
+EXAMPLES := $(sort $(filter-out examples/_%,$(wildcard examples/*.py)))
+
+examples: $(STAMP)  ## regenerate every figure and table of examples/ into out/examples (sweeps cached in out/examples/sweeps)
+	@for f in $(EXAMPLES); do echo "== $$f"; MPLBACKEND=Agg ATTNSIM_OUT=$(OUT)/examples $(PY) $$f || exit 1; done
+
+examples-full: $(STAMP)  ## the paper's full 39 x 39 phase diagram, 3 seeds (~4600 runs: hours on 2 cores; resumable)
+	MPLBACKEND=Agg ATTNSIM_OUT=$(OUT)/examples $(PY) examples/phase_diagram.py --full
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist src/*.egg-info
