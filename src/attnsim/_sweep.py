@@ -421,11 +421,14 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
     Examples
     --------
     >>> import tempfile
-    >>> folder = tempfile.mkdtemp()
-    >>> sw = sweep(folder, Config(d=20, n_test=0, steps=5), grid={"eta": [0.0, 0.2]}, workers=1, progress=False)
-    >>> len(sw), len(sweep(folder, Config(d=20, n_test=0, steps=5), grid={"eta": [0.0, 0.2]}, workers=1,
-    ...                    progress=False))
-    (2, 2)
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> base = Config(d=20, n_test=0, steps=5)
+    >>> len(sweep(tmp.name, base, grid={"eta": [0.0, 0.2]}, workers=1, progress=False))
+    2
+    >>> sw = sweep(tmp.name, base, grid={"eta": [0.0, 0.1, 0.2]}, workers=1, progress=False)  # runs eta=0.1 only
+    >>> sorted(p.config.eta for p in sw.points.values())
+    [0.0, 0.1, 0.2]
+    >>> tmp.cleanup()
     """
     base = Config() if base is None else base
     if probes not in (None, "noise"):
