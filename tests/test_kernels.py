@@ -69,9 +69,19 @@ def args_dual_wp_run(seed, n, T, d, steps):
     G = Q.T @ Q
     b = np.zeros(N + 1)
     b[0] = 1.0
+    B = 4                                        # small block: hypothesis' steps cross several flushes
     return (G[1:, 0].copy(), np.ascontiguousarray(G[1:, 1:]), np.array([G[0, 0]]), b, np.zeros((N, N + 1)),
+            np.zeros((N, B)), np.zeros((B, N)), np.zeros(1, dtype=np.int64),
             X @ X.T, X @ nu, y, T, relevant, 0.3, steps, np.zeros(n), np.zeros(N), np.zeros(N), np.zeros(N),
             np.zeros(N), np.zeros(N + 1))
+
+
+def args_dual_wp_flush(seed, n, T, d, steps):
+    rng = np.random.default_rng(seed)
+    N, B = n * T, 5
+    nb = np.array([min(steps, B)], dtype=np.int64)
+    return (rng.standard_normal(N + 1), rng.standard_normal((N, N + 1)), rng.standard_normal((N, B)),
+            rng.standard_normal((B, N)), nb, 0.3, np.zeros(N + 1))
 
 
 def args_add_matvec_t(seed, n, T, d, steps):
@@ -95,6 +105,7 @@ REGISTRY = {
     "primal_wp_run": args_primal_wp_run,
     "dual_p_run": args_dual_p_run,
     "dual_wp_run": args_dual_wp_run,
+    "dual_wp_flush": args_dual_wp_flush,
 }
 
 

@@ -196,6 +196,10 @@ class _DualP(_Coordinates):
         return self.pb.W0.copy(), self.pb.p0 + self.K.T @ self.state["a"]
 
 
+#: Steps per block of the dual (b, M) update (``_kernels.dual_wp_run``).
+_DUAL_BLOCK = 16
+
+
 class _DualWp(_Coordinates):
     """``p = Q b``, ``W = W0 + Q M X`` with ``Q = [p0, W0 X^T]``; see ``_kernels.dual_wp_run``."""
 
@@ -223,6 +227,10 @@ class _DualWp(_Coordinates):
             "P": np.array([self.Gqq[0, 0]]),
             "b": b,
             "MT": np.zeros((N, N + 1)),
+            # steps not yet applied to (b, MT): the kernel updates them a block at a time
+            "CbT": np.zeros((N, _DUAL_BLOCK)),
+            "Eb": np.zeros((_DUAL_BLOCK, N)),
+            "nb": np.zeros(1, dtype=np.int64),
         }
         self.e = np.empty(N)
         self.Sc = np.empty(N)
@@ -230,13 +238,20 @@ class _DualWp(_Coordinates):
 
     def advance(self, n_steps, frak_sum):
         st, pb = self.state, self.pb
-        return self.kern.dual_wp_run(st["z"], st["S"], st["P"], st["b"], st["MT"], self.Gxx, pb.v, pb.y, pb.T,
-                                     pb.relevant, pb.lr, n_steps, frak_sum, self.s, self.c, self.e, self.Sc,
-                                     self.Hc)
+        return self.kern.dual_wp_run(st["z"], st["S"], st["P"], st["b"], st["MT"], st["CbT"], st["Eb"], st["nb"],
+                                     self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr, n_steps, frak_sum, self.s,
+                                     self.c, self.e, self.Sc, self.Hc)
+
+    def _current_b_MT(self):
+        """``(b, MT)`` at the current step: the pending block applied to copies."""
+        st = self.state
+        b, MT = st["b"].copy(), st["MT"].copy()
+        self.kern.dual_wp_flush(b, MT, st["CbT"], st["Eb"], st["nb"].copy(), self.pb.lr, np.empty(b.shape[0]))
+        return b, MT
 
     def observe(self):
         st = self.state
-        b, MT = st["b"], st["MT"]
+        b, MT = self._current_b_MT()
         Gb = self.Gqq @ b
         MtGb = MT @ Gb                                # (N,) = M^T Gqq b
         w_dist2 = float(self.kern.dual_w_dist2(MT, self.Gqq, self.Gxx))
@@ -246,7 +261,7 @@ class _DualWp(_Coordinates):
                 np.sqrt(max(w_dist2, 0.0)), self.R_p @ b, self.R_q1 @ b + self.R_q2 @ MtGb)
 
     def final_params(self):
-        b, MT = self.state["b"], self.state["MT"]
+        b, MT = self._current_b_MT()
         W = self.pb.W0 + (self.Q @ MT.T) @ self.pb.X
         return W, self.Q @ b
 

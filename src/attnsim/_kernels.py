@@ -423,7 +423,100 @@ def dual_p_run(a, z, Gkk, v, y, T, relevant, lr, n_steps, frak_sum, s, c):
 
 
 @njit(cache=True)
-def dual_wp_run(z, S, P, b, MT, Gxx, v, y, T, relevant, lr, n_steps, frak_sum, s, c, e, Sc, Hc):
+def _flush_dual_coefs(b, MT, CbT, Eb, nb, lr, Y, Bb, Ce, Hc):
+    """Apply ``nb`` deferred steps of the ``(b, M)`` recurrence in one go.
+
+    Over a block of steps ``tau = 0 .. nb-1`` with coefficients ``c_tau`` (columns of
+    ``CbT`` (N, B)) and ``e_tau = Gxx c_tau`` (rows of ``Eb`` (B, N)),
+
+        b_{tau+1} = b_tau - lr (E c_tau + M_tau e_tau),    M_{tau+1} = M_tau - lr b_tau c_tau^T,
+
+    and ``M_tau e_tau = M_0 e_tau - lr sum_{sigma < tau} b_sigma (c_sigma . e_tau)``. So one
+    pass over ``MT`` gives every ``M_0 e_tau`` (``Y``), a small sequential loop gives the
+    ``b_tau`` (``Bb``), and a second pass applies the ``nb`` rank-one updates of ``M``
+    together. Each ``MT`` element is read twice and written once per *block* instead of
+    read and written every step, which keeps the per-step working set (``Gxx``, ``S``)
+    in L2. Scratch: ``Y``, ``Bb`` (B, N+1), ``Ce`` (B, B). ``Hc`` receives the last
+    ``E c + M e``.
+    """
+    N = MT.shape[0]
+    N1 = MT.shape[1]
+    N4 = N - N % 4
+    for t in range(nb):
+        yt = Y[t]
+        for r in range(N1):
+            yt[r] = 0.0
+    # Y[t] = M_0 e_t = sum_j e_t[j] MT[j, :], four rows of MT at a time
+    for j in range(0, N4, 4):
+        r0 = MT[j]
+        r1 = MT[j + 1]
+        r2 = MT[j + 2]
+        r3 = MT[j + 3]
+        for t in range(nb):
+            a0 = Eb[t, j]
+            a1 = Eb[t, j + 1]
+            a2 = Eb[t, j + 2]
+            a3 = Eb[t, j + 3]
+            yt = Y[t]
+            for r in range(N1):
+                yt[r] = yt[r] + a0 * r0[r] + a1 * r1[r] + a2 * r2[r] + a3 * r3[r]
+    for j in range(N4, N):
+        row = MT[j]
+        for t in range(nb):
+            a = Eb[t, j]
+            yt = Y[t]
+            for r in range(N1):
+                yt[r] += a * row[r]
+    # Ce[t, sigma] = c_sigma . e_t, accumulated over j across sigma (vectorises, no reassociation)
+    for t in range(nb):
+        ce = Ce[t]
+        for q in range(nb):
+            ce[q] = 0.0
+        for j in range(N):
+            a = Eb[t, j]
+            cj = CbT[j]
+            for q in range(nb):
+                ce[q] += a * cj[q]
+    # the b_tau, in order
+    for t in range(nb):
+        bt = Bb[t]
+        for r in range(N1):
+            bt[r] = b[r]
+        Hc[0] = Y[t, 0]
+        for j in range(N):
+            Hc[j + 1] = CbT[j, t] + Y[t, j + 1]
+        for q in range(t):
+            a = lr * Ce[t, q]
+            bq = Bb[q]
+            for r in range(N1):
+                Hc[r] -= a * bq[r]
+        for r in range(N1):
+            b[r] -= lr * Hc[r]
+    # M_nb = M_0 - lr sum_t b_t c_t^T: row j of MT takes -lr sum_t c_t[j] b_t
+    nb4 = nb - nb % 4
+    for j in range(N):
+        row = MT[j]
+        cj = CbT[j]
+        for t in range(0, nb4, 4):
+            a0 = lr * cj[t]
+            a1 = lr * cj[t + 1]
+            a2 = lr * cj[t + 2]
+            a3 = lr * cj[t + 3]
+            b0 = Bb[t]
+            b1 = Bb[t + 1]
+            b2 = Bb[t + 2]
+            b3 = Bb[t + 3]
+            for r in range(N1):
+                row[r] = row[r] - a0 * b0[r] - a1 * b1[r] - a2 * b2[r] - a3 * b3[r]
+        for t in range(nb4, nb):
+            a = lr * cj[t]
+            bt = Bb[t]
+            for r in range(N1):
+                row[r] -= a * bt[r]
+
+
+@njit(cache=True)
+def dual_wp_run(z, S, P, b, MT, CbT, Eb, nb, Gxx, v, y, T, relevant, lr, n_steps, frak_sum, s, c, e, Sc, Hc):
     """Simultaneous GD on W and p in dual coordinates, cost O(N^2) per step.
 
     State, all updated in place (``k_j = W x_j`` are the current keys):
@@ -432,8 +525,10 @@ def dual_wp_run(z, S, P, b, MT, Gxx, v, y, T, relevant, lr, n_steps, frak_sum, s
     - ``S`` (N, N): key Gram matrix ``S_jl = k_j^T k_l``;
     - ``P`` (1,): ``||p||^2``;
     - ``b`` (N+1,) and ``MT`` (N, N+1): ``p = Q b`` and ``W = W0 + Q M X_all``
-      with ``Q = [p0, W0 X_all^T]`` and ``MT = M^T``; kept so that test scores,
-      ``||W - W0||`` and the final parameters can be formed at save times.
+      with ``Q = [p0, W0 X_all^T]`` and ``MT = M^T``, *as of the last block
+      boundary*; ``CbT`` (N, B), ``Eb`` (B, N) and ``nb`` (1,) int64 hold the
+      ``nb[0] < B`` steps since then (``c`` and ``e = Gxx c`` of each).
+      ``dual_wp_flush`` applies them (to copies, at save times).
 
     With ``g = X_all^T c`` and ``e = Gxx c`` (``e_j = x_j^T g``), the joint step
     ``W' = W - lr p g^T``, ``p' = p - lr W g`` gives
@@ -443,14 +538,26 @@ def dual_wp_run(z, S, P, b, MT, Gxx, v, y, T, relevant, lr, n_steps, frak_sum, s
         P'  = P - 2 lr z.c + lr^2 c^T S c
         b'  = b - lr (E c + M e),     M' = M - lr b c^T
 
-    (``E = [0; I]``). Three passes over N x N matrices per step: ``Gxx`` read,
-    ``S`` and ``MT`` read and written; about ``12 N^2`` flops and ``5 * 8 N^2``
-    bytes of traffic.
+    (``E = [0; I]``). ``(z, S, P)`` is closed: the training dynamics never need
+    ``(b, M)``. So each step makes two passes over N x N matrices (``Gxx`` read,
+    ``S`` read and written: about ``8 N^2`` flops and ``3 * 8 N^2`` bytes, which
+    stay in L2 for N = 160), and every B steps the ``(b, M)`` recurrence of the
+    block is applied in one blocked pass (``_flush_dual_coefs``, about ``4 N^2``
+    flops per step but ``MT`` streamed once per block instead of twice per step).
+    Blocks are counted in absolute steps (the counter is part of the state), so
+    the iterates do not depend on how a run is split into calls: same bits in
+    one call, in many, or across a checkpoint.
     """
     N = z.shape[0]
+    B = CbT.shape[1]
     work = np.empty(3 * N + 6 * y.shape[0])
+    Y = np.empty((B, N + 1))
+    Bb = np.empty((B, N + 1))
+    Ce = np.empty((B, B))
+    k = nb[0]
     for step in range(n_steps):
         if not _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work):
+            nb[0] = k
             return step
         _rows_gemv(e, Gxx, c)
         zc = 0.0
@@ -463,14 +570,37 @@ def dual_wp_run(z, S, P, b, MT, Gxx, v, y, T, relevant, lr, n_steps, frak_sum, s
         cSc = 0.0
         for j in range(N):
             cSc += c[j] * Sc[j]
-        _dual_coef_sweep(MT, e, c, b, lr, Hc)
-        for r in range(N + 1):
-            b[r] -= lr * Hc[r]
         corr = lr * lr * zc
         for j in range(N):
             z[j] = z[j] - lr * Sc[j] - lr * Pk * e[j] + corr * e[j]
         P[0] = Pk - 2.0 * lr * zc + lr * lr * cSc
+        eb = Eb[k]
+        for j in range(N):
+            CbT[j, k] = c[j]
+            eb[j] = e[j]
+        k += 1
+        if k == B:
+            _flush_dual_coefs(b, MT, CbT, Eb, k, lr, Y, Bb, Ce, Hc)
+            k = 0
+    nb[0] = k
     return n_steps
+
+
+@njit(cache=True)
+def dual_wp_flush(b, MT, CbT, Eb, nb, lr, Hc):
+    """Apply the ``nb[0]`` pending steps of ``dual_wp_run``'s ``(b, M)`` recurrence to
+    ``b`` (N+1,) and ``MT`` (N, N+1) in place and set ``nb[0] = 0``. Call it on copies
+    to read the current ``p = Q b`` and ``W = W0 + Q M X_all`` without changing the
+    run's state. Returns the number of steps applied."""
+    N = MT.shape[0]
+    B = CbT.shape[1]
+    Y = np.empty((B, N + 1))
+    Bb = np.empty((B, N + 1))
+    Ce = np.empty((B, B))
+    k = nb[0]
+    _flush_dual_coefs(b, MT, CbT, Eb, k, lr, Y, Bb, Ce, Hc)
+    nb[0] = 0
+    return k
 
 
 # ------------------------------------------------------------ save-time kernels

@@ -104,8 +104,13 @@ def dual_p_run(a, z, Gkk, v, y, T, relevant, lr, n_steps, frak_sum, s, c):
     return n_steps
 
 
-def dual_wp_run(z, S, P, b, MT, Gxx, v, y, T, relevant, lr, n_steps, frak_sum, s, c, e, Sc, Hc):
-    """Twin of ``_kernels.dual_wp_run`` (see its docstring for the recurrences)."""
+def dual_wp_run(z, S, P, b, MT, CbT, Eb, nb, Gxx, v, y, T, relevant, lr, n_steps, frak_sum, s, c, e, Sc, Hc):
+    """Twin of ``_kernels.dual_wp_run`` (see its docstring for the recurrences).
+
+    Same contract: ``(b, MT)`` advance by whole blocks of ``B = CbT.shape[1]`` steps,
+    the steps since the last block boundary wait in ``CbT``, ``Eb``, ``nb``.
+    """
+    B = CbT.shape[1]
     for step in range(n_steps):
         if not coefficients(z, v, y, T, relevant, s, c, frak_sum):
             return step
@@ -113,13 +118,27 @@ def dual_wp_run(z, S, P, b, MT, Gxx, v, y, T, relevant, lr, n_steps, frak_sum, s
         Sc[:] = S @ c
         zc = z @ c
         Pk = P[0]
-        Hc[:] = np.concatenate(([0.0], c)) + MT.T @ e
         S[:] = S - lr * (np.outer(e, z) + np.outer(z, e)) + lr * lr * Pk * np.outer(e, e)
         z[:] = z - lr * Sc - lr * Pk * e + lr * lr * zc * e
+        P[0] = Pk - 2.0 * lr * zc + lr * lr * (c @ Sc)
+        CbT[:, nb[0]] = c
+        Eb[nb[0]] = e
+        nb[0] += 1
+        if nb[0] == B:
+            dual_wp_flush(b, MT, CbT, Eb, nb, lr, Hc)
+    return n_steps
+
+
+def dual_wp_flush(b, MT, CbT, Eb, nb, lr, Hc):
+    """Twin of ``_kernels.dual_wp_flush``: the pending steps one after the other."""
+    for t in range(nb[0]):
+        c = CbT[:, t]
+        Hc[:] = np.concatenate(([0.0], c)) + MT.T @ Eb[t]
         MT -= lr * np.outer(c, b)
         b -= lr * Hc
-        P[0] = Pk - 2.0 * lr * zc + lr * lr * (c @ Sc)
-    return n_steps
+    k = int(nb[0])
+    nb[0] = 0
+    return k
 
 
 def add_matvec_t(AT, x, out):
