@@ -41,7 +41,7 @@ def test_plot_writes_a_png(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["run", "--preset", "nope"], "--preset must be one of balanced, large-noise, large-signal; got 'nope'"),
     (["run", "--d", "1"], "d must be >= 2; got 1"),
-    (["run", "--steps", "ten"], "expected an integer, got 'ten'"),
+    (["run", "--steps", "ten"], "expected an integer such as 1000 or 1e6, got 'ten'"),
     (["plot", "missing.npz"], "missing.npz: no such file"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
@@ -55,5 +55,5 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monke
 def test_console_script_runs_as_a_subprocess(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "attnsim", "run", "--d", "0"], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "attnsim: error: d must be >= 2; got 0"
+    assert proc.stderr.strip().startswith("attnsim: error: d must be >= 2; got 0; ")
     assert "Traceback" not in proc.stderr

@@ -35,8 +35,13 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        # No prefix matching: "--t 2" must not silently mean "--trainable 2".
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):
-        raise UsageError(message)
+        raise UsageError(f"{message}; see '{self.prog} --help'")
 
 
 def _int_arg(text):
@@ -48,9 +53,9 @@ def _int_arg(text):
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected an integer such as 1000 or 1e6, got {text!r}") from None
     if not math.isfinite(value) or value != int(value):
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected an integer such as 1000 or 1e6, got {text!r}")
     return int(value)
 
 
@@ -58,7 +63,7 @@ def _float_arg(text):
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.005 or 5e-3, got {text!r}") from None
 
 
 def _seconds_arg(text):
