@@ -77,7 +77,9 @@ def _norm(x) -> float:
     m = float(np.max(np.abs(x), initial=0.0))
     if m == 0.0 or not np.isfinite(m):
         return m
-    return m * float(np.linalg.norm(x / m))
+    # NumPy's pairwise sum rather than np.linalg.norm: the latter calls BLAS ddot, whose
+    # threaded summation order (hence last bits) depends on the BLAS thread count.
+    return m * float(np.sqrt(np.sum(np.square(x / m))))
 
 
 class _Coordinates:
