@@ -28,7 +28,9 @@ True
 from __future__ import annotations
 
 import hashlib
+import os
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,10 +103,27 @@ def save_checkpoint(path, run, config: Config, *, extra: dict | None = None, dat
         "wall_time": float(run.wall_time),
         "compile_time": float(run.compile_time),
         "versions": _versions(),
+        "threads": blas_threads(),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "extra": dict(extra or {}),
     }
     write_npz_atomic(path, arrays, meta)
+
+
+class CheckpointWarning(UserWarning):
+    """Resuming in an environment that may change the last bits of the arithmetic."""
+
+
+_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def blas_threads() -> dict:
+    """What decides the BLAS thread count: its environment variables and the CPU count.
+
+    BLAS products (the Gram matrices precomputed by the engine) can round differently with
+    another thread count, so a resume is bit-identical only where these agree.
+    """
+    return {**{k: os.environ.get(k) for k in _THREAD_VARS}, "cpu_count": os.cpu_count()}
 
 
 def _versions() -> dict:
@@ -150,6 +169,8 @@ class Checkpoint:
     wall_time: float
     compile_time: float
     extra: dict = field(default_factory=dict)
+    threads: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
 
     @property
     def save_steps(self) -> np.ndarray:
@@ -175,6 +196,7 @@ def load_checkpoint(path) -> Checkpoint:
         status, message = str(meta["status"]), str(meta["message"])
         wall, compile_time = float(meta["wall_time"]), float(meta["compile_time"])
         extra = dict(meta.get("extra") or {})
+        threads, versions = dict(meta.get("threads") or {}), dict(meta.get("versions") or {})
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise ResultFileError(f"{path}: checkpoint metadata is incomplete or invalid ({type(exc).__name__}: "
                               f"{exc}){hint}") from None
@@ -194,7 +216,7 @@ def load_checkpoint(path) -> Checkpoint:
     probes = arrays.pop("probes")
     return Checkpoint(path=path, config=config, engine=engine, backend=backend, fingerprint=fp, state=arrays,
                       probes=probes, step=step, total_steps=total, status=status, message=message,
-                      wall_time=wall, compile_time=compile_time, extra=extra)
+                      wall_time=wall, compile_time=compile_time, extra=extra, threads=threads, versions=versions)
 
 
 def restore(checkpoint) -> "Run":  # noqa: F821 - the engine's Run
@@ -242,6 +264,7 @@ def restore(checkpoint) -> "Run":  # noqa: F821 - the engine's Run
                 "the checkpoint was written by an incompatible attnsim version"
             )
     run.load_state_dict(ck.state)
+    _warn_if_environment_differs(ck)
     run.wall_time = ck.wall_time
     run.compile_time = ck.compile_time
     if ck.status == DIVERGED:
@@ -249,6 +272,18 @@ def restore(checkpoint) -> "Run":  # noqa: F821 - the engine's Run
     else:  # an interrupted run simply continues
         run.status, run.message = FINISHED, FINISHED
     return run
+
+
+def _warn_if_environment_differs(ck) -> None:
+    now_threads, now_versions = blas_threads(), _versions()
+    diffs = [f"{k}={ck.threads.get(k)!r} then, {now_threads.get(k)!r} now" for k in now_threads
+             if ck.threads and ck.threads.get(k) != now_threads.get(k)]
+    diffs += [f"{k} {ck.versions.get(k)} then, {now_versions.get(k)} now" for k in now_versions
+              if ck.versions and ck.versions.get(k) != now_versions.get(k)]
+    if diffs:
+        warnings.warn(f"{ck.path} was written in another environment ({'; '.join(diffs)}); the resumed run is "
+                      "exact GD but may differ in the last bits from an uninterrupted run; set the same "
+                      "thread variables to reproduce it bit for bit", CheckpointWarning, stacklevel=3)
 
 
 class CheckpointHook:
@@ -308,5 +343,6 @@ def resume(path, *, progress=False, hooks=()):
     return run.result(ck.config)
 
 
-__all__ = ["CHECKPOINT_KIND", "CHECKPOINT_VERSION", "Checkpoint", "CheckpointHook", "fingerprint",
+__all__ = ["CHECKPOINT_KIND", "CHECKPOINT_VERSION", "Checkpoint", "CheckpointHook", "CheckpointWarning",
+           "blas_threads", "fingerprint",
            "load_checkpoint", "restore", "resume", "save_checkpoint"]

@@ -178,7 +178,7 @@ def _format_summary(result) -> str:
 
 
 def _cmd_run(args):
-    from ._checkpoint import CheckpointHook, load_checkpoint, restore
+    from ._checkpoint import CheckpointHook, load_checkpoint
     from ._experiment import prepare_run
 
     if args.resume:
@@ -224,7 +224,8 @@ def _cmd_run(args):
     run = None
     previous_term = _sigterm_as_sigint()
     try:
-        run = restore(ck) if args.resume else prepare_run(config, SaveAt.log(config.steps, saves), engine=engine)
+        run = _restore_noting_warnings(ck) if args.resume else prepare_run(config, SaveAt.log(config.steps, saves),
+                                                                          engine=engine)
         run.warm_up()
         hook.last = hook.clock()  # the first interval starts with the stepping, not before set-up
         run.run(progress=progress, hooks=[hook] if ck_path else [])
@@ -240,6 +241,20 @@ def _cmd_run(args):
         result.save(out)
         print(f"saved {out}")
     return 0 if result.success else 1
+
+
+def _restore_noting_warnings(ck):
+    """``restore`` with its environment warning printed as one ``attnsim: warning:`` line."""
+    import warnings
+
+    from ._checkpoint import CheckpointWarning, restore
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CheckpointWarning)
+        run = restore(ck)
+    for w in caught:
+        print(f"attnsim: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
+    return run
 
 
 def _interrupt_checkpoint_path(out) -> str:
