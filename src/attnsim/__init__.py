@@ -14,6 +14,7 @@ from ._analysis import (
 from ._batch import simulate_many, train_many
 from ._config import PRESETS, Config, field_names, preset
 from ._data import ROLE_NAMES, Data, init_params, make_data
+from ._checkpoint import CheckpointHook, CheckpointWarning, load_checkpoint, restore, resume, save_checkpoint
 from ._engine import choose_engine, step_costs, train
 from ._experiment import simulate
 from ._kernels import loss_and_grads
@@ -35,4 +36,5 @@ __all__ = [
     "Config", "ConfigError", "Data", "PRESETS", "ROLE_NAMES", "Result", "ResultFileError", "SaveAt",
     "choose_engine", "field_names", "init_params", "load", "loss_and_grads", "make_data", "preset",
     "simulate", "simulate_many", "step_costs", "train", "train_many", "__version__",
+    "CheckpointHook", "CheckpointWarning", "load_checkpoint", "restore", "resume", "save_checkpoint",
 ]
