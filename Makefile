@@ -33,6 +33,15 @@ test-slow: $(STAMP)  ## run only the slow tests
 test-all: $(STAMP)  ## run every test
 	$(PY) -m pytest -q
 
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: $(BENCH_STAMP)  ## install the bench extra (torch 2.13 CPU, jax) and run benchmarks/ -> benchmarks/RESULTS.md (~1 h); BENCH_ARGS=--quick for a short check
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+
 EXAMPLES := $(sort $(filter-out examples/_%,$(wildcard examples/*.py)))
 
 examples: $(STAMP)  ## regenerate every figure and table of examples/ into out/examples (sweeps cached in out/examples/sweeps)
