@@ -345,13 +345,13 @@ def test_cli_refuses_random_invalid_flags(tmp_path_factory, case):
 
 SUBPROCESS_CASES = [
     (["--lr", "inf"], "lr must be finite; got inf"),
-    (["--eta", "-0.5"], "eta must be >= 0.0; got -0.5"),
+    pytest.param(["--eta", "-0.5"], "eta must be >= 0.0; got -0.5", marks=pytest.mark.slow),
     (["--preset", "nope"], "--preset must be one of balanced, large-noise, large-signal"),
-    (["--engine", "tpu"], "--engine must be one of auto, primal, dual"),
+    pytest.param(["--engine", "tpu"], "--engine must be one of auto, primal, dual", marks=pytest.mark.slow),
 ]
 
 
-@pytest.mark.parametrize("extra, message", SUBPROCESS_CASES, ids=[c[0][0] for c in SUBPROCESS_CASES])
+@pytest.mark.parametrize("extra, message", SUBPROCESS_CASES, ids=["lr", "eta", "preset", "engine"])
 def test_cli_subprocess_bad_flag_is_one_line_exit_2(extra, message, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "attnsim"] + BASE + ["--out", str(tmp_path / "o.npz")] + extra,
                           capture_output=True, text=True, cwd=tmp_path)
