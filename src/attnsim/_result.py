@@ -63,7 +63,8 @@ class Result:
         ``train`` (for ``simulate``: ``mu_+`` and ``mu_-``); ``k = 0`` without probes.
     p : ndarray, shape (d,)
     W : ndarray, shape (d, d)
-        Final parameters (after the last recorded step).
+        Final parameters (after the last recorded step). For a diverged run they are the
+        iterate at the step named in ``message``, where something became non-finite.
     y, y_true : ndarray, shape (n,)
         Observed and true training labels (``y_true = y`` when unknown).
     noisy : ndarray of bool, shape (n,)
