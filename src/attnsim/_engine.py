@@ -482,11 +482,18 @@ class Run:
             todo = min(todo, max(1, int(rate * max_seconds)))
         else:
             todo = min(todo, 64)
+        plan = getattr(self.coords, "plan", None)     # flow coordinates: whole save intervals
+        if plan is not None:
+            todo = plan(target - self.step, todo)
         done = int(self.coords.advance(todo, self.frak_sum))
         self.step += done
         elapsed = time.perf_counter() - t0
         self.wall_time += elapsed
         if done < todo:
+            why = getattr(self.coords, "failure", "")  # flow: a stop that is not an overflow
+            if why and not self._nonfinite_state():
+                self.status, self.message = DIVERGED, f"stopped at step {self.step}: {why}"
+                return None
             # All state finite means the overflow happened in the outputs f = sum_t s_t v_t.
             self._diverged(self.step, self._nonfinite_state() or "outputs f")
             return None

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import _flow_kernels as fk
+from . import _kernels
 from ._validation import ConfigError, check_float, check_int
 
 DYNAMICS = ("gd", "flow")
@@ -68,7 +69,14 @@ class FlowOptions:
     power_iters : int
         Power iterations per Jacobian estimate (warm-started from the previous one).
     h_min : float
-        A step below this many GD steps stops the run as diverged.
+        A step below this many GD steps stops the run.
+    max_steps : int
+        Integrator steps (accepted and rejected) after which the run stops with a message
+        saying the flow is stiff there. Saturating dynamics (the paper's presets) need about
+        ten steps per decade of tau; a sample whose attention settles at an interior
+        equilibrium while another keeps saturating makes the flow stiff, and an explicit
+        method then needs about ``tau * alpha * rho`` steps: use ``dynamics="gd"`` or a
+        shorter horizon for those.
 
     Examples
     --------
@@ -80,10 +88,11 @@ class FlowOptions:
     atol: float = 1e-11
     correction: bool = True
     gd_start: str | int = "auto"
-    rho_tol: float = 2e-3
+    rho_tol: float = 5e-4
     gd_start_max: int = 200_000
     power_iters: int = 8
     h_min: float = 1e-6
+    max_steps: int = 100_000
 
     def __post_init__(self):
         put = lambda k, val: object.__setattr__(self, k, val)  # noqa: E731
@@ -99,6 +108,7 @@ class FlowOptions:
         put("gd_start_max", check_int("flow.gd_start_max", self.gd_start_max, minimum=0))
         put("power_iters", check_int("flow.power_iters", self.power_iters, minimum=2))
         put("h_min", check_float("flow.h_min", self.h_min, positive=True))
+        put("max_steps", check_int("flow.max_steps", self.max_steps, minimum=1))
 
 
 def as_flow_options(flow) -> FlowOptions:
@@ -134,6 +144,7 @@ class _FlowBase:
         ctl = np.zeros(8, dtype=np.int64)
         ctl[_PHASE] = _GD
         self.state = {"ctl": ctl, "h": np.array([1.0]), "alpha_rho": np.array([np.nan])}
+        self.failure = ""          # why the last advance stopped short, when not a non-finite value
 
     # -- subclass hooks
     def _gd(self, n_steps, frak_sum) -> int:
@@ -169,6 +180,21 @@ class _FlowBase:
         else:
             ctl[_NEXT_CHECK] = max(tau + 16, (3 * tau) // 2)
 
+    def plan(self, to_save: int, suggested: int) -> int:
+        """Steps the ``Run`` should ask for next, given the steps left to the next save time
+        and the chunk it would choose by wall time.
+
+        The flow integrates whole save intervals: its step sequence (hence its rounding)
+        then depends on the save times only, never on how fast the machine is. GD-start
+        chunks end at the deterministic decision points, taken here.
+        """
+        ctl = self.state["ctl"]
+        if ctl[_PHASE] == _GD and self._gd_limit(ctl) <= 0:
+            self._decide(ctl)
+        if ctl[_PHASE] == _FLOW:
+            return to_save
+        return max(1, min(to_save, suggested, self._gd_limit(ctl)))
+
     def advance(self, n_steps, frak_sum) -> int:
         """Advance by ``n_steps`` GD steps of time; returns the whole steps completed
         (fewer only when a non-finite value appeared or the step size collapsed)."""
@@ -196,6 +222,13 @@ class _FlowBase:
             if t < todo:
                 whole = int(np.floor(t))
                 ctl[_TAU] += whole
+                h = float(self.state["h"][0])
+                if ctl[_ACCEPTED] + ctl[_REJECTED] >= self.opt.max_steps:
+                    self.failure = (f"flow stopped: max_steps={self.opt.max_steps} integrator steps used, last "
+                                    f"step {h:.3g} GD steps; the flow is stiff here (an attention pattern at an "
+                                    "interior equilibrium), use dynamics='gd' or a shorter horizon")
+                elif h < self.opt.h_min:
+                    self.failure = f"flow stopped: step size {h:.3g} GD steps fell below h_min={self.opt.h_min}"
                 return done + whole
             ctl[_TAU] += todo
             done = n_steps
@@ -224,7 +257,7 @@ class FlowP(_FlowBase):
         z0 = self.K @ pb.p0
         self.z0, self.P0 = z0, float(pb.p0 @ pb.p0)
         W0T_K = pb.W0.T @ self.K.T
-        self.At = pb.Xt @ W0T_K
+        self.AtT = np.ascontiguousarray((pb.Xt @ W0T_K).T)      # (N, Nt), for the serial save-time matvec
         self.zt0 = pb.Xt @ (pb.W0.T @ pb.p0)
         self.R_p = (pb.probes @ pb.p0, pb.probes @ self.K.T)
         self.R_q = (pb.probes @ (pb.W0.T @ pb.p0), pb.probes @ W0T_K)
@@ -261,7 +294,7 @@ class FlowP(_FlowBase):
         C, A, B, E3, E5 = self.tab
         empty = np.zeros((0, 0))
         return fk.flow_run(0, st["ys"], empty, empty, self.Gkk, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
-                           o.correction, t_len, st["h"], o.rtol, o.atol, o.h_min, A, B, E3, E5,
+                           o.correction, t_len, st["h"], o.rtol, o.atol, o.h_min, o.max_steps, A, B, E3, E5,
                            st["ctl"][_RHS:_REJECTED + 1])
 
     def _frak_block(self):
@@ -270,7 +303,8 @@ class FlowP(_FlowBase):
     def observe(self):
         z, a = self._views()
         p_norm2 = self.P0 + 2.0 * (a @ self.z0) + a @ (self.Gkk @ a)
-        return (z, self.zt0 + self.At @ a, np.sqrt(max(p_norm2, 0.0)), 0.0,
+        zt = _kernels.add_matvec_t(self.AtT, a, self.zt0.copy())
+        return (z, zt, np.sqrt(max(p_norm2, 0.0)), 0.0,
                 self.R_p[0] + self.R_p[1] @ a, self.R_q[0] + self.R_q[1] @ a)
 
     def final_params(self):
@@ -290,8 +324,8 @@ class FlowWp(_FlowBase):
         self.Gqq = np.ascontiguousarray(self.Q.T @ self.Q)
         self.Gxx = np.ascontiguousarray(pb.X @ pb.X.T)
         W0T_Q = pb.W0.T @ self.Q
-        self.A1 = pb.Xt @ W0T_Q
-        self.A2 = pb.Xt @ pb.X.T
+        # (2N+1, Nt): test scores z_t = A1 b + A2 M^T Gqq b as one serial sweep at save times
+        self.AT = np.ascontiguousarray(np.concatenate([pb.Xt @ W0T_Q, pb.Xt @ pb.X.T], axis=1).T)
         self.R_p = pb.probes @ self.Q
         self.R_q1 = pb.probes @ W0T_Q
         self.R_q2 = pb.probes @ pb.X.T
@@ -333,7 +367,7 @@ class FlowWp(_FlowBase):
         pb, o, st = self.pb, self.opt, self.state
         C, A, B, E3, E5 = self.tab
         return fk.flow_run(1, st["ys"], st["S"], st["MT"], self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
-                           o.correction, t_len, st["h"], o.rtol, o.atol, o.h_min, A, B, E3, E5,
+                           o.correction, t_len, st["h"], o.rtol, o.atol, o.h_min, o.max_steps, A, B, E3, E5,
                            st["ctl"][_RHS:_REJECTED + 1])
 
     def _frak_block(self):
@@ -344,9 +378,9 @@ class FlowWp(_FlowBase):
         MT = self.state["MT"]
         Gb = self.Gqq @ b
         MtGb = MT @ Gb
-        M = MT.T
-        w_dist2 = float(np.sum(M * (self.Gqq @ M @ self.Gxx)))
-        return (z, self.A1 @ b + self.A2 @ MtGb, np.sqrt(max(P[0], 0.0)), np.sqrt(max(w_dist2, 0.0)),
+        w_dist2 = float(_kernels.dual_w_dist2(MT, self.Gqq, self.Gxx))
+        zt = _kernels.add_matvec_t(self.AT, np.concatenate([b, MtGb]), np.zeros(self.AT.shape[1]))
+        return (z, zt, np.sqrt(max(P[0], 0.0)), np.sqrt(max(w_dist2, 0.0)),
                 self.R_p @ b, self.R_q1 @ b + self.R_q2 @ MtGb)
 
     def final_params(self):
@@ -359,3 +393,30 @@ def make_coordinates(pb, trainable: str, flow=None):
     """The flow coordinates for ``trainable`` in {"p", "Wp"} with options ``flow``."""
     opt = as_flow_options(flow)
     return (FlowWp if trainable == "Wp" else FlowP)(pb, opt)
+
+
+def field(coords, correction=None) -> dict:
+    """The field the integrator follows, ``d/dtau`` of each state block at the current state.
+
+    For tests and diagnostics. Keys: ``z`` (N,), ``a`` (N,) for p only; ``z``, ``P``,
+    ``b`` (N+1,), ``S`` (N, N), ``MT`` (N, N+1) for W and p; ``frak`` (n,).
+    """
+    pb, st, opt = coords.pb, coords.state, coords.opt
+    corr = opt.correction if correction is None else bool(correction)
+    N, n = pb.N, pb.n
+    ys = st["ys"]
+    k = np.zeros(ys.size)
+    FAC = np.zeros((8, 12, N + 1))
+    work = np.zeros((9, N + 1))
+    s, vf, coef, kap = np.empty(N), np.empty(N), np.empty(n), np.empty(n)
+    top = np.empty(n, dtype=np.int64)
+    if isinstance(coords, FlowWp):
+        fk._stage(1, 0, np.zeros(12), ys, st["S"], st["MT"], coords.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
+                  corr, k, FAC, work, s, vf, coef, kap, top)
+        E, Qv, R, Z, BETA, C, GAM, DC = (FAC[i, 0] for i in range(8))
+        S = np.outer(E[:N], Qv[:N]) + np.outer(Qv[:N], E[:N]) + np.outer(R[:N], Z[:N]) + np.outer(Z[:N], R[:N])
+        MT = np.outer(C[:N], BETA) + np.outer(DC[:N], GAM)
+        return {"z": k[:N], "P": k[N], "b": k[N + 1:2 * N + 2], "S": S, "MT": MT, "frak": k[2 * N + 2:]}
+    fk._stage(0, 0, np.zeros(12), ys, np.zeros((0, 0)), np.zeros((0, 0)), coords.Gkk, pb.v, pb.y, pb.T,
+              pb.relevant, pb.lr, corr, k, FAC, work, s, vf, coef, kap, top)
+    return {"z": k[:N], "a": k[N:2 * N], "frak": k[2 * N:]}

@@ -673,7 +673,7 @@ def _error_scale(mode, N, n, ys, ynew, rtol, atol, sc):
 
 @njit(cache=True)
 def flow_run(mode, ys, S, MT, G, v, y, T, relevant, alpha, correct, t_len, h_io, rtol, atol, h_min,
-             tabA, tabB, tabE3, tabE5, counters):
+             max_steps, tabA, tabB, tabE3, tabE5, counters):
     """Integrate the (corrected) flow over ``t_len`` GD steps of time with adaptive DOP853.
 
     Parameters
@@ -704,6 +704,11 @@ def flow_run(mode, ys, S, MT, G, v, y, T, relevant, alpha, correct, t_len, h_io,
         Tolerances of the error norm (``_error_scale``).
     h_min : float
         Steps below this fail the call (returned time < ``t_len``).
+    max_steps : int
+        The call stops (returned time < ``t_len``) once ``counters[1] + counters[2]``, the
+        accepted and rejected steps of the whole run, reach this: a stiff flow (an attention
+        pattern at an interior equilibrium next to a slow saturating one) needs steps bounded
+        by the explicit method's stability, not by time.
     tabA, tabB, tabE3, tabE5 : ndarray
         ``dop853_tableau``.
     counters : ndarray of int64, shape (3,)
@@ -713,7 +718,8 @@ def flow_run(mode, ys, S, MT, G, v, y, T, relevant, alpha, correct, t_len, h_io,
     -------
     t : float
         Time integrated: ``t_len`` on success, less if a non-finite value appeared or
-        the step size fell below ``h_min`` (the state is then the last accepted one).
+        the step size fell below ``h_min`` or ``max_steps`` was reached (the state is then the
+        last accepted one).
     """
     N = v.shape[0]
     n = y.shape[0]
@@ -748,6 +754,9 @@ def flow_run(mode, ys, S, MT, G, v, y, T, relevant, alpha, correct, t_len, h_io,
     t = 0.0
     h = h_io[0]
     while t < t_len:
+        if counters[1] + counters[2] >= max_steps:
+            h_io[0] = h
+            return t
         remaining = t_len - t
         h_try = min(h, remaining)
         clipped = h_try < h
