@@ -207,7 +207,7 @@ def test_integrator_error_falls_with_rtol(prob, trainable):
         r = _flow_run(prob, trainable, lr, steps, gd_start=0, rtol=rtol, atol=rtol * 1e-3)
         errs.append(np.abs(r.scores - ref.scores).max() / (1 + np.abs(ref.scores).max()))
         assert errs[-1] <= 100 * rtol, (rtol, errs)
-    assert errs[2] <= errs[0] or errs[0] < 1e-12
+    assert errs[2] <= errs[0] or errs[0] < 1e-10     # else both sit at the rounding floor
 
 
 # ------------------------------------------------------------------ long horizons
@@ -345,3 +345,45 @@ def test_flow_matches_exact_gd_on_the_official_setting_to_a_million_steps(traina
     g = attnsim.simulate(cfg, save_at=sa, engine="dual")
     f = attnsim.simulate(cfg, save_at=sa, dynamics="flow")
     assert np.abs(np.log(f.attention) - np.log(g.attention)).max() <= 1e-6
+
+
+def test_flow_checkpoint_file_restores_a_flow_run(tmp_path):
+    from attnsim._checkpoint import restore, save_checkpoint
+    from attnsim._experiment import prepare_run
+
+    cfg = attnsim.Config(d=12, n_train=4, n_test=5, steps=10**12, trainable="p")
+    kw = dict(save_at=SaveAt.log(10**12, 30), dynamics="flow", flow={"rtol": 1e-9})
+    full = prepare_run(cfg, **kw)
+    full.run()
+    part = prepare_run(cfg, **kw)
+    for _ in range(20):
+        part.advance()
+    save_checkpoint(tmp_path / "ck.npz", part, cfg)
+    back = restore(tmp_path / "ck.npz")
+    assert back.coords.opt.rtol == 1e-9
+    back.run()
+    assert np.array_equal(back.result().scores, full.result().scores)
+
+
+def test_cli_runs_the_flow_to_1e15(tmp_path):
+    from attnsim.cli import main
+
+    out = tmp_path / "flow.npz"
+    assert main(["run", "--d", "30", "--n-test", "10", "--steps", "1e15", "--saves", "40", "--dynamics", "flow",
+                 "--no-progress", "--out", str(out)]) == 0
+    res = attnsim.load(out)
+    assert res.final_step == 10**15 and res.extra["dynamics"] == "flow"
+
+
+def test_cli_rejects_flow_with_the_primal_engine(capsys):
+    from attnsim.cli import main
+
+    assert main(["run", "--d", "30", "--steps", "100", "--dynamics", "flow", "--engine", "primal"]) == 2
+    assert "dynamics='flow' runs in dual coordinates" in capsys.readouterr().err
+
+
+def test_cli_rejects_an_unknown_dynamics(capsys):
+    from attnsim.cli import main
+
+    assert main(["run", "--d", "30", "--steps", "100", "--dynamics", "ode"]) == 2
+    assert "--dynamics must be one of gd, flow; got 'ode'" in capsys.readouterr().err

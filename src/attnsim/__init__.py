@@ -17,6 +17,7 @@ from ._data import ROLE_NAMES, Data, init_params, make_data
 from ._checkpoint import CheckpointHook, CheckpointWarning, load_checkpoint, restore, resume, save_checkpoint
 from ._engine import choose_engine, step_costs, train
 from ._experiment import simulate
+from ._flow import FlowOptions
 from ._kernels import loss_and_grads
 from ._result import Result, ResultFileError, load
 from ._saveat import SaveAt
@@ -36,5 +37,5 @@ __all__ = [
     "Config", "ConfigError", "Data", "PRESETS", "ROLE_NAMES", "Result", "ResultFileError", "SaveAt",
     "choose_engine", "field_names", "init_params", "load", "loss_and_grads", "make_data", "preset",
     "simulate", "simulate_many", "step_costs", "train", "train_many", "__version__",
-    "CheckpointHook", "CheckpointWarning", "load_checkpoint", "restore", "resume", "save_checkpoint",
+    "CheckpointHook", "CheckpointWarning", "FlowOptions", "load_checkpoint", "restore", "resume", "save_checkpoint",
 ]

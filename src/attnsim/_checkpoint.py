@@ -27,6 +27,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -94,6 +95,8 @@ def save_checkpoint(path, run, config: Config, *, extra: dict | None = None, dat
         "config": config.to_dict(),
         "engine": run.coords.name,
         "trainable": run.coords.trainable,
+        "dynamics": "flow" if hasattr(run.coords, "plan") else "gd",
+        "flow": dataclasses.asdict(run.coords.opt) if hasattr(run.coords, "plan") else None,
         "backend": _backend(run),
         "fingerprint": data_fingerprint or fingerprint(run),
         "step": int(run.step),
@@ -171,6 +174,8 @@ class Checkpoint:
     extra: dict = field(default_factory=dict)
     threads: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
+    dynamics: str = "gd"
+    flow: dict | None = None
 
     @property
     def save_steps(self) -> np.ndarray:
@@ -197,6 +202,7 @@ def load_checkpoint(path) -> Checkpoint:
         wall, compile_time = float(meta["wall_time"]), float(meta["compile_time"])
         extra = dict(meta.get("extra") or {})
         threads, versions = dict(meta.get("threads") or {}), dict(meta.get("versions") or {})
+        dynamics, flow = str(meta.get("dynamics", "gd")), meta.get("flow")
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise ResultFileError(f"{path}: checkpoint metadata is incomplete or invalid ({type(exc).__name__}: "
                               f"{exc}){hint}") from None
@@ -216,7 +222,8 @@ def load_checkpoint(path) -> Checkpoint:
     probes = arrays.pop("probes")
     return Checkpoint(path=path, config=config, engine=engine, backend=backend, fingerprint=fp, state=arrays,
                       probes=probes, step=step, total_steps=total, status=status, message=message,
-                      wall_time=wall, compile_time=compile_time, extra=extra, threads=threads, versions=versions)
+                      wall_time=wall, compile_time=compile_time, extra=extra, threads=threads, versions=versions,
+                      dynamics=dynamics, flow=flow)
 
 
 def restore(checkpoint) -> "Run":  # noqa: F821 - the engine's Run
@@ -246,6 +253,8 @@ def restore(checkpoint) -> "Run":  # noqa: F821 - the engine's Run
     default = np.stack([np.eye(1, ck.config.d, 0)[0], np.eye(1, ck.config.d, 1)[0]]) * ck.config.signal_norm
     if not (ck.probes.shape == default.shape and np.array_equal(ck.probes, default)):
         kwargs["probes"] = ck.probes
+    if ck.dynamics == "flow":
+        kwargs.update(dynamics="flow", flow=ck.flow)
     run = prepare_run(ck.config, SaveAt(ck.save_steps), engine=ck.engine, backend=ck.backend, **kwargs)
     fp = fingerprint(run)
     if fp != ck.fingerprint:

@@ -135,6 +135,7 @@ class _FlowBase:
     def __init__(self, pb, options: FlowOptions):
         self.pb = pb
         self.opt = options
+        self.kern = _kernels       # numba backend (checkpoints record it); the save-time kernels come from it
         N, n = pb.N, pb.n
         self.tab = fk.dop853_tableau()
         # scratch for the GD kernels

@@ -111,6 +111,9 @@ def _build_parser():
     run.add_argument("--out", help="write the Result to this .npz file")
     run.add_argument("--saves", type=_int_arg, default=None, help="number of log-spaced save times (default 200)")
     run.add_argument("--engine", default=None, help=f"one of {', '.join(ENGINES)} (default auto)")
+    run.add_argument("--dynamics", default=None,
+                     help="gd: exact gradient descent (default); flow: the GD-matched gradient flow, "
+                          "for horizons up to 1e15 steps (always dual coordinates)")
     ck = run.add_argument_group("checkpoints (Ctrl-C always writes one and the partial result)")
     ck.add_argument("--checkpoint", metavar="FILE", help="write the complete run state to FILE periodically")
     ck.add_argument("--checkpoint-every", metavar="SECONDS", type=_seconds_arg, default=None,
@@ -183,7 +186,8 @@ def _cmd_run(args):
 
     if args.resume:
         given = [flag for flag, value in (("--preset", args.preset), ("--saves", args.saves),
-                                          ("--engine", args.engine)) if value is not None]
+                                          ("--engine", args.engine), ("--dynamics", args.dynamics))
+                 if value is not None]
         given += ["--" + name.replace("_", "-") for name in _config_overrides(args)]
         if given:
             raise UsageError(f"--resume takes the configuration, save times and engine from the checkpoint; "
@@ -199,6 +203,8 @@ def _cmd_run(args):
         engine = args.engine or "auto"
         if engine not in ENGINES:
             raise UsageError(f"--engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+        if args.dynamics not in (None, "gd", "flow"):
+            raise UsageError(f"--dynamics must be one of gd, flow; got {args.dynamics!r}")
         saves = 200 if args.saves is None else args.saves
         if not 2 <= saves <= MAX_SAVES:
             raise UsageError(f"--saves must be between 2 and {MAX_SAVES}; got {saves}; e.g. --saves 200")
@@ -225,7 +231,8 @@ def _cmd_run(args):
     previous_term = _sigterm_as_sigint()
     try:
         run = _restore_noting_warnings(ck) if args.resume else prepare_run(config, SaveAt.log(config.steps, saves),
-                                                                          engine=engine)
+                                                                          engine=engine,
+                                                                          dynamics=args.dynamics or "gd")
         run.warm_up()
         hook.last = hook.clock()  # the first interval starts with the stepping, not before set-up
         run.run(progress=progress, hooks=[hook] if ck_path else [])
