@@ -7,7 +7,8 @@ SNR = ||mu|| / sqrt(d) = n^{-1/2} (above it: not overfitting) and SNR = d^{-1/4}
 harmful overfitting); benign overfitting lies between.
 
 The default is a coarse subset of the paper's grid (7 x 9 points x 2 seeds, a few minutes on
-two cores); ``--full`` runs the full 39 x 39 grid of REFERENCE.md (d = 250..5000 step 125,
+two cores); ``--grid20`` the 20 x 20 grid of the paper's earlier version (d step 250, ||mu||
+step 5); ``--full`` runs the full 39 x 39 grid of REFERENCE.md (d = 250..5000 step 125,
 ||mu|| = 5..100 step 2.5) with 3 seeds, about 4600 runs (hours on two cores; ``make
 examples-full``). Both share one resumable sweep folder, so an interrupted full run resumes.
 
@@ -37,11 +38,14 @@ def edges(values):
 def main():
     def extra(p):
         p.add_argument("--full", action="store_true", help="the paper's full 39 x 39 grid with 3 seeds")
+        p.add_argument("--grid20", action="store_true", help="the 20 x 20 grid of the paper's earlier version")
         p.add_argument("--seeds", type=int, default=None, help="seeds per point (default 2, or 3 with --full)")
 
     args = parse_args(__doc__, extra)
     if args.full:
         ds, mus, n_seeds = D_FULL, MU_FULL, args.seeds or 3
+    elif args.grid20:
+        ds, mus, n_seeds = D_FULL[::2], MU_FULL[::2], args.seeds or 2      # d = 250..5000 step 250, ||mu|| step 5
     else:
         ds = D_FULL[::6]                                                  # 250, 1000, ..., 4750
         mus = [MU_FULL[k] for k in (0, 1, 2, 4, 6, 10, 18, 26, 38)]      # 5, 7.5, 10, 15, 20, 30, 50, 70, 100
@@ -75,9 +79,10 @@ def main():
         ax.set_ylabel("signal strength ‖μ‖")
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8, loc="upper right", facecolor="0.4", labelcolor="w")
-    fig.suptitle(f"Phase diagrams at τ = 1000 ({len(ds)} × {len(mus)} grid, mean of {n_seeds} seeds; "
+    fig.suptitle(f"Phase diagrams at τ = 1000 ({len(ds)} × {len(mus)} grid, mean of {n_seeds} seed{'s' if n_seeds > 1 else ''}; "
                  f"n={n}, η={base.eta:g}, ρ={base.rho:g}, lr={base.lr:g})", fontsize=11)
-    save(fig, args, "phase_diagram_full.png" if args.full else "phase_diagram.png")
+    save(fig, args, "phase_diagram_full.png" if args.full else "phase_diagram_20.png" if args.grid20
+         else "phase_diagram.png")
 
 
 if __name__ == "__main__":
