@@ -79,7 +79,8 @@ def main():
         ax.set_ylabel("signal strength ‖μ‖")
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8, loc="upper right", facecolor="0.4", labelcolor="w")
-    fig.suptitle(f"Phase diagrams at τ = 1000 ({len(ds)} × {len(mus)} grid, mean of {n_seeds} seed{'s' if n_seeds > 1 else ''}; "
+    seeds = f"{n_seeds} seed" + ("s" if n_seeds > 1 else "")
+    fig.suptitle(f"Phase diagrams at τ = 1000 ({len(ds)} × {len(mus)} grid, mean of {seeds}; "
                  f"n={n}, η={base.eta:g}, ρ={base.rho:g}, lr={base.lr:g})", fontsize=11)
     save(fig, args, "phase_diagram_full.png" if args.full else "phase_diagram_20.png" if args.grid20
          else "phase_diagram.png")
