@@ -500,7 +500,11 @@ class Run:
         return done / elapsed if elapsed > 0 else None
 
     def run(self, progress=False, hooks=()):
-        """Advance to the end (or divergence, or KeyboardInterrupt marks it interrupted)."""
+        """Advance to the end (or divergence, or KeyboardInterrupt marks it interrupted).
+
+        Ctrl-C is held until the current chunk (about ``_CHUNK_SECONDS``) has finished and the
+        hooks have run, so an interrupted run is always in a state a checkpoint can save exactly.
+        """
         bar = None
         if progress:
             from tqdm.auto import tqdm
