@@ -55,7 +55,8 @@ class Result:
     frak_s : ndarray, shape (S, n)
         ``m_i (1 - m_i)``.
     frak_cum : ndarray, shape (S, n)
-        ``sum_{tau' < tau} m_i(tau') (1 - m_i(tau'))``, accumulated at every step.
+        ``sum_{tau' < tau} m_i(tau') (1 - m_i(tau'))``, accumulated at every step. With
+        ``dynamics="flow"``: that sum over the exact-GD start, then ``int m_i (1 - m_i) d tau``.
     p_norm, w_dist : ndarray, shape (S,)
         ``||p||`` and ``||W - W0||_F``.
     p_probe, query_probe : ndarray, shape (S, k)
@@ -80,6 +81,10 @@ class Result:
         Human-readable status, e.g. ``"diverged at step 1234: non-finite attention scores"``.
     wall_time, compile_time : float
         Seconds spent stepping and recording, and compiling or loading kernels.
+    extra : dict
+        JSON-serialisable extras; with ``dynamics="flow"`` the integrator's record
+        (``dynamics``, tolerances, ``gd_start_steps``, ``rhs_evals``, ``accepted_steps``,
+        ``rejected_steps``, ...).
     """
 
     steps: np.ndarray
