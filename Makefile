@@ -45,7 +45,9 @@ bench: $(BENCH_STAMP)  ## install the bench extra (torch 2.13 CPU, jax) and run 
 EXAMPLES := $(sort $(filter-out examples/_%,$(wildcard examples/*.py)))
 
 examples: $(STAMP)  ## regenerate every figure and table of examples/ into out/examples (sweeps cached in out/examples/sweeps)
-	@for f in $(EXAMPLES); do echo "== $$f"; MPLBACKEND=Agg ATTNSIM_OUT=$(OUT)/examples $(PY) $$f || exit 1; done
+	@failed=""; for f in $(EXAMPLES); do echo "== $$f"; \
+		MPLBACKEND=Agg ATTNSIM_OUT=$(OUT)/examples $(PY) $$f || failed="$$failed $$f"; done; \
+		if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
 examples-full: $(STAMP)  ## the paper's full 39 x 39 phase diagram, 3 seeds (~4600 runs: hours on 2 cores; resumable)
 	MPLBACKEND=Agg ATTNSIM_OUT=$(OUT)/examples $(PY) examples/phase_diagram.py --full
