@@ -18,8 +18,13 @@ from attnsim import choose_engine, step_costs, train
     # Tiny d with many tokens: a primal p step is 4 N d = 6.4k flops, a dual one 2 N^2 = 320k.
     (400, 4, 0, "p", "primal"),
     (400, 4, 8000, "p", "primal"),
-    # W, p with d = 8: primal 3 d^2 + 4 N d ~ 13k flops per step against 7 N^2 ~ 1.1M.
+    # W, p with d = 8: primal 15 d^2 + 4 N d ~ 14k per step against 7 N^2 ~ 1.1M.
     (400, 8, 0, "Wp", "primal"),
+    # W, p at N = 160: the primal d x d sweep is latency-bound (a dot product per row), so
+    # dual wins already at d = 128 (measured 47.5k against 31.7k steps per CPU-second) ...
+    (160, 128, 0, "Wp", "dual"),
+    # ... and primal at d = 64 (15 d^2 + 4 N d ~ 100k against 7 N^2 ~ 180k).
+    (160, 64, 0, "Wp", "primal"),
     # p alone crosses over near d = N / 2.
     (3200, 800, 0, "p", "primal"),
     (3200, 2400, 0, "p", "dual"),

@@ -277,13 +277,18 @@ _COORDINATES = {
 
 
 def step_costs(N: int, d: int, n_test_tokens: int, steps: int, n_saves: int, trainable: str) -> dict:
-    """Estimated flops of a whole run in each coordinate system.
+    """Estimated cost of a whole run in each coordinate system, in "vectorised flops".
 
-    Per-step work dominates: primal ``W, p`` sweeps the d x d matrix (about
-    ``3 d^2 + 4 N d``), primal ``p`` the N x d keys twice (``4 N d``), dual ``W, p``
-    three N x N matrices (``7 N^2``), dual ``p`` one (``2 N^2``). Set-up is BLAS
-    work, counted at a tenth of its flops since it runs that much faster per flop.
-    Recording adds the test scores at every save.
+    Per-step work dominates: primal ``p`` sweeps the N x d keys twice (``4 N d``),
+    dual ``W, p`` makes about three passes over N x N matrices (``7 N^2``), dual ``p``
+    one (``2 N^2``); all three are vectorised axpy sweeps and run at about the same
+    time per flop. Primal ``W, p`` sweeps the d x d matrix once per step, but with a
+    dot product per row (``(W g)_r``, a serial reduction that cannot be vectorised
+    without reassociating it), so each of its ``d^2`` elements costs as much as about
+    15 vectorised flops: ``15 d^2 + 4 N d`` (fitted to measured rates at d = 128 and 400,
+    N = 160; ``benchmarks/RESULTS.md``, "auto choice"). Set-up is BLAS work, counted
+    at a tenth of its flops since it runs that much faster per flop. Recording adds
+    the test scores at every save.
 
     Returns
     -------
@@ -292,7 +297,7 @@ def step_costs(N: int, d: int, n_test_tokens: int, steps: int, n_saves: int, tra
     """
     Nt = n_test_tokens
     if trainable == "Wp":
-        primal = steps * (3.0 * d * d + 4.0 * N * d) + n_saves * (Nt * d + 2.0 * d * d)
+        primal = steps * (15.0 * d * d + 4.0 * N * d) + n_saves * (Nt * d + 2.0 * d * d)
         dual = (steps * 7.0 * N * N + 0.1 * (2.0 * N * d * d + 2.0 * Nt * d * N + 2.0 * N * N * d)
                 + n_saves * (2.0 * Nt * N + 2.0 * N ** 3))
     else:
