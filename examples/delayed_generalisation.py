@@ -89,6 +89,7 @@ def delay_sweep(args, save_at):
         b2, a2 = np.polyfit(np.log(1 / snr_arr[ok]), logt[ok], 1)
         r_pow = logt[ok] - (a2 + b2 * np.log(1 / snr_arr[ok]))
         fits = {"exp": (a, c, float(np.sqrt(np.mean(r_exp**2)))), "pow": (a2, b2, float(np.sqrt(np.mean(r_pow**2))))}
+        xx = np.linspace(0, x[ok].max() * 1.05, 100)
         best = None
         for sc in np.linspace(0.0, 0.995 * snr_arr[ok].min(), 400):
             xs = 1.0 / (n * (snr_arr[ok] ** 2 - sc**2))
@@ -102,7 +103,6 @@ def delay_sweep(args, save_at):
         keep = s_grid > sc * 1.001
         ax1.plot(xx[1:][keep], np.exp(a3 + c3 / (n * (s_grid[keep] ** 2 - sc**2))), "C2-.",
                  label=f"exp(a + c/(n(SNR² − {sc:.3f}²))), c = {c3:.1f}, rms {r3:.2f}")
-        xx = np.linspace(0, x[ok].max() * 1.05, 100)
         ax1.plot(xx, np.exp(a + c * xx), "C0-", label=f"exp(a + c/(n SNR²)), c = {c:.1f}, rms {fits['exp'][2]:.2f}")
         ax1.plot(xx[1:], np.exp(a2 + b2 * np.log(np.sqrt(n * xx[1:]))), "C1--",
                  label=f"power law SNR^-{b2:.1f}, rms {fits['pow'][2]:.2f}")
