@@ -22,6 +22,17 @@ matched to exact GD, see ``attnsim._flow``) follows the same runs to 10^15 steps
    at tau = 10^3, 10^6, 10^9, 10^12, 10^15, and figure ``regimes_to_1e15.png``.
 
 Runs headless; writes into ``out/examples/`` (``--out``). About 3-6 minutes on 2 busy cores.
+
+Measured with the defaults (3 seeds, 300 test samples): tau_gen grows from ~6e2 (SNR 0.89) to
+~4e9 (SNR 0.29) and ~1e14 (SNR 0.27); at SNR <= 0.25 no seed gets within delta by 10^15.
+log tau_gen = a + c/(n SNR^2) fits with c = 28.6 but an rms residual of 1.1 in log tau (the
+delay grows faster than the law near the low-SNR end); the shifted law fits with
+SNR_c = 0.221 (close to n^-1/2 = 0.224), c = 11.8, rms 0.08. Caveat: the excess test loss
+decays like a small power of tau towards a positive, SNR-dependent plateau, so tau_gen(delta)
+mixes the plateau height with the rate. Regimes to 10^15: balanced and large-signal end with
+all noisy labels fitted and test accuracy 1.000 (large-signal fits them by 10^6: "not
+overfitting" does not survive long training); large-noise stays harmful and worsens, test
+accuracy 0.84-0.88 at 10^3 falling to 0.71-0.76 at 10^15.
 """
 
 from __future__ import annotations
