@@ -101,7 +101,7 @@ def worker(spec: dict) -> dict:
             out["peak_rss_mb"] = peak_rss_mb()
             return out
     else:
-        out["trajectory"] = np.asarray(trajectory(CHECK_STEPS), dtype=np.float64).tolist()
+        out["trajectory"] = np.asarray(trajectory(spec.get("check_steps", CHECK_STEPS)), dtype=np.float64).tolist()
 
     per_call = getattr(stepper, "steps_per_call", lambda k: k)
     budget = spec["budget"]
@@ -135,9 +135,10 @@ def worker(spec: dict) -> dict:
 
 
 def measure(impl, n, d, trainable, *, reference=None, budget=1.0, repeats=5, max_block=None, timeout=1800,
-            env=None):
+            env=None, check_steps=CHECK_STEPS):
     """Run ``worker`` in a fresh single-threaded process; returns its result dict."""
-    spec = dict(impl=impl, n=n, d=d, trainable=trainable, reference=reference, budget=budget, repeats=repeats)
+    spec = dict(impl=impl, n=n, d=d, trainable=trainable, reference=reference, budget=budget, repeats=repeats,
+                check_steps=check_steps)
     if max_block:
         spec["max_block"] = max_block
     env = {**os.environ, **ONE_THREAD, **(env or {})}
@@ -152,8 +153,8 @@ def measure(impl, n, d, trainable, *, reference=None, budget=1.0, repeats=5, max
         return {**spec, "reference": None, "status": f"worker failed: {proc.stderr.strip().splitlines()[-1:]}"}
 
 
-def reference_trajectory(n, d, trainable):
-    res = measure("numpy", n, d, trainable, budget=0.05, repeats=1)
+def reference_trajectory(n, d, trainable, check_steps=CHECK_STEPS):
+    res = measure("numpy", n, d, trainable, budget=0.05, repeats=1, check_steps=check_steps)
     if res.get("status") != "ok":
         raise RuntimeError(f"reference failed: {res}")
     return res["trajectory"]
@@ -202,7 +203,11 @@ def section_head(args):
 
 
 def section_sweep(args):
-    """Steps/s against d and n for attnsim dual and primal (and torch at n = 20)."""
+    """Steps/s against d and n for attnsim dual and primal (and torch at n = 20).
+
+    Agreement is checked on 5 steps here (20 in ``head``); the primal engine is left out
+    at n = 400 for d >= 4000, where its set-up alone takes minutes on a shared core.
+    """
     rows = []
     ds = [500, 1000, 2000, 4000, 8000] if not args.quick else [200, 400]
     ns = [20, 100, 400] if not args.quick else [20, 50]
@@ -211,7 +216,9 @@ def section_sweep(args):
             for d in ds:
                 log(f"[sweep] {tr} n={n} d={d}  load {loadavg()}")
                 impls_here = ["attnsim-dual", "attnsim-primal"] + (["torch-f64-reordered"] if n == ns[0] else [])
-                ref = reference_trajectory(n, d, tr)
+                if n == ns[-1] and d >= 4000:
+                    impls_here = ["attnsim-dual"]   # primal at N = 3200, d >= 4000: minutes per point
+                ref = reference_trajectory(n, d, tr, check_steps=5)
                 for impl in impls_here:
                     r = measure(impl, n, d, tr, reference=ref, budget=args.budget / 2, repeats=3, timeout=900)
                     r.pop("trajectory", None)
@@ -220,17 +227,34 @@ def section_sweep(args):
     return rows
 
 
+def section_dscale(args):
+    """Dual steps/s at d = 500 and d = 8000 (n = 20), measured alternately so that both see
+    the same machine load; the per-step work does not involve d."""
+    rows = []
+    for rep in range(3 if not args.quick else 1):
+        for tr in ("Wp", "p"):
+            for d in (500, 8000) if not args.quick else (100, 400):
+                r = measure("attnsim-dual", 20, d, tr, budget=args.budget, repeats=5)
+                r.pop("trajectory", None)
+                r["rep"] = rep
+                log(f"[dscale] {tr} d={d} rep {rep}: {fmt_rate(r.get('steps_per_cpu_s'))} steps/CPU-s, "
+                    f"set-up {r.get('setup_s', 0):.1f} s  load {loadavg()}")
+                rows.append(r)
+    return rows
+
+
 def _e2e_script(trainable, steps, saves, n_test, engine):
     return (
         "import time, json, attnsim\n"
         f"cfg = attnsim.preset('balanced', trainable={trainable!r}, steps={steps}, n_test={n_test})\n"
-        "t = time.perf_counter()\n"
+        "t, c = time.perf_counter(), time.process_time()\n"
         f"res = attnsim.simulate(cfg, attnsim.SaveAt.log({steps}, {saves}), engine={engine!r})\n"
-        "wall = time.perf_counter() - t\n"
+        "wall, cpu = time.perf_counter() - t, time.process_time() - c\n"
         "print(json.dumps(dict(trainable=cfg.trainable, steps=cfg.steps, saves=len(res.steps), n_test=cfg.n_test,\n"
         "    engine=res.engine, total_s=wall, stepping_s=res.wall_time, compile_s=res.compile_time,\n"
         "    setup_s=wall - res.wall_time - res.compile_time, steps_per_s_stepping=cfg.steps / res.wall_time,\n"
-        "    steps_per_s_total=cfg.steps / wall, test_acc=float(res.test_acc[-1]),\n"
+        "    steps_per_s_total=cfg.steps / wall, test_acc=float(res.test_acc[-1]), cpu_s=cpu,\n"
+        "    steps_per_cpu_s_total=cfg.steps / cpu,\n"
         "    peak_rss_mb=[int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0])))\n"
     )
 
@@ -335,7 +359,7 @@ def section_long(args):
 
 
 SECTIONS = {"head": section_head, "sweep": section_sweep, "e2e": section_e2e, "auto": section_auto,
-            "batch": section_batch, "long": section_long}
+            "batch": section_batch, "dscale": section_dscale, "long": section_long}
 
 
 def machine() -> dict:

@@ -159,16 +159,18 @@ def write(results, md_path, png_path):
         parts += ["## attnsim end to end (official setting, 1000-sample test set evaluated at every save)\n",
                   f"Measured {results['e2e']['date']}. Command: `python benchmarks/bench.py --only e2e` "
                   "(`attnsim.simulate(preset('balanced', trainable=..., steps=...), SaveAt.log(steps, saves))`).\n",
-                  "| trained | steps | saves | engine | total s | set-up s | compile/load s | stepping+recording s | "
-                  "steps/s (stepping+recording) | steps/s (total) | peak RSS MB | final test acc | load |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| trained | steps | saves | engine | total s (wall) | CPU s | **steps per CPU-s, everything included** | "
+                  "set-up s | compile/load s | stepping+recording s | steps/s wall (stepping+recording) | "
+                  "peak RSS MB | final test acc | load |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in results["e2e"]["rows"]:
             if "total_s" not in r:
                 parts.append(f"| {r.get('trainable')} | {r.get('steps')} | | | {r.get('status')} |")
                 continue
             parts.append(f"| {r['trainable']} | {r['steps']:.0e} | {r['saves']} | {r['engine']} | {fmt(r['total_s'], 2)} | "
+                         f"{fmt(r.get('cpu_s'), 2)} | **{fmt(r.get('steps_per_cpu_s_total'))}** | "
                          f"{fmt(r['setup_s'], 2)} | {fmt(r['compile_s'], 2)} | {fmt(r['stepping_s'], 2)} | "
-                         f"{fmt(r['steps_per_s_stepping'])} | {fmt(r['steps_per_s_total'])} | {fmt(r['peak_rss_mb'])} | "
+                         f"{fmt(r['steps_per_s_stepping'])} | {fmt(r['peak_rss_mb'])} | "
                          f"{r['test_acc']:.3f} | {r['load']} |")
         parts.append("")
     if "long" in results:
@@ -178,8 +180,11 @@ def write(results, md_path, png_path):
                   f"- wall time: **{r['wall_s']:.0f} s ({r['wall_s'] / 60:.1f} min)** for {r['steps']:.0e} steps, "
                   f"500 log-spaced saves with 1000 test samples evaluated at each; "
                   f"{r['steps'] / r['wall_s']:,.0f} steps/s overall",
-                  f"- user CPU time {r.get('user_s')} s, CPU {r.get('cpu_percent')}, peak RSS "
-                  f"{fmt(r.get('peak_rss_mb'))} MB; load average {r['load_start']} at the start, {r['load_end']} at the end",
+                  f"- user CPU time **{r.get('user_s')} s ({r.get('user_s', 0) / 60:.1f} min)**: the process got "
+                  f"{r.get('cpu_percent')} of a core (load average {r['load_start']} at the start, {r['load_end']} "
+                  f"at the end), so on an idle core the same run takes about its CPU time, "
+                  f"{r['steps'] / max(r.get('user_s', 1), 1):,.0f} steps per CPU-second",
+                  f"- peak RSS {fmt(r.get('peak_rss_mb'))} MB",
                   "", "```", r.get("stdout", "").strip(), "```", ""]
     if "sweep" in results:
         parts += ["## Scaling in d and n\n",
@@ -187,15 +192,48 @@ def write(results, md_path, png_path):
                   "Steady-state steps/s, median of 3 blocks of ~0.5 s, no test set. Figure: `benchmarks/scaling.png`.\n",
                   sweep_table(results["sweep"]["rows"]), "", "![steps/s against d and n](scaling.png)", ""]
         plot(results["sweep"]["rows"], png_path)
+    if "dscale" in results:
+        rows = results["dscale"]["rows"]
+        parts += ["## Dual engine: d = 500 against d = 8000\n",
+                  f"Measured {results['dscale']['date']}. Command: `python benchmarks/bench.py --only dscale`: "
+                  "n = 20 (N = 160), the two sizes measured alternately, 3 rounds, each the median of 5 blocks.\n",
+                  "| trained | d | steps per CPU-s, rounds 1-3 | median | set-up s (median) |", "|---|---|---|---|---|"]
+        import statistics
+
+        med = {}
+        for tr in ("Wp", "p"):
+            for d in sorted({r["d"] for r in rows}):
+                sub = [r for r in rows if r["trainable"] == tr and r["d"] == d and _rate(r)]
+                if not sub:
+                    continue
+                rates = [_rate(r) for r in sub]
+                med[tr, d] = statistics.median(rates)
+                parts.append(f"| {tr} | {d} | {', '.join(fmt(x) for x in rates)} | **{fmt(med[tr, d])}** | "
+                             f"{statistics.median(r.get('setup_s', 0) for r in sub):.2f} |")
+        ds = sorted({r["d"] for r in rows})
+        for tr in ("Wp", "p"):
+            if (tr, ds[0]) in med and (tr, ds[-1]) in med:
+                parts.append(f"\n{tr}: rate at d = {ds[0]} / rate at d = {ds[-1]} = "
+                             f"**{med[tr, ds[0]] / med[tr, ds[-1]]:.2f}**")
+        parts.append("")
     if "auto" in results:
         parts += ["## auto choice\n",
                   f"Measured {results['auto']['date']}. Command: `python benchmarks/bench.py --only auto`. "
                   "`choose_engine(N, d, 0, 10**6, 200, trainable)` against the measured steady-state rates (steps per CPU-second).\n",
-                  "| n | N | d | trained | auto picks | dual steps/s | primal steps/s | faster | agrees |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "The \"picked when measured\" column is what `choose_engine` said during the run; \"picks now\" is "
+                  "the current cost model evaluated when this page was rendered (the one disagreement, W,p at "
+                  "d = 128, led to counting the primal d x d sweep at 15 flops per element).\n",
+                  "| n | N | d | trained | picked when measured | picks now | dual steps/CPU-s | primal steps/CPU-s | "
+                  "faster | now agrees |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        try:
+            from attnsim import choose_engine
+        except ImportError:
+            choose_engine = None
         for r in results["auto"]["rows"]:
-            parts.append(f"| {r['n']} | {r['N']} | {r['d']} | {r['trainable']} | {r['auto']} | {fmt(r['dual'])} | "
-                         f"{fmt(r['primal'])} | {r['faster']} | {'yes' if r['auto'] == r['faster'] else '**no**'} |")
+            now = choose_engine(r["N"], r["d"], 0, 10**6, 200, r["trainable"]) if choose_engine else "?"
+            parts.append(f"| {r['n']} | {r['N']} | {r['d']} | {r['trainable']} | {r['auto']} | {now} | {fmt(r['dual'])} | "
+                         f"{fmt(r['primal'])} | {r['faster']} | {'yes' if now == r['faster'] else '**no**'} |")
         parts.append("")
     if "batch" in results:
         rows = results["batch"]["rows"]
