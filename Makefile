@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut 
 OUT    ?= out
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-slow test-all bench examples examples-full clean
+.PHONY: clean-cache help venv demo test test-slow test-all bench examples examples-full clean
 
 help:  ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,5 +52,8 @@ examples: $(STAMP)  ## regenerate every figure and table of examples/ into out/e
 examples-full: $(STAMP)  ## the paper's full 39 x 39 phase diagram, 3 seeds (~4600 runs: hours on 2 cores; resumable)
 	MPLBACKEND=Agg ATTNSIM_OUT=$(OUT)/examples $(PY) examples/phase_diagram.py --full
 
-clean:  ## remove the virtual environment and caches
+clean-cache:  ## drop numba's compiled-kernel caches (needed after editing a helper another module imports)
+	find src -name '*.nbi' -delete -o -name '*.nbc' -delete
+
+clean: clean-cache  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist src/*.egg-info

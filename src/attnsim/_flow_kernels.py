@@ -33,6 +33,12 @@ State vectors (``ys``, the "small" state integrated componentwise):
 import numpy as np
 from numba import njit
 
+# The scalar loss helpers are shared with the GD kernels. numba's on-disk cache keys
+# a function on its own file only, so after editing them in _kernels.py, clear the
+# caches (`make clean-cache`) before timing or testing the flow kernels.
+from ._kernels import _logistic_loss
+from ._kernels import _neg_dloss as _sigmoid_neg
+
 #: Rows of the per-stage factor array ``FAC`` (8, 12, N+1), mode 1.
 #: dS_j = e q^T + q e^T + r z^T + z r^T ;  dM_j = beta c^T + gamma dc^T.
 _F_E, _F_Q, _F_R, _F_Z, _F_BETA, _F_C, _F_GAMMA, _F_DC = range(8)
@@ -128,23 +134,6 @@ def dop853_tableau():
 
 
 # ------------------------------------------------------------------ scalar helpers
-
-
-@njit(cache=True)
-def _logistic_loss(u):
-    """ell(u) = log(1 + exp(-u)), without overflow for either sign of u."""
-    if u >= 0.0:
-        return np.log1p(np.exp(-u))
-    return -u + np.log1p(np.exp(u))
-
-
-@njit(cache=True)
-def _sigmoid_neg(u):
-    """1 / (1 + exp(u)) = -ell'(u), without overflow."""
-    if u >= 0.0:
-        e = np.exp(-u)
-        return e / (1.0 + e)
-    return 1.0 / (1.0 + np.exp(u))
 
 
 @njit(cache=True)
