@@ -202,6 +202,21 @@ def section_head(args):
     return rows
 
 
+def section_official(args):
+    """The official setting only (n = 20, d = 2000), every implementation: a quick re-measurement
+    for when the machine is quiet."""
+    rows = []
+    for tr in ("Wp", "p"):
+        ref = reference_trajectory(20, 2000, tr)
+        log(f"[official] {tr}  load {loadavg()}")
+        for impl in HEAD_IMPLS:
+            r = measure(impl, 20, 2000, tr, reference=ref, budget=args.budget, repeats=args.repeats)
+            log(f"   {impl:22s} {r.get('status'):10.60s} {fmt_rate(r.get('steps_per_cpu_s'))} steps/CPU-s, "
+                f"{fmt_rate(r.get('steps_per_s'))} steps/s wall  load {loadavg()}")
+            rows.append(r)
+    return rows
+
+
 def section_sweep(args):
     """Steps/s against d and n for attnsim dual and primal (and torch at n = 20).
 
@@ -358,7 +373,7 @@ def section_long(args):
     return [info]
 
 
-SECTIONS = {"head": section_head, "sweep": section_sweep, "e2e": section_e2e, "auto": section_auto,
+SECTIONS = {"head": section_head, "official": section_official, "sweep": section_sweep, "e2e": section_e2e, "auto": section_auto,
             "batch": section_batch, "dscale": section_dscale, "long": section_long}
 
 

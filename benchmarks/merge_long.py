@@ -32,7 +32,8 @@ def main(logdir):
             info["wall_s"] = sum(x * 60 ** k for k, x in enumerate(reversed(parts)))
     path = os.path.join(HERE, "results.json")
     results = json.load(open(path)) if os.path.exists(path) else {}
-    results["long"] = {"rows": [info], "date": info["started"].replace("T", " ").replace("Z", " UTC"),
+    old = [r for r in results.get("long", {}).get("rows", []) if r.get("started") != info["started"]]
+    results["long"] = {"rows": old + [info], "date": info["started"].replace("T", " ").replace("Z", " UTC"),
                        "started_load": info["load_start"], "seconds": info["wall_s"]}
     json.dump(results, open(path, "w"), indent=1)
 
