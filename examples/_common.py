@@ -67,3 +67,14 @@ def time_axis(ax, steps, log=True):
         ax.set_xlim(0, int(steps[-1]))
     ax.set_xlabel("GD step τ" + (" (log)" if log else ""))
     ax.grid(True, which="major", alpha=0.3)
+
+
+def preset_run(args, name: str, steps: int):
+    """The preset ``name`` (seed 0) trained for ``steps`` (a power of ten), through the cached
+    ``presets`` sweep so that scripts sharing a run compute it once."""
+    import attnsim
+
+    sw = attnsim.sweep(args.out / "sweeps" / "presets", configs=[attnsim.preset(name, steps=steps)],
+                       n_saves=log_saves_through(steps), workers=1, progress=args.progress)
+    (pt,) = sw.select(**attnsim.PRESETS[name], seed=0, steps=steps)
+    return sw.load(pt.key)

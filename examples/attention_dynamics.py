@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import attnsim
-from _common import log_saves_through, parse_args, save, time_axis
+from _common import parse_args, preset_run, save, time_axis
 
 ROLE_COLOURS = {0: "tab:red", 1: "tab:orange", 2: "tab:blue", 3: "tab:gray"}
 ROLE_LABELS = {0: "R", 1: "$W_{Y^*}$", 2: "$W_{-Y^*}$", 3: "I"}
@@ -41,10 +41,7 @@ def main():
     args = parse_args(__doc__)
     name, long = "balanced", 100_000
     short = attnsim.simulate(attnsim.preset(name), attnsim.SaveAt.linear(1000, 201))
-    sw = attnsim.sweep(args.out / "sweeps" / "presets", configs=[attnsim.preset(name, steps=long)],
-                       n_saves=log_saves_through(long), workers=1, progress=args.progress)
-    (pt,) = sw.select(**attnsim.PRESETS[name], seed=0, steps=long)
-    res_long = sw.load(pt.key)
+    res_long = preset_run(args, name, long)
     clean = int(np.flatnonzero(~short.noisy)[0])
     noisy = int(np.flatnonzero(short.noisy)[0])
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)

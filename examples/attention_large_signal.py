@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import attnsim
-from _common import log_saves_through, parse_args, save
+from _common import parse_args, preset_run, save
 from attention_dynamics import plot_tokens
 
 
@@ -25,10 +25,7 @@ def main():
     args = parse_args(__doc__)
     name, long = "large-signal", 100_000
     short = attnsim.simulate(attnsim.preset(name), attnsim.SaveAt.linear(1000, 201))
-    sw = attnsim.sweep(args.out / "sweeps" / "presets", configs=[attnsim.preset(name, steps=long)],
-                       n_saves=log_saves_through(long), workers=1, progress=args.progress)
-    (pt,) = sw.select(**attnsim.PRESETS[name], seed=0, steps=long)
-    res_long = sw.load(pt.key)
+    res_long = preset_run(args, name, long)
     noisy = np.flatnonzero(short.noisy)
     fitted = noisy[short.margins[-1, noisy] > 0]
     unfitted = noisy[short.margins[-1, noisy] <= 0]

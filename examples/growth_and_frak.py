@@ -21,16 +21,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import attnsim
-from _common import log_saves_through, parse_args, save, time_axis
+from _common import parse_args, preset_run, save, time_axis
 
 
 def main():
     args = parse_args(__doc__)
     steps = 1_000_000
-    sw = attnsim.sweep(args.out / "sweeps" / "presets", configs=[attnsim.preset("balanced", steps=steps)],
-                       n_saves=log_saves_through(steps), workers=1, progress=args.progress)
-    (pt,) = sw.select(**attnsim.PRESETS["balanced"], seed=0, steps=steps)
-    res = sw.load(pt.key)
+    res = preset_run(args, "balanced", steps)
     T = res.scores.shape[2]
     values = attnsim.token_values(attnsim.make_data(res.config))
     gap = attnsim.min_gap(res, attnsim.anchor_tokens(res, values))     # (S, n)

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import attnsim
-from _common import log_saves_through, parse_args, save, time_axis
+from _common import parse_args, preset_run, save, time_axis
 
 CLEAN_OPTIMUM = math.log1p(math.exp(-1 / math.sqrt(2)))   # clean sample attending only to R
 
@@ -26,10 +26,7 @@ CLEAN_OPTIMUM = math.log1p(math.exp(-1 / math.sqrt(2)))   # clean sample attendi
 def main():
     args = parse_args(__doc__)
     steps = 1_000_000
-    sw = attnsim.sweep(args.out / "sweeps" / "presets", configs=[attnsim.preset("balanced", steps=steps)],
-                       n_saves=log_saves_through(steps), workers=1, progress=args.progress)
-    (pt,) = sw.select(**attnsim.PRESETS["balanced"], seed=0, steps=steps)
-    res = sw.load(pt.key)
+    res = preset_run(args, "balanced", steps)
     s = res.steps
     t_fit = attnsim.time_to_fit_all(res)
     level = CLEAN_OPTIMUM + 0.01

@@ -19,7 +19,6 @@ shared filesystem (``attnsim`` must be importable on its workers).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
@@ -34,6 +33,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from ._batch import _single_threaded_env
 from ._config import Config
 from ._result import ResultFileError, load
 from ._saveat import SaveAt
@@ -46,7 +46,6 @@ FORMAT_VERSION = 1
 
 #: Environment set in local worker processes so that BLAS does not oversubscribe the cores
 #: (each worker already occupies one).
-_WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 # --------------------------------------------------------------------- grid
@@ -351,22 +350,6 @@ def _write_json_atomic(path, obj):
     os.replace(tmp, path)
 
 
-@contextlib.contextmanager
-def _worker_env():
-    """Set single-threaded BLAS in the environment that spawned workers inherit."""
-    saved = {k: os.environ.get(k) for k in _WORKER_ENV}
-    for k, v in _WORKER_ENV.items():
-        os.environ.setdefault(k, v)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _local_executor(workers):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -499,7 +482,7 @@ def _run_pool(sw, todo, save, engine, executor, workers, scheduler, bar, failure
         executor = owned = _local_executor(workers or os.cpu_count() or 1)
     futures = {}
     try:
-        with _worker_env():
+        with _single_threaded_env():
             for key, cfg in todo.items():
                 fut = executor.submit(run_point, cfg, save["n_saves"], save["probes"], save["keep_params"], engine)
                 futures[fut] = key
