@@ -280,11 +280,14 @@ SUBPROCESS_CASES = [
 def test_subprocess_killed_then_resumed_is_bit_identical(tmp_path, engine, trainable, sig):
     """`attnsim run --checkpoint` in a subprocess, killed (-9, or Ctrl-C) after a checkpoint past
     step 0; `attnsim run --resume` then gives exactly the uninterrupted Result."""
-    steps = 200000 if (engine, trainable) == ("dual", "Wp") else 2000000
+    # Long enough (about 2 s of stepping on an idle core) that several chunks, and so several
+    # checkpoints, pass before the run could finish: on a quiet machine 2e5 steps took 0.2 s and
+    # the run ended before the first checkpoint.
+    steps = 2_000_000 if (engine, trainable) == ("dual", "Wp") else 10_000_000
     base = cli_args(engine, trainable, steps)
     ck = tmp_path / "ck.npz"
     proc = subprocess.Popen(ATTNSIM + base + ["--out", str(tmp_path / "res.npz"), "--checkpoint", str(ck),
-                                              "--checkpoint-every", "0.3"],
+                                              "--checkpoint-every", "0.1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(ck, proc, timeout=60)
     proc.send_signal(sig)
