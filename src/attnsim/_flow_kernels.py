@@ -33,10 +33,10 @@ State vectors (``ys``, the "small" state integrated componentwise):
 import numpy as np
 from numba import njit
 
-# The scalar loss helpers are shared with the GD kernels. numba's on-disk cache keys
+# The scalar loss helpers and the two W,p sweeps are shared with the GD kernels. numba's on-disk cache keys
 # a function on its own file only, so after editing them in _kernels.py, clear the
 # caches (`make clean-cache`) before timing or testing the flow kernels.
-from ._kernels import _logistic_loss
+from ._kernels import _dual_coef_sweep, _key_gram_sweep, _logistic_loss
 from ._kernels import _neg_dloss as _sigmoid_neg
 
 #: Rows of the per-stage factor array ``FAC`` (8, 12, N+1), mode 1.
@@ -323,29 +323,9 @@ def gd_wp_run(z, S, P, b, MT, Gxx, v, y, T, relevant, lr, n_steps, frak_sum,
         _symv(Gxx, c, e)
         zc = _dot(z, c)
         Pk = P[0]
-        lr2P = lr * lr * Pk
-        for j in range(N):
-            Sc[j] = 0.0
-        for l in range(N):
-            cl = c[l]
-            f1 = lr * e[l]
-            f2 = lr * z[l]
-            f3 = lr2P * e[l]
-            for j in range(N):
-                sj = S[l, j]
-                Sc[j] += cl * sj
-                S[l, j] = sj - f1 * z[j] - f2 * e[j] + f3 * e[j]
+        _key_gram_sweep(S, c, z, e, lr, lr * lr * Pk, Sc)
         cSc = _dot(c, Sc)
-        Hc[0] = 0.0
-        for j in range(N):
-            Hc[j + 1] = c[j]
-        for j in range(N):
-            ej = e[j]
-            lcj = lr * c[j]
-            for r in range(N + 1):
-                m = MT[j, r]
-                Hc[r] += ej * m
-                MT[j, r] = m - lcj * b[r]
+        _dual_coef_sweep(MT, e, c, b, lr, Hc)
         for r in range(N + 1):
             b[r] -= lr * Hc[r]
         corr = lr * lr * zc
