@@ -493,26 +493,8 @@ def _flush_dual_coefs(b, MT, CbT, Eb, nb, lr, Y, Bb, Ce, Hc):
         for r in range(N1):
             b[r] -= lr * Hc[r]
     # M_nb = M_0 - lr sum_t b_t c_t^T: row j of MT takes -lr sum_t c_t[j] b_t
-    nb4 = nb - nb % 4
     for j in range(N):
-        row = MT[j]
-        cj = CbT[j]
-        for t in range(0, nb4, 4):
-            a0 = lr * cj[t]
-            a1 = lr * cj[t + 1]
-            a2 = lr * cj[t + 2]
-            a3 = lr * cj[t + 3]
-            b0 = Bb[t]
-            b1 = Bb[t + 1]
-            b2 = Bb[t + 2]
-            b3 = Bb[t + 3]
-            for r in range(N1):
-                row[r] = row[r] - a0 * b0[r] - a1 * b1[r] - a2 * b2[r] - a3 * b3[r]
-        for t in range(nb4, nb):
-            a = lr * cj[t]
-            bt = Bb[t]
-            for r in range(N1):
-                row[r] -= a * bt[r]
+        _rows_axpy(MT[j], Bb[:nb], CbT[j], lr)
 
 
 @njit(cache=True)
