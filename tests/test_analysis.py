@@ -7,7 +7,7 @@ import pytest
 
 import attnsim
 from attnsim import _analysis as an
-from attnsim._result import Result
+from attnsim import Result
 
 
 def _softmax(z):

@@ -18,10 +18,9 @@ import pytest
 import attnsim
 from attnsim import Config, ResultFileError, SaveAt
 from attnsim import cli
-from attnsim._checkpoint import (CheckpointHook, fingerprint, load_checkpoint, restore, resume,
-                                 save_checkpoint)
-from attnsim._experiment import prepare_run
-from attnsim._result import read_npz, write_npz_atomic
+from attnsim import CheckpointHook, load_checkpoint, prepare_run, restore, resume, save_checkpoint
+from attnsim._checkpoint import fingerprint
+from attnsim._io import read_npz, write_npz_atomic
 
 ENGINES = ("primal", "dual")
 TRAINABLE = ("p", "Wp")
@@ -124,10 +123,10 @@ def test_checkpoint_records_config_engine_and_fingerprint(tmp_path):
     run = prepare_run(cfg, SaveAt.log(100, 10), engine="auto")
     save_checkpoint(tmp_path / "ck.npz", run, cfg, extra={"note": "x"})
     ck = load_checkpoint(tmp_path / "ck.npz")
-    assert ck.config == cfg and ck.engine == run.coords.name and ck.backend == "numba"
+    assert ck.config == cfg and ck.engine == run.coords.engine and ck.backend == "numba"
     assert ck.fingerprint == fingerprint(run) and len(ck.fingerprint) == 64
     assert ck.extra == {"note": "x"} and ck.step == 0 and ck.total_steps == 100
-    arrays, meta = read_npz(tmp_path / "ck.npz", "attnsim.Checkpoint")
+    arrays, meta = read_npz(tmp_path / "ck.npz", "attnsim.Checkpoint", 1)
     assert meta["versions"]["numpy"] == np.__version__
 
 
@@ -137,7 +136,7 @@ def test_resume_against_different_data_is_refused(tmp_path):
     run = prepare_run(cfg, SaveAt.log(200, 10), engine="dual")
     advance_to(run, 50)
     save_checkpoint(tmp_path / "ck.npz", run, cfg)
-    arrays, meta = read_npz(tmp_path / "ck.npz", "attnsim.Checkpoint")
+    arrays, meta = read_npz(tmp_path / "ck.npz", "attnsim.Checkpoint", 1)
     meta["config"]["seed"] = 1  # same shapes, other data
     write_npz_atomic(tmp_path / "other.npz", arrays, meta)
     with pytest.raises(ResultFileError, match=r"data regenerated from the checkpoint's config differ"):
@@ -148,17 +147,17 @@ def test_checkpoint_with_inconsistent_counters_is_refused(tmp_path):
     cfg = small_config("p", steps=200)
     run = prepare_run(cfg, SaveAt.log(200, 10), engine="dual")
     save_checkpoint(tmp_path / "ck.npz", run, cfg)
-    arrays, meta = read_npz(tmp_path / "ck.npz", "attnsim.Checkpoint")
+    arrays, meta = read_npz(tmp_path / "ck.npz", "attnsim.Checkpoint", 1)
     meta["step"] = 7
     write_npz_atomic(tmp_path / "bad.npz", arrays, meta)
     with pytest.raises(ResultFileError, match=r"counters .* contradict its metadata"):
         load_checkpoint(tmp_path / "bad.npz")
-    arrays2, meta2 = read_npz(tmp_path / "ck.npz", "attnsim.Checkpoint")
+    arrays2, meta2 = read_npz(tmp_path / "ck.npz", "attnsim.Checkpoint", 1)
     del arrays2["frak_sum"]
     write_npz_atomic(tmp_path / "bad2.npz", arrays2, meta2)
     with pytest.raises(ResultFileError, match=r"lacks the array 'frak_sum'"):
         load_checkpoint(tmp_path / "bad2.npz")
-    arrays3, meta3 = read_npz(tmp_path / "ck.npz", "attnsim.Checkpoint")
+    arrays3, meta3 = read_npz(tmp_path / "ck.npz", "attnsim.Checkpoint", 1)
     arrays3["state/a"] = np.zeros(3)
     write_npz_atomic(tmp_path / "bad3.npz", arrays3, meta3)
     with pytest.raises(ResultFileError, match=r"state array 'state/a' is float64\(3,\), expected float64"):
@@ -230,7 +229,7 @@ def test_sigint_in_process_writes_checkpoint_and_partial_result(tmp_path, capsys
     assert cli.main(cli_args("dual", "Wp", steps) + ["--out", str(tmp_path / "ref.npz")]) == 0
     capsys.readouterr()
 
-    from attnsim._checkpoint import CheckpointHook as Hook
+    from attnsim import CheckpointHook as Hook
     calls = []
     original = Hook.__call__
 

@@ -9,9 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import attnsim
-from attnsim import _flow, _flow_kernels as fk, _reference
-from attnsim._engine import prepare, train
-from attnsim._saveat import SaveAt
+from attnsim import SaveAt, train
+from attnsim._coords import flow as _flow
+from attnsim._engine import prepare
+from attnsim._kernels import flow as fk
+from attnsim._kernels import gd_twins as _reference
 from attnsim._validation import ConfigError
 
 TRAINABLE = ("p", "Wp")
@@ -69,6 +71,7 @@ def test_corrected_field_matches_primal_finite_differences(prob, trainable):
     run = prepare(**prob, lr=lr, steps=10, trainable=trainable, dynamics="flow", flow={"gd_start": 0})
     run.coords.advance(3, np.zeros(len(prob["y"])))          # leave the initial point
     W, p = run.coords.final_params()
+    W = prob["W0"] if W is None else W                          # p only: W is W0, not stored
     VW, Vp = _primal_corrected_field(prob, W, p, lr, trainable)
     Xa = prob["X"].reshape(-1, W.shape[0])
     got = _flow.field(run.coords)
@@ -348,8 +351,7 @@ def test_flow_matches_exact_gd_on_the_official_setting_to_a_million_steps(traina
 
 
 def test_flow_checkpoint_file_restores_a_flow_run(tmp_path):
-    from attnsim._checkpoint import restore, save_checkpoint
-    from attnsim._experiment import prepare_run
+    from attnsim import prepare_run, restore, save_checkpoint
 
     cfg = attnsim.Config(d=12, n_train=4, n_test=5, steps=10**12, trainable="p")
     kw = dict(save_at=SaveAt.log(10**12, 30), dynamics="flow", flow={"rtol": 1e-9})
@@ -360,7 +362,7 @@ def test_flow_checkpoint_file_restores_a_flow_run(tmp_path):
         part.advance()
     save_checkpoint(tmp_path / "ck.npz", part, cfg)
     back = restore(tmp_path / "ck.npz")
-    assert back.coords.opt.rtol == 1e-9
+    assert back.coords.options.rtol == 1e-9
     back.run()
     assert np.array_equal(back.result().scores, full.result().scores)
 

@@ -7,7 +7,8 @@ from autograd import grad
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attnsim import _kernels, _reference
+from attnsim._kernels import gd as _kernels
+from attnsim._kernels import gd_twins as _reference
 from attnsim import loss_and_grads
 
 IMPLEMENTATIONS = {"numba": _kernels.loss_and_grads, "numpy": _reference.loss_and_grads}

@@ -1,7 +1,8 @@
 """Every numba kernel against its slow NumPy twin (same signature, same in-place contract).
 
-The registry below lists each kernel with a builder of its arguments; a new
-kernel without an entry here fails ``test_every_kernel_is_registered``.
+The registry below lists each kernel of ``_kernels.gd`` and ``_kernels.flow`` with a
+builder of its arguments; a public kernel of either module without an entry here
+fails ``test_every_kernel_is_registered_and_has_a_twin``.
 """
 
 import inspect
@@ -11,7 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attnsim import _kernels, _reference
+from attnsim._kernels import dop853, flow, flow_twins, gd, gd_twins
+
+#: kernel module -> its twin module
+MODULES = {gd: gd_twins, flow: flow_twins}
 
 
 def _problem(seed, n, T, d):
@@ -26,11 +30,11 @@ def _problem(seed, n, T, d):
     return rng, X, y, W0, p0, nu, relevant
 
 
-def args_coefficients(seed, n, T, d, steps):
+def args__coefficients_work(seed, n, T, d, steps):
     rng, X, y, W0, p0, nu, relevant = _problem(seed, n, T, d)
     N = n * T
     z = rng.standard_normal(N) * 3
-    return (z, X @ nu, y, T, relevant, np.zeros(N), np.zeros(N), np.zeros(n))
+    return (z, X @ nu, y, T, relevant, np.zeros(N), np.zeros(N), np.zeros(n), np.zeros(3 * N + 6 * n))
 
 
 def args_loss_and_grads(seed, n, T, d, steps):
@@ -96,45 +100,153 @@ def args_dual_w_dist2(seed, n, T, d, steps):
     return (rng.standard_normal((N, N + 1)), Q.T @ Q, X @ X.T)
 
 
+# ------------------------------------------------------------------ flow kernels
+
+
+def _flow_scratch(n, T):
+    N = n * T
+    return (np.zeros(N), np.zeros(N), np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(N),
+            np.zeros(n))
+
+
+def args_forward(seed, n, T, d, steps):
+    rng, X, y, W0, p0, nu, relevant = _problem(seed, n, T, d)
+    z = rng.standard_normal(n * T) * (1 + steps)             # up to saturated scores
+    s, vf, coef, kap, top, c, frak = _flow_scratch(n, T)
+    return (z, X @ nu, y, T, relevant, s, vf, coef, kap, top, c, frak)
+
+
+def args_jvp_c(seed, n, T, d, steps):
+    z, v, y, T, relevant, s, vf, coef, kap, top, c, frak = args_forward(seed, n, T, d, steps)
+    flow.forward(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak)
+    return (np.random.default_rng(seed + 1).standard_normal(n * T), s, vf, coef, kap, top, T, np.zeros(n * T))
+
+
+def args_gd_p_run(seed, n, T, d, steps):
+    a, z, Gkk, v, y, T, relevant, lr, steps, frak_sum, _, _ = args_dual_p_run(seed, n, T, d, steps)
+    s, vf, coef, kap, top, c, frak = _flow_scratch(n, T)
+    return (a, z, Gkk, v, y, T, relevant, lr, steps, frak_sum, s, vf, coef, kap, top, c, frak, np.zeros(n * T))
+
+
+def _wp_state(seed, n, T, d):
+    rng, X, y, W0, p0, nu, relevant = _problem(seed, n, T, d)
+    N = n * T
+    Q = np.concatenate([p0[:, None], W0 @ X.T], axis=1)
+    G = Q.T @ Q
+    b = np.zeros(N + 1)
+    b[0] = 1.0
+    return rng, X, y, nu, relevant, G, b
+
+
+def args_gd_wp_run(seed, n, T, d, steps):
+    rng, X, y, nu, relevant, G, b = _wp_state(seed, n, T, d)
+    N = n * T
+    s, vf, coef, kap, top, c, frak = _flow_scratch(n, T)
+    return (G[1:, 0].copy(), np.ascontiguousarray(G[1:, 1:]), np.array([G[0, 0]]), b, np.zeros((N, N + 1)),
+            X @ X.T, X @ nu, y, T, relevant, 0.3, steps, np.zeros(n), s, vf, coef, kap, top, c, frak,
+            np.zeros(N), np.zeros(N), np.zeros(N + 1))
+
+
+def args_spectral_p(seed, n, T, d, steps):
+    a, z, Gkk, v, y, T, relevant, *_ = args_dual_p_run(seed, n, T, d, steps)
+    return (z, Gkk, v, y, T, relevant, np.zeros(n * T), 2 + steps % 6)
+
+
+def args_spectral_wp(seed, n, T, d, steps):
+    rng, X, y, nu, relevant, G, b = _wp_state(seed, n, T, d)
+    N = n * T
+    MT = 0.1 * rng.standard_normal((N, N + 1))
+    return (G[1:, 0].copy(), b, MT, G, X @ X.T, X @ nu, y, T, relevant, np.zeros(N + 1), np.zeros((N, N + 1)),
+            2 + steps % 6)
+
+
+#: Tight tolerances: the twin integrates with another DOP853 implementation (SciPy's),
+#: so the two agree to the tolerance, not to the last bit.
+_FLOW_TOL = (1e-12, 1e-14, 1e-9)
+
+
+def args_flow_p_run(seed, n, T, d, steps):
+    a, z, Gkk, v, y, T, relevant, *_ = args_dual_p_run(seed, n, T, d, steps)
+    N = n * T
+    ys = np.concatenate([z, np.zeros(N), np.zeros(n)])
+    return (ys, Gkk, v, y, T, relevant, 0.3, steps % 2 == 0, float(steps), np.array([1.0]), _FLOW_TOL, 10**6,
+            dop853.tableau(), dop853.controller(), np.zeros(3, dtype=np.int64))
+
+
+def args_flow_wp_run(seed, n, T, d, steps):
+    rng, X, y, nu, relevant, G, b = _wp_state(seed, n, T, d)
+    N = n * T
+    ys = np.concatenate([G[1:, 0], [G[0, 0]], b, np.zeros(n)])
+    return (ys, np.ascontiguousarray(G[1:, 1:]), np.zeros((N, N + 1)), X @ X.T, X @ nu, y, T, relevant, 0.3,
+            steps % 2 == 0, float(steps), np.array([1.0]), _FLOW_TOL, 10**6, dop853.tableau(), dop853.controller(),
+            np.zeros(3, dtype=np.int64))
+
+
+#: (kernel module, name) -> builder of its arguments ``(seed, n, T, d, steps)``
 REGISTRY = {
-    "add_matvec_t": args_add_matvec_t,
-    "dual_w_dist2": args_dual_w_dist2,
-    "coefficients": args_coefficients,
-    "loss_and_grads": args_loss_and_grads,
-    "primal_p_run": args_primal_p_run,
-    "primal_wp_run": args_primal_wp_run,
-    "dual_p_run": args_dual_p_run,
-    "dual_wp_run": args_dual_wp_run,
-    "dual_wp_flush": args_dual_wp_flush,
+    (gd, "add_matvec_t"): args_add_matvec_t,
+    (gd, "dual_w_dist2"): args_dual_w_dist2,
+    (gd, "_coefficients_work"): args__coefficients_work,
+    (gd, "loss_and_grads"): args_loss_and_grads,
+    (gd, "primal_p_run"): args_primal_p_run,
+    (gd, "primal_wp_run"): args_primal_wp_run,
+    (gd, "dual_p_run"): args_dual_p_run,
+    (gd, "dual_wp_run"): args_dual_wp_run,
+    (gd, "dual_wp_flush"): args_dual_wp_flush,
+    (flow, "forward"): args_forward,
+    (flow, "jvp_c"): args_jvp_c,
+    (flow, "gd_p_run"): args_gd_p_run,
+    (flow, "gd_wp_run"): args_gd_wp_run,
+    (flow, "spectral_p"): args_spectral_p,
+    (flow, "spectral_wp"): args_spectral_wp,
+    (flow, "flow_p_run"): args_flow_p_run,
+    (flow, "flow_wp_run"): args_flow_wp_run,
 }
+#: Integrator twins agree to their tolerance; the rest to rounding.
+RTOL = {(flow, "flow_p_run"): 1e-8, (flow, "flow_wp_run"): 1e-8}
+IDS = {key: f"{key[0].__name__.rsplit('.', 1)[-1]}.{key[1]}" for key in REGISTRY}
 
 
-def _public_kernels():
-    return sorted(name for name, obj in vars(_kernels).items()
-                  if not name.startswith("_") and hasattr(obj, "py_func"))
+def _public_kernels(module):
+    return sorted(name for name, obj in vars(module).items()
+                  if not name.startswith("_") and hasattr(obj, "py_func") and obj.__module__ == module.__name__)
 
 
-def test_every_kernel_is_registered_and_has_a_twin():
-    for name in _public_kernels():
-        assert name in REGISTRY, f"kernel {name} has no entry in the twin registry"
-        twin = getattr(_reference, name, None)
-        assert twin is not None, f"kernel {name} has no NumPy twin in _reference"
-        kernel_params = list(inspect.signature(getattr(_kernels, name).py_func).parameters)
+@pytest.mark.parametrize("module", list(MODULES), ids=lambda m: m.__name__)
+def test_every_kernel_is_registered_and_has_a_twin(module):
+    names = _public_kernels(module)
+    assert names, f"no kernels found in {module.__name__}"
+    for name in names + [k for m, k in REGISTRY if m is module and k.startswith("_")]:
+        assert (module, name) in REGISTRY, f"kernel {module.__name__}.{name} has no entry in the twin registry"
+        twin = getattr(MODULES[module], name, None)
+        assert twin is not None, f"kernel {module.__name__}.{name} has no NumPy twin in {MODULES[module].__name__}"
+        kernel_params = list(inspect.signature(getattr(module, name).py_func).parameters)
         assert list(inspect.signature(twin).parameters) == kernel_params, f"{name}: signatures differ"
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("key", list(REGISTRY), ids=lambda k: IDS[k])
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 6), T=st.integers(1, 6), d=st.integers(1, 12),
        steps=st.integers(0, 20))
-def test_kernel_matches_numpy_twin(name, seed, n, T, d, steps):
-    fast_args = REGISTRY[name](seed, n, T, d, steps)
-    slow_args = REGISTRY[name](seed, n, T, d, steps)
-    fast_out = getattr(_kernels, name)(*fast_args)
-    slow_out = getattr(_reference, name)(*slow_args)
-    where = f"reproduce with REGISTRY[{name!r}]({seed}, {n}, {T}, {d}, {steps})"
+def test_kernel_matches_numpy_twin(key, seed, n, T, d, steps):
+    module, name = key
+    fast_args = REGISTRY[key](seed, n, T, d, steps)
+    slow_args = REGISTRY[key](seed, n, T, d, steps)
+    fast_out = getattr(module, name)(*fast_args)
+    slow_out = getattr(MODULES[module], name)(*slow_args)
+    rtol = RTOL.get(key, 1e-9)
+    where = f"reproduce with REGISTRY[({module.__name__}, {name!r})]({seed}, {n}, {T}, {d}, {steps})"
     for a, b in zip(np.atleast_1d(fast_out) if not isinstance(fast_out, tuple) else fast_out,
                     np.atleast_1d(slow_out) if not isinstance(slow_out, tuple) else slow_out):
-        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12, err_msg=f"return value; {where}")
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12, err_msg=f"return value; {where}")
     for i, (a, b) in enumerate(zip(fast_args, slow_args)):
-        if isinstance(a, np.ndarray):
-            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12, err_msg=f"argument {i}; {where}")
+        if isinstance(a, np.ndarray) and not (name.startswith("flow_") and a.dtype.kind == "i") \
+                and not (name.startswith("flow_") and a.shape == (1,)):   # counters, step proposal: method-specific
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12, err_msg=f"argument {i}; {where}")
+
+
+def test_dop853_tableau_is_consistent():
+    """Row sums of A are the nodes; the 8th-order weights sum to 1, the error weights to 0."""
+    A, B, E3, E5 = dop853.tableau()
+    np.testing.assert_allclose(A.sum(axis=1), dop853.NODES, rtol=0, atol=1e-15)
+    assert B.sum() == pytest.approx(1.0, abs=1e-15)
+    assert E5.sum() == pytest.approx(0.0, abs=1e-15) and E3.sum() == pytest.approx(0.0, abs=1e-15)

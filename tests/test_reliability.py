@@ -21,9 +21,9 @@ import pytest
 
 import attnsim
 from attnsim import Config, ResultFileError, SaveAt
-from attnsim._checkpoint import CheckpointWarning, load_checkpoint, restore, save_checkpoint
-from attnsim._experiment import prepare_run
-from attnsim._result import FORMAT_VERSION, read_npz, write_npz_atomic
+from attnsim import CheckpointWarning, load_checkpoint, prepare_run, restore, save_checkpoint
+from attnsim._io import read_npz, write_npz_atomic
+from attnsim._result import FORMAT_VERSION
 from attnsim.cli import main
 
 CFG = Config(d=20, n_train=6, T=4, n_test=10, steps=500)
@@ -151,13 +151,13 @@ def test_wrong_kind_missing_meta_and_bad_meta_are_refused(files, tmp_path):
              lambda a, m: a.update(margins=a["margins"][:-1]))
     with pytest.raises(ResultFileError, match=r"array 'margins' has shape \(\d+, 6\), expected leading \d+"):
         attnsim.load(tmp_path / "short.npz")
-    _rewrite(files["result"], tmp_path / "miss.npz", "attnsim.Result", lambda a, m: a.pop("W"))
-    with pytest.raises(ResultFileError, match=r"missing arrays \['W'\]"):
+    _rewrite(files["result"], tmp_path / "miss.npz", "attnsim.Result", lambda a, m: a.pop("p"))
+    with pytest.raises(ResultFileError, match=r"missing arrays \['p'\]"):
         attnsim.load(tmp_path / "miss.npz")
 
 
 def test_pickled_arrays_are_never_loaded(files, tmp_path):
-    arrays, meta = read_npz(files["result"], "attnsim.Result")
+    arrays, meta = read_npz(files["result"], "attnsim.Result", FORMAT_VERSION)
     with open(tmp_path / "obj.npz", "wb") as fh:
         np.savez(fh, __meta__=np.array(json.dumps(meta)), **{**arrays, "W": np.array([object()], dtype=object)})
     with pytest.raises(ResultFileError, match=r"Object arrays cannot be loaded when allow_pickle=False"):

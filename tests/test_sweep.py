@@ -9,7 +9,8 @@ import pytest
 
 import attnsim
 from attnsim import cli
-from attnsim._sweep import Point, Sweep, grid_configs, parse_grid_arg, point_key, sweep
+from attnsim import Sweep, SweepPoint, grid_configs, sweep
+from attnsim._sweep import parse_grid_arg, point_key
 
 TINY = attnsim.Config(d=24, n_test=10, steps=20)
 
@@ -90,7 +91,7 @@ def test_sweep_writes_one_result_per_point_equal_to_simulate(tmp_path):
     direct = attnsim.simulate(TINY.replace(eta=0.2), attnsim.SaveAt.log(20, 10))
     np.testing.assert_array_equal(res.train_loss, direct.train_loss)
     np.testing.assert_array_equal(res.steps, direct.steps)
-    assert res.W.shape == (0, 0) and res.p.shape == (24,)        # W dropped by default
+    assert res.W is None and res.p.shape == (24,)        # W dropped by default
     assert pt.summary["test_acc"] == pytest.approx(direct.test_acc[-1])
     assert pt.summary["train_acc"] == pytest.approx(direct.train_acc[-1])
 
@@ -140,7 +141,7 @@ def test_grid_mean_averages_over_seeds_and_marks_missing_cells():
     sw = Sweep("unused")
     for d, mu, seed, acc in [(10, 1.0, 0, 0.5), (10, 1.0, 1, 1.0), (20, 1.0, 0, 0.75), (10, 2.0, 0, None)]:
         cfg = attnsim.Config(d=d, signal_norm=mu, seed=seed)
-        sw.points[f"{d}{mu}{seed}"] = Point(f"{d}{mu}{seed}", cfg, "", {"test_acc": acc})
+        sw.points[f"{d}{mu}{seed}"] = SweepPoint(f"{d}{mu}{seed}", cfg, "", {"test_acc": acc})
     xs, ys, mean, count = sw.grid_mean("test_acc", "d", "signal_norm")
     assert xs.tolist() == [10, 20] and ys.tolist() == [1.0, 2.0]
     np.testing.assert_array_equal(count, [[2, 1], [0, 0]])

@@ -4,8 +4,6 @@ Reproduces and extends Sakamoto & Sato, "Benign Overfitting in Token Selection o
 Attention Mechanism" (ICML 2025, arXiv 2409.17625): ``f(X) = nu^T X^T softmax(X W^T p)``.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from ._analysis import (
     NEVER, REGIMES, FrakSums, QueryDecomposition, Regime, anchor_tokens, argmax_token, classify_regime,
     decompose_query, first_passage, fitted, frak_sums, gaps, growth, min_gap, noise_probes, noisy_fit_times,
@@ -14,20 +12,19 @@ from ._analysis import (
 from ._batch import simulate_many, train_many
 from ._config import PRESETS, Config, field_names, preset
 from ._data import ROLE_NAMES, Data, init_params, make_data
-from ._checkpoint import CheckpointHook, CheckpointWarning, load_checkpoint, restore, resume, save_checkpoint
-from ._engine import choose_engine, step_costs, train
-from ._experiment import simulate
-from ._flow import FlowOptions
-from ._kernels import loss_and_grads
-from ._result import Result, ResultFileError, load
+from ._checkpoint import (Checkpoint, CheckpointHook, CheckpointWarning, load_checkpoint, restore, resume,
+                          save_checkpoint)
+from ._coords import FlowOptions, choose_engine, step_costs
+from ._engine import train
+from ._experiment import prepare_run, simulate
+from ._io import ResultFileError
+from ._kernels.gd import loss_and_grads
+from ._result import STATUSES, Result, load
+from ._run import Run
 from ._saveat import SaveAt
-from ._sweep import Sweep, grid_configs, sweep
+from ._sweep import Sweep, SweepPoint, grid_configs, sweep
 from ._validation import ConfigError
-
-try:
-    __version__ = version("attnsim")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
+from ._version import __version__
 
 __all__ = [
     "FrakSums", "NEVER", "QueryDecomposition", "REGIMES", "Regime", "anchor_tokens", "argmax_token",
@@ -37,5 +34,6 @@ __all__ = [
     "Config", "ConfigError", "Data", "PRESETS", "ROLE_NAMES", "Result", "ResultFileError", "SaveAt",
     "choose_engine", "field_names", "init_params", "load", "loss_and_grads", "make_data", "preset",
     "simulate", "simulate_many", "step_costs", "train", "train_many", "__version__",
-    "CheckpointHook", "CheckpointWarning", "FlowOptions", "load_checkpoint", "restore", "resume", "save_checkpoint",
+    "Checkpoint", "CheckpointHook", "CheckpointWarning", "FlowOptions", "load_checkpoint", "restore", "resume",
+    "save_checkpoint", "Run", "STATUSES", "SweepPoint", "prepare_run",
 ]

@@ -15,21 +15,17 @@ example a Dask client's executor); ``workers=1`` runs the batch in this process.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 
 from ._config import Config
 from ._engine import train
 from ._experiment import simulate
+from ._pool import check_workers, local_executor, shutdown
 from ._result import Result
 from ._validation import ConfigError
 
-# Threaded BLAS in every worker would put 2 x workers threads on the cores.
-_WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "NUMBA_NUM_THREADS": "1"}
 # Arguments a worker cannot honour: callbacks do not cross process boundaries.
 _NOT_BATCHABLE = ("hooks", "progress")
 
@@ -43,30 +39,6 @@ def _simulate_task(args) -> Result:
     return simulate(config, save_at=save_at, engine=engine, probes=probes)
 
 
-@contextlib.contextmanager
-def _single_threaded_env():
-    """Set single-threaded BLAS in the environment that spawned workers inherit."""
-    saved = {k: os.environ.get(k) for k in _WORKER_ENV}
-    for k, v in _WORKER_ENV.items():
-        os.environ.setdefault(k, v)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _check_workers(workers, n_tasks) -> int:
-    if workers is None:
-        workers = os.cpu_count() or 1
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be a positive int or None (one per core); got {workers!r}")
-    return max(1, min(workers, n_tasks))
-
-
 def _run(fn, tasks: list, workers, executor: Executor | None, progress: bool) -> list:
     """Apply ``fn`` to every task, in a pool unless one worker suffices; keep the order."""
     bar = None
@@ -75,7 +47,7 @@ def _run(fn, tasks: list, workers, executor: Executor | None, progress: bool) ->
 
         bar = tqdm(total=len(tasks), unit="run", dynamic_ncols=True)
     try:
-        if executor is None and _check_workers(workers, len(tasks)) == 1:
+        if executor is None and check_workers(workers, len(tasks)) == 1:
             out = []
             for task in tasks:
                 out.append(fn(task))
@@ -84,13 +56,7 @@ def _run(fn, tasks: list, workers, executor: Executor | None, progress: bool) ->
             return out
         owned = executor is None
         if owned:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            with _single_threaded_env():
-                # spawn, not fork: a forked child inherits the parent's BLAS threads and numba state
-                executor = ProcessPoolExecutor(max_workers=_check_workers(workers, len(tasks)),
-                                               mp_context=multiprocessing.get_context("spawn"))
+            executor = local_executor(check_workers(workers, len(tasks)))
         try:
             futures = [executor.submit(fn, task) for task in tasks]
             out = []
@@ -101,7 +67,7 @@ def _run(fn, tasks: list, workers, executor: Executor | None, progress: bool) ->
             return out
         finally:
             if owned:
-                executor.shutdown(wait=True, cancel_futures=True)
+                shutdown(executor)
     finally:
         if bar is not None:
             bar.close()

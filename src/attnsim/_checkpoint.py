@@ -12,8 +12,7 @@ the steps are split into chunks.
 Examples
 --------
 >>> import os, tempfile
->>> from attnsim import Config, SaveAt
->>> from attnsim._experiment import prepare_run
+>>> from attnsim import Config, SaveAt, prepare_run
 >>> cfg = Config(d=20, n_train=6, T=4, n_test=5, steps=50)
 >>> run = prepare_run(cfg, SaveAt.log(50, 10))
 >>> while run.step < 20:
@@ -27,7 +26,6 @@ True
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import time
@@ -37,9 +35,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._config import Config
-from ._result import DIVERGED, FINISHED, ResultFileError, read_npz, write_npz_atomic
+from ._io import ResultFileError, read_npz, write_npz_atomic
+from ._result import FINISHED, INTERRUPTED
+from ._run import Run
 from ._saveat import SaveAt
 from ._validation import ConfigError, check_float
+from ._version import __version__
 
 CHECKPOINT_KIND = "attnsim.Checkpoint"
 
@@ -66,20 +67,14 @@ def fingerprint(run) -> str:
     return h.hexdigest()
 
 
-def _backend(run) -> str:
-    from . import _reference
-
-    return "numpy" if run.coords.kern is _reference else "numba"
-
-
 def save_checkpoint(path, run, config: Config, *, extra: dict | None = None, data_fingerprint: str | None = None):
     """Write the complete state of ``run`` to ``path`` atomically (temporary file, fsync, rename).
 
     Parameters
     ----------
     path : str or os.PathLike
-    run : attnsim._engine.Run
-        Built by ``attnsim._experiment.prepare_run(config, ...)``.
+    run : Run
+        Built by ``attnsim.prepare_run(config, ...)``.
     config : Config
         The configuration the run was prepared from (its data are regenerated on restore).
     extra : dict, optional
@@ -93,11 +88,11 @@ def save_checkpoint(path, run, config: Config, *, extra: dict | None = None, dat
         "format_version": CHECKPOINT_VERSION,
         "kind": CHECKPOINT_KIND,
         "config": config.to_dict(),
-        "engine": run.coords.name,
+        "engine": run.coords.engine,
         "trainable": run.coords.trainable,
-        "dynamics": "flow" if hasattr(run.coords, "plan") else "gd",
-        "flow": dataclasses.asdict(run.coords.opt) if hasattr(run.coords, "plan") else None,
-        "backend": _backend(run),
+        "dynamics": run.coords.dynamics,
+        "flow": run.coords.options_dict(),
+        "backend": run.coords.backend,
         "fingerprint": data_fingerprint or fingerprint(run),
         "step": int(run.step),
         "total_steps": int(run.total_steps),
@@ -131,8 +126,6 @@ def blas_threads() -> dict:
 
 def _versions() -> dict:
     import numba
-
-    from . import __version__
 
     return {"attnsim": __version__, "numpy": np.__version__, "numba": numba.__version__}
 
@@ -226,7 +219,7 @@ def load_checkpoint(path) -> Checkpoint:
                       dynamics=dynamics, flow=flow)
 
 
-def restore(checkpoint) -> "Run":  # noqa: F821 - the engine's Run
+def restore(checkpoint) -> Run:
     """Rebuild the run a checkpoint was written from, at the step it was written.
 
     The data and initialisation are regenerated from the stored config's seeds and
@@ -238,7 +231,7 @@ def restore(checkpoint) -> "Run":  # noqa: F821 - the engine's Run
 
     Returns
     -------
-    attnsim._engine.Run
+    Run
         Ready for ``warm_up()`` and ``run()``; an interrupted run is marked running again.
 
     Raises
@@ -249,10 +242,7 @@ def restore(checkpoint) -> "Run":  # noqa: F821 - the engine's Run
     from ._experiment import prepare_run
 
     ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    kwargs = {}
-    default = np.stack([np.eye(1, ck.config.d, 0)[0], np.eye(1, ck.config.d, 1)[0]]) * ck.config.signal_norm
-    if not (ck.probes.shape == default.shape and np.array_equal(ck.probes, default)):
-        kwargs["probes"] = ck.probes
+    kwargs = {"probes": ck.probes}     # the probe directions as recorded, whatever produced them
     if ck.dynamics == "flow":
         kwargs.update(dynamics="flow", flow=ck.flow)
     run = prepare_run(ck.config, SaveAt(ck.save_steps), engine=ck.engine, backend=ck.backend, **kwargs)
@@ -276,10 +266,10 @@ def restore(checkpoint) -> "Run":  # noqa: F821 - the engine's Run
     _warn_if_environment_differs(ck)
     run.wall_time = ck.wall_time
     run.compile_time = ck.compile_time
-    if ck.status == DIVERGED:
-        run.status, run.message = ck.status, ck.message
-    else:  # an interrupted run simply continues
+    if ck.status in (FINISHED, INTERRUPTED):  # an interrupted run simply continues
         run.status, run.message = FINISHED, FINISHED
+    else:  # diverged or stopped: the outcome stands
+        run.status, run.message = ck.status, ck.message
     return run
 
 

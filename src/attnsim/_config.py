@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import typing
 from dataclasses import dataclass
 
-from ._validation import ConfigError, check_choice, check_float, check_int
+from ._validation import ConfigError, check_choice, check_float, check_int, check_steps
 
 LABEL_NOISE_MODES = ("official", "random")
 NOISE_MODES = ("isotropic", "orthogonal")
@@ -133,8 +134,7 @@ class Config:
             put("head_scale", check_float("head_scale", self.head_scale, positive=True,
                                           hint="or None for the official 1/signal_norm"))
         put("lr", check_float("lr", self.lr, positive=True, hint="e.g. lr=5e-3 (the paper's setting)"))
-        # int64 step counters; save times pass through float64, exact below 2**53.
-        put("steps", check_int("steps", self.steps, minimum=1, maximum=2 ** 53, hint="e.g. steps=1000"))
+        put("steps", check_steps(self.steps))
         put("seed", check_int("seed", self.seed, minimum=0, hint="seeds are integers >= 0"))
         if self.init_seed is not None:
             put("init_seed", check_int("init_seed", self.init_seed, minimum=0,
@@ -212,6 +212,54 @@ class Config:
 def field_names() -> list[str]:
     """Names of all Config fields, in declaration order."""
     return [f.name for f in dataclasses.fields(Config)]
+
+
+def field_type(name: str) -> tuple[type, bool]:
+    """``(type, optional)`` of a Config field from its annotation: ``("d")`` -> ``(int, False)``."""
+    hints = typing.get_type_hints(Config)
+    if name not in hints:
+        raise ConfigError(f"{name!r} is not a Config field; allowed: {field_names()}")
+    args = typing.get_args(hints[name])
+    optional = type(None) in args
+    return (next(a for a in args if a is not type(None)) if optional else hints[name]), optional
+
+
+def parse_field(name: str, text: str):
+    """A Config field's value from text (the command line): ints also as ``1e6`` or ``1_000``,
+    ``none`` for an optional field.
+
+    Raises
+    ------
+    ConfigError
+        With the message the CLI prints after the flag's name.
+
+    Examples
+    --------
+    >>> parse_field("steps", "1e6"), parse_field("init_seed", "none"), parse_field("eta", "0.1")
+    (1000000, None, 0.1)
+    """
+    base, optional = field_type(name)
+    token = str(text).strip()
+    if optional and token.lower() == "none":
+        return None
+    if base is int:
+        try:
+            return int(token.replace("_", ""))
+        except ValueError:
+            pass
+        try:
+            value = float(token)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value != int(value):
+            raise ConfigError(f"expected an integer such as 1000 or 1e6, got {text!r}")
+        return int(value)
+    if base is float:
+        try:
+            return float(token)
+        except ValueError:
+            raise ConfigError(f"expected a number such as 0.005 or 5e-3, got {text!r}") from None
+    return token
 
 
 #: The paper's three synthetic settings (REFERENCE.md); everything else is official.

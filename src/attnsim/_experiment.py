@@ -8,6 +8,7 @@ from ._config import Config
 from ._data import init_params, make_data
 from ._engine import prepare
 from ._result import Result
+from ._run import Run
 from ._validation import ConfigError
 
 
@@ -25,12 +26,22 @@ def _probe_matrix(config: Config, data, probes):
 
 
 def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", probes=None, dynamics="gd",
-                flow=None):
-    """Draw the data and initialisation of ``config`` and build the engine's ``Run``.
+                flow=None) -> Run:
+    """Draw the data and initialisation of ``config`` and build a ``Run`` ready to advance.
+
+    ``simulate`` is ``prepare_run`` then ``run.warm_up()``, ``run.run()``, ``run.result(config)``;
+    use it directly to step by hand (``run.advance()``) or to checkpoint
+    (``attnsim.save_checkpoint(path, run, config)``).
 
     ``probes``: ``None`` records ``<p, r>`` and ``<W^T p, r>`` for ``r = mu_+, mu_-``;
     ``"noise"`` adds the noise vector of every training token (``attnsim.noise_probes``,
     what ``attnsim.decompose_query`` needs); an array of shape (k, d) is used as given.
+
+    Examples
+    --------
+    >>> run = prepare_run(Config(d=30, n_test=0, steps=40))
+    >>> run.warm_up(); run.run(); run.result().final_step
+    40
     """
     data = make_data(config)
     W0, p0 = init_params(config)

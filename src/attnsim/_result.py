@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ._config import Config
+from ._io import ResultFileError, read_npz, write_npz_atomic
 
 #: Version of the ``.npz`` layout written by ``Result.save``; ``load`` refuses others.
 FORMAT_VERSION = 1
@@ -18,11 +16,19 @@ FORMAT_VERSION = 1
 FINISHED = "finished"
 DIVERGED = "diverged"
 INTERRUPTED = "interrupted"
-STATUSES = (FINISHED, DIVERGED, INTERRUPTED)
+MAX_STEPS_REACHED = "max_steps_reached"
+STEP_SIZE_COLLAPSED = "step_size_collapsed"
 
-
-class ResultFileError(ValueError):
-    """A result or checkpoint file is missing, truncated, corrupted or of another format version."""
+#: Every outcome of a run, with what it means. ``Result.message`` says the specifics
+#: (where it happened and what to do).
+STATUSES = {
+    FINISHED: "the run reached its last save time",
+    DIVERGED: "a value became non-finite (an overflow); the message names the step and the quantity",
+    INTERRUPTED: "stopped by Ctrl-C or SIGTERM; a checkpoint resumes it",
+    MAX_STEPS_REACHED: "the flow used FlowOptions.max_steps integrator steps (a stiff stretch): raise max_steps, "
+                       "or use dynamics='gd' for that stretch",
+    STEP_SIZE_COLLAPSED: "the flow's step size fell below FlowOptions.h_min",
+}
 
 
 @dataclass(eq=False)
@@ -63,9 +69,11 @@ class Result:
         ``<p, r_j>`` and ``<W^T p, r_j>`` for the probe directions ``r_j`` given to
         ``train`` (for ``simulate``: ``mu_+`` and ``mu_-``); ``k = 0`` without probes.
     p : ndarray, shape (d,)
-    W : ndarray, shape (d, d)
+    W : ndarray, shape (d, d), or None
         Final parameters (after the last recorded step). For a diverged run they are the
         iterate at the step named in ``message``, where something became non-finite.
+        ``W`` is None when it was not trained (it is ``W0``, which the caller has): a
+        d x d matrix is 32 MB at d = 2000.
     y, y_true : ndarray, shape (n,)
         Observed and true training labels (``y_true = y`` when unknown).
     noisy : ndarray of bool, shape (n,)
@@ -76,9 +84,11 @@ class Result:
     engine : str
         ``"primal"`` or ``"dual"``.
     status : str
-        ``"finished"``, ``"diverged"`` or ``"interrupted"``.
+        One of ``attnsim.STATUSES``: ``"finished"``, ``"diverged"``, ``"interrupted"``, and for
+        the flow ``"max_steps_reached"`` or ``"step_size_collapsed"``.
     message : str
-        Human-readable status, e.g. ``"diverged at step 1234: non-finite attention scores"``.
+        Human-readable status, e.g. ``"diverged at step 1234: non-finite attention scores"``;
+        for a stop that is not divergence it says what to do.
     wall_time, compile_time : float
         Seconds spent stepping and recording, and compiling or loading kernels.
     extra : dict
@@ -105,7 +115,7 @@ class Result:
     p_probe: np.ndarray
     query_probe: np.ndarray
     p: np.ndarray
-    W: np.ndarray
+    W: np.ndarray | None
     y: np.ndarray
     y_true: np.ndarray
     noisy: np.ndarray
@@ -172,88 +182,6 @@ class Result:
         write_npz_atomic(path, arrays, meta)
 
 
-def write_npz_atomic(path, arrays: dict, meta: dict) -> None:
-    """Write ``arrays`` plus a JSON ``meta`` record to ``path`` so that ``path`` is either the
-    old file or the complete new one, never a partial write."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".attnsim-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates the file 0600; give it the permissions a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-        _fsync_folder(folder)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _fsync_folder(folder) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def read_npz(path, kind: str, version: int = FORMAT_VERSION) -> tuple[dict, dict]:
-    """Read a file written by ``write_npz_atomic``; check its kind and format ``version``.
-
-    Every member is read in full, so zip's CRC-32 check catches flipped bytes.
-
-    Raises
-    ------
-    ResultFileError
-        If the file is missing, not a valid ``.npz``, truncated, of another kind or version.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ResultFileError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise ResultFileError(f"{path}: is a folder, expected an .npz file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except Exception as exc:  # noqa: BLE001 - a damaged zip can fail in many ways (zlib, struct, unicode...)
-        raise ResultFileError(
-            f"{path}: not a readable attnsim file, truncated or corrupted ({type(exc).__name__}: "
-            f"{' '.join(str(exc).split())[:200]})"
-        ) from None
-    if "__meta__" not in arrays:
-        raise ResultFileError(f"{path}: not an attnsim file (no __meta__ record)")
-    try:
-        meta = json.loads(str(arrays.pop("__meta__")))
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise ResultFileError(f"{path}: corrupted __meta__ record ({exc})") from None
-    if not isinstance(meta, dict):
-        raise ResultFileError(f"{path}: corrupted __meta__ record (not a JSON object)")
-    if meta.get("kind") != kind:
-        raise ResultFileError(f"{path}: holds {meta.get('kind')!r}, expected {kind!r}; pass a file of that kind")
-    if meta.get("format_version") != version:
-        raise ResultFileError(
-            f"{path}: format_version {meta.get('format_version')!r} is not supported "
-            f"(this attnsim reads version {version}); use the attnsim version that wrote it"
-        )
-    for name, arr in arrays.items():
-        if arr.dtype.hasobject:  # unreachable with allow_pickle=False, kept as a guard
-            raise ResultFileError(f"{path}: array {name!r} holds Python objects")
-    return arrays, meta
-
-
 def load(path) -> Result:
     """Read a ``Result`` written by ``Result.save`` (no pickle is ever loaded).
 
@@ -262,9 +190,10 @@ def load(path) -> Result:
     ResultFileError
         If the file is missing, truncated, corrupted, or of another format version.
     """
-    arrays, meta = read_npz(path, "attnsim.Result")
+    arrays, meta = read_npz(path, "attnsim.Result", FORMAT_VERSION)
     names = [f.name for f in dataclasses.fields(Result) if f.name not in
              ("config", "engine", "status", "message", "wall_time", "compile_time", "extra")]
+    arrays.setdefault("W", None)           # not stored when W was not trained
     missing = [name for name in names if name not in arrays]
     if missing:
         raise ResultFileError(f"{path}: missing arrays {missing}")
@@ -285,5 +214,5 @@ def load(path) -> Result:
     except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
         raise ResultFileError(f"{path}: metadata is incomplete or invalid ({type(exc).__name__}: {exc})") from None
     if scalars["status"] not in STATUSES:
-        raise ResultFileError(f"{path}: unknown status {scalars['status']!r}; expected one of {STATUSES}")
+        raise ResultFileError(f"{path}: unknown status {scalars['status']!r}; expected one of {tuple(STATUSES)}")
     return Result(**{name: arrays[name] for name in names}, config=config, **scalars)

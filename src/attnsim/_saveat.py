@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import ConfigError, check_int
+from ._validation import ConfigError, check_int, check_steps
 
 #: Default number of log-spaced save times.
 DEFAULT_N_SAVES = 200
@@ -71,22 +71,25 @@ class SaveAt:
     @classmethod
     def log(cls, steps: int, n_saves: int = DEFAULT_N_SAVES) -> SaveAt:
         """About ``n_saves`` log-spaced steps from 0 to ``steps`` (duplicates dropped)."""
-        steps = check_int("steps", steps, minimum=1)
-        n_saves = check_int("n_saves", n_saves, minimum=2)
+        return cls._log(check_steps(steps), check_int("n_saves", n_saves, minimum=2))
+
+    @classmethod
+    def _log(cls, steps: int, n_saves: int) -> SaveAt:
+        """``log`` for arguments already validated."""
         grid = np.unique(np.round(np.logspace(0.0, np.log10(steps), n_saves - 1)).astype(np.int64))
         return cls(np.concatenate(([0], grid[grid > 0])))
 
     @classmethod
     def linear(cls, steps: int, n_saves: int = DEFAULT_N_SAVES) -> SaveAt:
         """``n_saves`` evenly spaced steps from 0 to ``steps`` (duplicates dropped)."""
-        steps = check_int("steps", steps, minimum=1)
+        steps = check_steps(steps)
         n_saves = check_int("n_saves", n_saves, minimum=2)
         return cls(np.unique(np.round(np.linspace(0, steps, n_saves)).astype(np.int64)))
 
     @classmethod
     def explicit(cls, steps_seq, steps: int) -> SaveAt:
         """The given steps, with 0 and ``steps`` added; all must lie in [0, steps]."""
-        steps = check_int("steps", steps, minimum=1)
+        steps = check_steps(steps)
         arr = np.asarray(steps_seq)
         spec = cls(arr)  # validates dtype and ordering
         if spec.steps[0] < 0 or spec.last > steps:
@@ -106,7 +109,7 @@ def as_saveat(save_at, steps: int) -> SaveAt:
         If a given ``SaveAt`` does not end at ``steps`` or does not start at 0.
     """
     if save_at is None:
-        return SaveAt.log(steps)
+        return SaveAt._log(steps, DEFAULT_N_SAVES)
     if isinstance(save_at, SaveAt):
         if save_at.steps[0] != 0 or save_at.last != steps:
             raise ConfigError(

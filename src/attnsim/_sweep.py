@@ -24,18 +24,17 @@ import itertools
 import json
 import math
 import os
-import sys
 import time
-import typing
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ._batch import _single_threaded_env
-from ._config import Config
-from ._result import ResultFileError, load
+from ._config import Config, field_names, field_type, parse_field
+from ._io import ResultFileError, write_json_atomic
+from ._pool import local_executor, shutdown, single_threaded_env
+from ._result import load
 from ._saveat import SaveAt
 from ._validation import ConfigError
 
@@ -43,10 +42,6 @@ INDEX = "index.jsonl"
 HEADER = "sweep.json"
 POINTS = "points"
 FORMAT_VERSION = 1
-
-#: Environment set in local worker processes so that BLAS does not oversubscribe the cores
-#: (each worker already occupies one).
-
 
 # --------------------------------------------------------------------- grid
 
@@ -112,29 +107,17 @@ def parse_grid_arg(text: str) -> tuple[str, list]:
     """
     name, sep, values = text.partition("=")
     name = name.strip().replace("-", "_")
-    hints = typing.get_type_hints(Config)
     if not sep or not values.strip():
         raise ConfigError(f"grid axis must look like FIELD=V1,V2,... or FIELD=LO:HI:STEP; got {text!r}")
-    if name not in hints:
-        raise ConfigError(f"grid field {name!r} is not a Config field; allowed: {[f.name for f in fields(Config)]}")
-    hint = hints[name]
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    base = next(a for a in args if a is not type(None)) if optional else hint
+    if name not in field_names():
+        raise ConfigError(f"grid field {name!r} is not a Config field; allowed: {field_names()}")
+    base, _ = field_type(name)
 
     def convert(token):
-        token = token.strip()
-        if optional and token.lower() == "none":
-            return None
         try:
-            if base is int:
-                value = float(token.replace("_", ""))
-                if value != int(value):
-                    raise ValueError
-                return int(value)
-            return base(token)
-        except ValueError:
-            raise ConfigError(f"grid field {name!r}: cannot read {token!r} as {base.__name__}") from None
+            return parse_field(name, token)
+        except ConfigError:
+            raise ConfigError(f"grid field {name!r}: cannot read {token.strip()!r} as {base.__name__}") from None
 
     if ":" in values and base in (int, float):
         parts = values.split(":")
@@ -187,13 +170,13 @@ def _summary(result) -> dict:
 def run_point(config: Config, n_saves: int = 200, probes=None, keep_params: bool = False, engine: str = "auto"):
     """Simulate one grid point (what each worker runs). Returns the ``Result``.
 
-    The final ``W`` (d x d, 32 MB at d = 2000) is dropped unless ``keep_params``.
+    The final ``W`` (d x d, 32 MB at d = 2000) is dropped (``Result.W = None``) unless ``keep_params``.
     """
     from ._experiment import simulate
 
     result = simulate(config, SaveAt.log(config.steps, n_saves), engine=engine, probes=probes)
     if not keep_params:
-        result.W = np.zeros((0, 0))
+        result.W = None
     return result
 
 
@@ -201,8 +184,19 @@ def run_point(config: Config, n_saves: int = 200, probes=None, keep_params: bool
 
 
 @dataclass(frozen=True)
-class Point:
-    """One finished grid point of a sweep folder."""
+class SweepPoint:
+    """One finished grid point of a sweep folder (``Sweep.points``, ``Sweep.select``).
+
+    Attributes
+    ----------
+    key : str
+        16 hex digits, a hash of the config and the recording options (``point_key``).
+    config : Config
+    file : str
+        The point's Result file, relative to the sweep folder.
+    summary : dict
+        Final figures (losses, accuracies, regime, status, ...), NaN stored as None.
+    """
 
     key: str
     config: Config
@@ -216,13 +210,13 @@ class Sweep:
     Attributes
     ----------
     folder : str
-    points : dict of str to Point
+    points : dict of str to SweepPoint
         Finished points by key.
     """
 
     def __init__(self, folder):
         self.folder = os.fspath(folder)
-        self.points: dict[str, Point] = {}
+        self.points: dict[str, SweepPoint] = {}
 
     # ---------------------------------------------------------------- reading
     @classmethod
@@ -248,7 +242,7 @@ class Sweep:
                         continue  # a line torn by a crash; its file is re-indexed below
                     path = os.path.join(self.folder, entry["file"])
                     if os.path.exists(path):
-                        self.points[entry["key"]] = Point(entry["key"], Config.from_dict(entry["config"]),
+                        self.points[entry["key"]] = SweepPoint(entry["key"], Config.from_dict(entry["config"]),
                                                           entry["file"], entry["summary"])
         if repair:
             self._repair()
@@ -267,7 +261,7 @@ class Sweep:
                 result = load(os.path.join(self.folder, rel))
             except ResultFileError:
                 continue
-            self._append(Point(key, result.config, rel, _summary(result)))
+            self._append(SweepPoint(key, result.config, rel, _summary(result)))
 
     def __len__(self):
         return len(self.points)
@@ -282,7 +276,7 @@ class Sweep:
         """The ``Result`` of one point."""
         return load(self.path(key))
 
-    def select(self, **fields_) -> list[Point]:
+    def select(self, **fields_) -> list[SweepPoint]:
         """Points whose config matches every given field value."""
         return [p for p in self.points.values()
                 if all(getattr(p.config, k) == v for k, v in fields_.items())]
@@ -320,7 +314,7 @@ class Sweep:
         return xs, ys, mean, count
 
     # ---------------------------------------------------------------- writing
-    def _append(self, point: Point):
+    def _append(self, point: SweepPoint):
         entry = {"key": point.key, "config": point.config.to_dict(), "file": point.file, "summary": point.summary}
         with open(os.path.join(self.folder, INDEX), "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry, sort_keys=True) + "\n")
@@ -329,7 +323,7 @@ class Sweep:
     def _store(self, key, result):
         rel = os.path.join(POINTS, f"{key}.npz")
         result.save(os.path.join(self.folder, rel))
-        self._append(Point(key, result.config, rel, _summary(result)))
+        self._append(SweepPoint(key, result.config, rel, _summary(result)))
 
     def _log_request(self, request: dict):
         path = os.path.join(self.folder, HEADER)
@@ -338,24 +332,7 @@ class Sweep:
             with open(path, encoding="utf-8") as fh:
                 header = json.load(fh)
         header["requests"].append(request)
-        _write_json_atomic(path, header)
-
-
-def _write_json_atomic(path, obj):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _local_executor(workers):
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # spawn, not fork: a forked child inherits BLAS thread pools and numba state of the parent
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        write_json_atomic(path, header)
 
 
 def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=None, n_saves: int = 200,
@@ -479,10 +456,10 @@ def _run_pool(sw, todo, save, engine, executor, workers, scheduler, bar, failure
         client = Client(scheduler)
         executor = owned = client.get_executor(pure=False)
     elif executor is None:
-        executor = owned = _local_executor(workers or os.cpu_count() or 1)
+        executor = owned = local_executor(workers or os.cpu_count() or 1)
     futures = {}
     try:
-        with _single_threaded_env():
+        with single_threaded_env():
             for key, cfg in todo.items():
                 fut = executor.submit(run_point, cfg, save["n_saves"], save["probes"], save["keep_params"], engine)
                 futures[fut] = key
@@ -502,120 +479,9 @@ def _run_pool(sw, todo, save, engine, executor, workers, scheduler, bar, failure
         raise
     finally:
         if owned is not None:
-            owned.shutdown(wait=True, cancel_futures=True) if _accepts_cancel(owned) else owned.shutdown(wait=True)
+            shutdown(owned)
         if client is not None:
             client.close()
 
 
-def _accepts_cancel(executor) -> bool:
-    import inspect
-
-    try:
-        return "cancel_futures" in inspect.signature(executor.shutdown).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-
-# --------------------------------------------------------------------- command line
-
-
-def add_sweep_arguments(parser, add_config_flags) -> None:
-    """Arguments of ``attnsim sweep`` (``add_config_flags`` adds one flag per Config field)."""
-    parser.add_argument("folder", help="results folder (created, or extended if it exists)")
-    parser.add_argument("--preset", default="balanced", help="base preset for the fields not swept (default balanced)")
-    parser.add_argument("--grid", action="append", default=[], metavar="FIELD=VALUES",
-                        help="a swept Config field: FIELD=V1,V2,... or FIELD=LO:HI:STEP (inclusive); repeatable")
-    parser.add_argument("--seeds", default=None, metavar="VALUES",
-                        help="seeds to run at every grid point: 0,1,2 or 0:9 (default: the base seed)")
-    parser.add_argument("--saves", default="200", metavar="N", help="log-spaced save times per run (default 200)")
-    parser.add_argument("--workers", default=None, metavar="N",
-                        help="local worker processes (default: all cores; 1 runs in this process)")
-    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                        help="run on the Dask distributed scheduler at ADDRESS (needs attnsim[dask])")
-    parser.add_argument("--engine", default="auto", help="auto, primal or dual (default auto)")
-    parser.add_argument("--probes", default=None, choices=["noise"],
-                        help="also record W^T p along every training token's noise vector")
-    parser.add_argument("--keep-params", action="store_true", help="keep the final W (d x d) in every file")
-    parser.add_argument("--show", action="store_true", help="print the finished points of FOLDER and exit")
-    bar = parser.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
-                     help="show a progress bar over grid points (default: when stderr is a terminal)")
-    bar.add_argument("--no-progress", dest="progress", action="store_false")
-    add_config_flags(parser)
-
-
-def _positive_int(flag, text):
-    try:
-        value = float(str(text).replace("_", ""))
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value == int(value) and value >= 1):
-        raise ConfigError(f"{flag} must be an integer >= 1; got {text!r}")
-    return int(value)
-
-
-def format_table(sw: Sweep, columns=None) -> str:
-    """The finished points as an aligned text table (swept fields first)."""
-    rows = sw.table()
-    if not rows:
-        return "(no finished points)"
-    config_cols = [f.name for f in fields(Config)]
-    varying = [c for c in config_cols if len({json.dumps(r[c]) for r in rows}) > 1]
-    columns = columns or varying + ["train_acc", "test_acc", "train_loss", "test_loss", "regime", "status"]
-
-    def fmt(value):
-        if value is None:
-            return "nan"
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        return str(value)
-
-    def sort_key(r):
-        return [json.dumps(r[c]) if not isinstance(r[c], (int, float)) else r[c] for c in varying]
-
-    cells = [[fmt(r.get(c)) for c in columns] for r in sorted(rows, key=sort_key)]
-    widths = [max(len(c), *(len(row[j]) for row in cells)) for j, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
-
-
-def run_sweep_command(args, base_config, stderr_isatty: bool) -> int:
-    """``attnsim sweep``: the CLI turns ConfigError / ResultFileError into one line and exit 2."""
-    if args.show:
-        print(format_table(Sweep.open(args.folder)))
-        return 0
-    base = base_config(args)
-    grid = dict(parse_grid_arg(text) for text in args.grid)
-    seeds = None
-    if args.seeds is not None:
-        if "seed" in grid:
-            raise ConfigError("give the seeds either as --seeds or as --grid seed=..., not both")
-        seeds = parse_grid_arg(f"seed={args.seeds}")[1]
-    n_saves = _positive_int("--saves", args.saves)
-    if n_saves < 2:
-        raise ConfigError(f"--saves must be >= 2; got {n_saves}")
-    workers = None if args.workers is None else _positive_int("--workers", args.workers)
-    if args.engine not in ("auto", "primal", "dual"):
-        raise ConfigError(f"--engine must be one of auto, primal, dual; got {args.engine!r}")
-    if os.path.exists(args.folder) and not os.path.isdir(args.folder):
-        raise ConfigError(f"folder {args.folder!r} is a file; give a folder for the sweep results")
-    configs = grid_configs(base, grid, seeds)   # validates every point before any work
-    progress = stderr_isatty if args.progress is None else args.progress
-    print(f"attnsim sweep: {len(configs)} points ({' x '.join(f'{k}[{len(v)}]' for k, v in grid.items()) or 'base'}"
-          f"{f' x seed[{len(seeds)}]' if seeds else ''}) -> {args.folder}", flush=True)
-    t0 = time.perf_counter()
-    try:
-        sw = sweep(args.folder, base, grid=grid, seeds=seeds, n_saves=n_saves, probes=args.probes,
-                   keep_params=args.keep_params, engine=args.engine, workers=workers, scheduler=args.scheduler,
-                   progress=progress)
-    except RuntimeError as exc:
-        print(f"attnsim: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
-    print(format_table(sw))
-    print(f"{len(sw)} finished points in {args.folder} ({time.perf_counter() - t0:.1f} s)")
-    return 0
-
-
-__all__ = ["Point", "Sweep", "format_table", "grid_configs", "parse_grid_arg", "point_key", "run_point", "sweep"]
+__all__ = ["Sweep", "SweepPoint", "grid_configs", "parse_grid_arg", "point_key", "run_point", "sweep"]

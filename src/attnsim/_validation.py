@@ -36,6 +36,15 @@ def check_int(name, value, *, minimum=None, maximum=None, hint=None):
     return value
 
 
+#: Largest number of steps: counters are int64 and save times pass through float64 (exact below 2**53).
+MAX_STEPS = 2 ** 53
+
+
+def check_steps(value, name="steps"):
+    """The number of GD steps of a run: an integer in ``[1, MAX_STEPS]``."""
+    return check_int(name, value, minimum=1, maximum=MAX_STEPS, hint="e.g. steps=1000")
+
+
 def check_float(name, value, *, positive=False, nonnegative=False, lo=None, hi=None, hi_open=False, hint=None):
     """Return ``value`` as a finite float, or raise ConfigError naming ``name``.
 

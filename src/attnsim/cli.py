@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import shlex
 import signal
 import sys
-import typing
+import time
 
-from ._config import PRESETS, Config, preset
+from ._config import PRESETS, Config, field_names, field_type, parse_field, preset
 from ._engine import ENGINES
-from ._result import INTERRUPTED, ResultFileError, load
+from ._io import ResultFileError
+from ._result import INTERRUPTED, load
 from ._saveat import SaveAt
 from ._validation import ConfigError
 
@@ -46,24 +48,24 @@ class _Parser(argparse.ArgumentParser):
 
 def _int_arg(text):
     """Integers, also written as 1e6 or 1_000_000."""
-    try:
-        return int(text.replace("_", ""))
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer such as 1000 or 1e6, got {text!r}") from None
-    if not math.isfinite(value) or value != int(value):
-        raise argparse.ArgumentTypeError(f"expected an integer such as 1000 or 1e6, got {text!r}")
-    return int(value)
+    return _field_arg("steps")(text)
 
 
 def _float_arg(text):
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number such as 0.005 or 5e-3, got {text!r}") from None
+    return _field_arg("lr")(text)
+
+
+def _field_arg(name):
+    """argparse ``type=`` for Config field ``name`` (``_config.parse_field``)."""
+    def parse(text):
+        try:
+            return parse_field(name, text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    base, _ = field_type(name)
+    parse.__name__ = base.__name__
+    return parse
 
 
 def _seconds_arg(text):
@@ -73,32 +75,14 @@ def _seconds_arg(text):
     return value
 
 
-def _optional(convert):
-    def parse(text):
-        return None if text.lower() == "none" else convert(text)
-
-    parse.__name__ = convert.__name__
-    return parse
-
-
-_CONVERTERS = {int: _int_arg, float: _float_arg, str: str}
-
-
 def _add_config_flags(parser):
     """One ``--kebab-case`` flag per Config field, typed from its annotation."""
-    hints = typing.get_type_hints(Config)
     group = parser.add_argument_group("Config fields (override the preset)")
     for field in dataclasses.fields(Config):
-        hint = hints[field.name]
-        args = typing.get_args(hint)
-        optional = type(None) in args
-        base = next(a for a in args if a is not type(None)) if optional else hint
-        convert = _CONVERTERS[base]
-        group.add_argument(
-            "--" + field.name.replace("_", "-"), dest=field.name, default=None,
-            type=_optional(convert) if optional else convert, metavar=base.__name__.upper(),
-            help=f"default {field.default!r}",
-        )
+        base, _ = field_type(field.name)
+        group.add_argument("--" + field.name.replace("_", "-"), dest=field.name, default=None,
+                           type=_field_arg(field.name), metavar=base.__name__.upper(),
+                           help=f"default {field.default!r}")
 
 
 def _build_parser():
@@ -132,10 +116,8 @@ def _build_parser():
 
     sub.add_parser("presets", help="list the paper presets")
 
-    from ._sweep import add_sweep_arguments
-
-    add_sweep_arguments(sub.add_parser("sweep", help="run a resumable grid of configurations and seeds into a "
-                                       "results folder, in parallel"), _add_config_flags)
+    _add_sweep_arguments(sub.add_parser("sweep", help="run a resumable grid of configurations and seeds into a "
+                                        "results folder, in parallel"))
     return parser
 
 
@@ -327,10 +309,104 @@ def _cmd_presets(args):
     return 0
 
 
-def _cmd_sweep(args):
-    from ._sweep import run_sweep_command
+def _add_sweep_arguments(parser) -> None:
+    """Arguments of ``attnsim sweep`` (``add_config_flags`` adds one flag per Config field)."""
+    parser.add_argument("folder", help="results folder (created, or extended if it exists)")
+    parser.add_argument("--preset", default="balanced", help="base preset for the fields not swept (default balanced)")
+    parser.add_argument("--grid", action="append", default=[], metavar="FIELD=VALUES",
+                        help="a swept Config field: FIELD=V1,V2,... or FIELD=LO:HI:STEP (inclusive); repeatable")
+    parser.add_argument("--seeds", default=None, metavar="VALUES",
+                        help="seeds to run at every grid point: 0,1,2 or 0:9 (default: the base seed)")
+    parser.add_argument("--saves", default="200", metavar="N", help="log-spaced save times per run (default 200)")
+    parser.add_argument("--workers", default=None, metavar="N",
+                        help="local worker processes (default: all cores; 1 runs in this process)")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run on the Dask distributed scheduler at ADDRESS (needs attnsim[dask])")
+    parser.add_argument("--engine", default="auto", help="auto, primal or dual (default auto)")
+    parser.add_argument("--probes", default=None, choices=["noise"],
+                        help="also record W^T p along every training token's noise vector")
+    parser.add_argument("--keep-params", action="store_true", help="keep the final W (d x d) in every file")
+    parser.add_argument("--show", action="store_true", help="print the finished points of FOLDER and exit")
+    bar = parser.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="show a progress bar over grid points (default: when stderr is a terminal)")
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    _add_config_flags(parser)
 
-    return run_sweep_command(args, _config_from_args, sys.stderr.isatty())
+
+def _positive_int(flag, text):
+    try:
+        value = float(str(text).replace("_", ""))
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value == int(value) and value >= 1):
+        raise ConfigError(f"{flag} must be an integer >= 1; got {text!r}")
+    return int(value)
+
+
+def _format_table(sw, columns=None) -> str:
+    """The finished points as an aligned text table (swept fields first)."""
+    rows = sw.table()
+    if not rows:
+        return "(no finished points)"
+    config_cols = field_names()
+    varying = [c for c in config_cols if len({json.dumps(r[c]) for r in rows}) > 1]
+    columns = columns or varying + ["train_acc", "test_acc", "train_loss", "test_loss", "regime", "status"]
+
+    def fmt(value):
+        if value is None:
+            return "nan"
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return str(value)
+
+    def sort_key(r):
+        return [json.dumps(r[c]) if not isinstance(r[c], (int, float)) else r[c] for c in varying]
+
+    cells = [[fmt(r.get(c)) for c in columns] for r in sorted(rows, key=sort_key)]
+    widths = [max(len(c), *(len(row[j]) for row in cells)) for j, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _cmd_sweep(args) -> int:
+    """``attnsim sweep``; ConfigError / ResultFileError become one line and exit 2 in ``main``."""
+    from ._sweep import Sweep, grid_configs, parse_grid_arg, sweep
+
+    if args.show:
+        print(_format_table(Sweep.open(args.folder)))
+        return 0
+    base = _config_from_args(args)
+    grid = dict(parse_grid_arg(text) for text in args.grid)
+    seeds = None
+    if args.seeds is not None:
+        if "seed" in grid:
+            raise ConfigError("give the seeds either as --seeds or as --grid seed=..., not both")
+        seeds = parse_grid_arg(f"seed={args.seeds}")[1]
+    n_saves = _positive_int("--saves", args.saves)
+    if n_saves < 2:
+        raise ConfigError(f"--saves must be >= 2; got {n_saves}")
+    workers = None if args.workers is None else _positive_int("--workers", args.workers)
+    if args.engine not in ENGINES:
+        raise ConfigError(f"--engine must be one of auto, primal, dual; got {args.engine!r}")
+    if os.path.exists(args.folder) and not os.path.isdir(args.folder):
+        raise ConfigError(f"folder {args.folder!r} is a file; give a folder for the sweep results")
+    configs = grid_configs(base, grid, seeds)   # validates every point before any work
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    print(f"attnsim sweep: {len(configs)} points ({' x '.join(f'{k}[{len(v)}]' for k, v in grid.items()) or 'base'}"
+          f"{f' x seed[{len(seeds)}]' if seeds else ''}) -> {args.folder}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        sw = sweep(args.folder, base, grid=grid, seeds=seeds, n_saves=n_saves, probes=args.probes,
+                   keep_params=args.keep_params, engine=args.engine, workers=workers, scheduler=args.scheduler,
+                   progress=progress)
+    except RuntimeError as exc:
+        print(f"attnsim: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    print(_format_table(sw))
+    print(f"{len(sw)} finished points in {args.folder} ({time.perf_counter() - t0:.1f} s)")
+    return 0
 
 
 def main(argv=None) -> int:

@@ -16,7 +16,7 @@ reassociating floating-point sums, so the kernels are fast *and* give the same
 bits on every SIMD width. The matrices they sweep are symmetric (Gram matrices)
 or stored in the orientation that makes the sweep contiguous.
 
-Every kernel has a slow NumPy twin with the same signature in ``_reference.py``;
+Every kernel has a slow NumPy twin with the same signature in ``gd_twins.py``;
 ``tests/test_kernels.py`` holds the registry that compares them.
 """
 
@@ -80,7 +80,7 @@ def _sample_coefficients(z, v, yi, base, T, inv_n, relevant, s, c):
 
 @njit(cache=True)
 def _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work):
-    """``coefficients`` with caller-provided scratch ``work`` (3N + 6n,).
+    """dL/dz for all samples, adding 𝔖_i = m_i (1 - m_i) into ``frak_sum``; scratch ``work`` (3N + 6n,).
 
     Same arithmetic, in the same order, as ``_sample_coefficients`` applied to each
     sample (so the same bits), but laid out so that it vectorises: the tokens are
@@ -146,35 +146,6 @@ def _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work):
             s[i * T + t] = st
             c[i * T + t] = ci * st * (vt[t * n + i] - fi)
     return finite
-
-
-@njit(cache=True)
-def coefficients(z, v, y, T, relevant, s, c, frak_sum):
-    """dL/dz for all samples; adds 𝔖_i = m_i (1 - m_i) into ``frak_sum``.
-
-    Parameters
-    ----------
-    z, v : ndarray, shape (N,)
-        Scores and token values, sample-major.
-    y : ndarray, shape (n,)
-        Observed labels in {-1, +1}.
-    T : int
-        Tokens per sample.
-    relevant : ndarray of bool, shape (T,)
-        Positions forming the relevant set R.
-    s, c : ndarray, shape (N,)
-        Output: attention and dL/dz.
-    frak_sum : ndarray, shape (n,)
-        Accumulator for 𝔖_i at the current iterate.
-
-    Returns
-    -------
-    finite : bool
-        False when some sample's output is not finite.
-    """
-    n = y.shape[0]
-    work = np.empty(3 * n * T + 6 * n)
-    return _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work)
 
 
 @njit(cache=True)

@@ -1,31 +1,13 @@
-"""Slow NumPy twins of the numba kernels in ``_kernels.py``.
+"""Slow NumPy twins of the numba GD kernels in ``gd.py``.
 
 Each twin has the signature of its kernel and the same in-place contract; it is
 written for clarity (whole-array NumPy, the formulas of DESIGN.md) so that it can
-serve as an oracle in the tests. ``gd_trajectory`` is the plainest possible
-primal GD loop, for checking the engines end to end.
+serve as an oracle in the tests and as the ``backend="numpy"`` of ``train``.
 """
 
 import numpy as np
 
-
-def logistic_loss(u):
-    """ell(u) = log(1 + exp(-u)), elementwise, without overflow."""
-    u = np.asarray(u, dtype=np.float64)
-    return np.where(u >= 0, np.log1p(np.exp(-np.abs(u))), -u + np.log1p(np.exp(-np.abs(u))))
-
-
-def neg_dloss(u):
-    """-ell'(u) = 1 / (1 + exp(u)), elementwise, without overflow."""
-    u = np.asarray(u, dtype=np.float64)
-    e = np.exp(-np.abs(u))
-    return np.where(u >= 0, e / (1.0 + e), 1.0 / (1.0 + e))
-
-
-def softmax_rows(z):
-    """Softmax over the last axis with the maximum subtracted."""
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+from .._numerics import logistic_loss, neg_dloss, softmax_rows
 
 
 def forward(z, v, y):
@@ -49,8 +31,8 @@ def forward(z, v, y):
     return s, f, c
 
 
-def coefficients(z, v, y, T, relevant, s, c, frak_sum):
-    """Twin of ``_kernels.coefficients``."""
+def _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work=None):
+    """Twin of ``gd._coefficients_work`` (needs no scratch)."""
     n = y.shape[0]
     s2, f, c2 = forward(z.reshape(n, T), v.reshape(n, T), y)
     s[:] = s2.ravel()
@@ -60,7 +42,7 @@ def coefficients(z, v, y, T, relevant, s, c, frak_sum):
 
 
 def loss_and_grads(X, y, W, p, nu):
-    """Twin of ``_kernels.loss_and_grads``: scores ``X W^T p``, DESIGN.md §2."""
+    """Twin of ``gd.loss_and_grads``: scores ``X W^T p``, DESIGN.md §2."""
     n, T, d = X.shape
     z = X @ (W.T @ p)
     v = X @ nu
@@ -71,9 +53,9 @@ def loss_and_grads(X, y, W, p, nu):
 
 
 def primal_p_run(p, z, K, KT, v, y, T, relevant, lr, n_steps, frak_sum, s, c):
-    """Twin of ``_kernels.primal_p_run``."""
+    """Twin of ``gd.primal_p_run``."""
     for step in range(n_steps):
-        if not coefficients(z, v, y, T, relevant, s, c, frak_sum):
+        if not _coefficients_work(z, v, y, T, relevant, s, c, frak_sum):
             return step
         p -= lr * (K.T @ c)
         z[:] = K @ p
@@ -81,9 +63,9 @@ def primal_p_run(p, z, K, KT, v, y, T, relevant, lr, n_steps, frak_sum, s, c):
 
 
 def primal_wp_run(W, p, u, z, X, XT, v, y, T, relevant, lr, n_steps, frak_sum, s, c, g):
-    """Twin of ``_kernels.primal_wp_run``."""
+    """Twin of ``gd.primal_wp_run``."""
     for step in range(n_steps):
-        if not coefficients(z, v, y, T, relevant, s, c, frak_sum):
+        if not _coefficients_work(z, v, y, T, relevant, s, c, frak_sum):
             return step
         g[:] = X.T @ c
         grad_p = W @ g
@@ -95,9 +77,9 @@ def primal_wp_run(W, p, u, z, X, XT, v, y, T, relevant, lr, n_steps, frak_sum, s
 
 
 def dual_p_run(a, z, Gkk, v, y, T, relevant, lr, n_steps, frak_sum, s, c):
-    """Twin of ``_kernels.dual_p_run``."""
+    """Twin of ``gd.dual_p_run``."""
     for step in range(n_steps):
-        if not coefficients(z, v, y, T, relevant, s, c, frak_sum):
+        if not _coefficients_work(z, v, y, T, relevant, s, c, frak_sum):
             return step
         a -= lr * c
         z -= lr * (Gkk @ c)
@@ -105,14 +87,14 @@ def dual_p_run(a, z, Gkk, v, y, T, relevant, lr, n_steps, frak_sum, s, c):
 
 
 def dual_wp_run(z, S, P, b, MT, CbT, Eb, nb, Gxx, v, y, T, relevant, lr, n_steps, frak_sum, s, c, e, Sc, Hc):
-    """Twin of ``_kernels.dual_wp_run`` (see its docstring for the recurrences).
+    """Twin of ``gd.dual_wp_run`` (see its docstring for the recurrences).
 
     Same contract: ``(b, MT)`` advance by whole blocks of ``B = CbT.shape[1]`` steps,
     the steps since the last block boundary wait in ``CbT``, ``Eb``, ``nb``.
     """
     B = CbT.shape[1]
     for step in range(n_steps):
-        if not coefficients(z, v, y, T, relevant, s, c, frak_sum):
+        if not _coefficients_work(z, v, y, T, relevant, s, c, frak_sum):
             return step
         e[:] = Gxx @ c
         Sc[:] = S @ c
@@ -130,7 +112,7 @@ def dual_wp_run(z, S, P, b, MT, CbT, Eb, nb, Gxx, v, y, T, relevant, lr, n_steps
 
 
 def dual_wp_flush(b, MT, CbT, Eb, nb, lr, Hc):
-    """Twin of ``_kernels.dual_wp_flush``: the pending steps one after the other."""
+    """Twin of ``gd.dual_wp_flush``: the pending steps one after the other."""
     for t in range(nb[0]):
         c = CbT[:, t]
         Hc[:] = np.concatenate(([0.0], c)) + MT.T @ Eb[t]
@@ -142,43 +124,12 @@ def dual_wp_flush(b, MT, CbT, Eb, nb, lr, Hc):
 
 
 def add_matvec_t(AT, x, out):
-    """Twin of ``_kernels.add_matvec_t``."""
+    """Twin of ``gd.add_matvec_t``."""
     out += AT.T @ x
     return out
 
 
 def dual_w_dist2(MT, Gqq, Gxx):
-    """Twin of ``_kernels.dual_w_dist2``: ``tr(M^T Gqq M Gxx)``."""
+    """Twin of ``gd.dual_w_dist2``: ``tr(M^T Gqq M Gxx)``."""
     M = MT.T
     return float(np.trace(M.T @ Gqq @ M @ Gxx))
-
-
-def gd_trajectory(X, y, W0, p0, nu, lr, steps, trainable="Wp"):
-    """Plain primal GD from DESIGN.md §1-2; returns the scores after each step.
-
-    Parameters
-    ----------
-    X : ndarray, shape (n, T, d)
-    y : ndarray, shape (n,)
-    W0 : ndarray, shape (d, d)
-    p0, nu : ndarray, shape (d,)
-    lr : float
-    steps : int
-    trainable : {"Wp", "p"}
-
-    Returns
-    -------
-    scores : ndarray, shape (steps + 1, n, T)
-        ``scores[k]`` are the scores after k updates.
-    W, p : the final parameters.
-    """
-    W = np.array(W0, dtype=np.float64)
-    p = np.array(p0, dtype=np.float64)
-    out = [X @ (W.T @ p)]
-    for _ in range(steps):
-        _, grad_W, grad_p = loss_and_grads(X, y, W, p, nu)
-        if trainable == "Wp":
-            W = W - lr * grad_W
-        p = p - lr * grad_p
-        out.append(X @ (W.T @ p))
-    return np.array(out), W, p

@@ -4,7 +4,7 @@
 the same loss, with time measured in GD steps (``tau = t / alpha``), so every
 ``Result`` field means what it means for GD and ``steps`` may reach 10^15. The
 flow is integrated by an embedded Runge-Kutta method of order 8 with error
-control (Dormand-Prince 8(5,3), ``_flow_kernels.flow_run``) in the dual
+control (Dormand-Prince 8(5,3), ``_kernels.flow``) in the dual
 coordinates of DESIGN.md §4, landing exactly on every save time (no
 interpolation).
 
@@ -13,7 +13,7 @@ Matching GD, not just the flow. GD is forward Euler on the flow, so
 
 1. the integrated field is the first backward-error correction
    ``alpha F - (alpha^2 / 2) F' F`` (``F = -grad L``; the directional derivative is
-   analytic, see ``_flow_kernels._stage_wp``), whose solution follows GD to
+   analytic, see ``_kernels.flow._stage_wp``), whose solution follows GD to
    ``O(alpha^2)``;
 2. the run starts with exact GD and switches to the flow once the flow is smooth
    on the scale of one GD step: ``alpha rho(F') <= rho_tol``, with ``rho`` the
@@ -35,11 +35,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import _flow_kernels as fk
-from . import _kernels
-from ._validation import ConfigError, check_float, check_int
-
-DYNAMICS = ("gd", "flow")
+from .._kernels import dop853
+from .._kernels import flow as fk
+from .._result import MAX_STEPS_REACHED, STEP_SIZE_COLLAPSED
+from .._validation import ConfigError, check_float, check_int
+from .base import Coordinates, register
+from .dual import DualPSetup, DualWpSetup
 
 # Indices into the int64 control array held in ``state["ctl"]``.
 _PHASE, _TAU, _NEXT_CHECK, _RHS, _ACCEPTED, _REJECTED, _GD_STEPS, _CHECKS = range(8)
@@ -71,8 +72,8 @@ class FlowOptions:
     h_min : float
         A step below this many GD steps stops the run.
     max_steps : int
-        Integrator steps (accepted and rejected) after which the run stops with a message
-        saying the flow is stiff there. Saturating dynamics (the paper's presets) need about
+        Integrator steps (accepted and rejected) after which the run stops with status
+        ``"max_steps_reached"`` and a message saying the flow is stiff there. Saturating dynamics (the paper's presets) need about
         ten steps per decade of tau; a sample whose attention settles at an interior
         equilibrium while another keeps saturating makes the flow stiff, and an explicit
         method then needs about ``tau * alpha * rho`` steps: use ``dynamics="gd"`` or a
@@ -126,18 +127,20 @@ def as_flow_options(flow) -> FlowOptions:
     raise ConfigError(f"flow must be None, a FlowOptions or a dict; got {type(flow).__name__}")
 
 
-class _FlowBase:
-    """Shared driver: exact-GD start, switch test, then the integrator (see module docstring)."""
+class _Flow(Coordinates):
+    """Shared driver: exact-GD start, switch test, then the integrator (see module docstring).
 
-    name = "dual"
-    trainable = ""
+    Members combine it with a dual set-up (``DualPSetup``, ``DualWpSetup``) and provide
+    ``_gd``, ``_rho``, ``_flow``, ``_frak_block`` and ``_warm``.
+    """
 
-    def __init__(self, pb, options: FlowOptions):
-        self.pb = pb
-        self.opt = options
-        self.kern = _kernels       # numba backend (checkpoints record it); the save-time kernels come from it
+    dynamics = "flow"
+
+    def __init__(self, pb, kern, options=None):
+        super().__init__(pb, kern, as_flow_options(options))
         N, n = pb.N, pb.n
-        self.tab = fk.dop853_tableau()
+        self.tab = dop853.tableau()
+        self.ctl = dop853.controller()
         # scratch for the GD kernels
         self.s = np.empty(N); self.vf = np.empty(N); self.c = np.empty(N)
         self.coef = np.empty(n); self.kap = np.empty(n); self.top = np.empty(n, dtype=np.int64)
@@ -145,9 +148,9 @@ class _FlowBase:
         ctl = np.zeros(8, dtype=np.int64)
         ctl[_PHASE] = _GD
         self.state = {"ctl": ctl, "h": np.array([1.0]), "alpha_rho": np.array([np.nan])}
-        self.failure = ""          # why the last advance stopped short, when not a non-finite value
+        self._stop = None          # (status, message) of a stop that is not a non-finite value
 
-    # -- subclass hooks
+    # -- member hooks
     def _gd(self, n_steps, frak_sum) -> int:
         raise NotImplementedError
 
@@ -157,35 +160,42 @@ class _FlowBase:
     def _flow(self, t_len) -> float:
         raise NotImplementedError
 
+    def _frak_block(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _warm(self) -> None:
+        raise NotImplementedError
+
+    def _tol(self):
+        o = self.options
+        return (o.rtol, o.atol, o.h_min)
+
     # -- driver
     def _gd_limit(self, ctl) -> int:
         """GD steps allowed before the next decision point."""
-        if self.opt.gd_start == "auto":
-            return int(min(ctl[_NEXT_CHECK], self.opt.gd_start_max)) - int(ctl[_TAU])
-        return self.opt.gd_start - int(ctl[_TAU])
+        if self.options.gd_start == "auto":
+            return int(min(ctl[_NEXT_CHECK], self.options.gd_start_max)) - int(ctl[_TAU])
+        return self.options.gd_start - int(ctl[_TAU])
 
     def _decide(self, ctl):
         """At a decision point of the GD start: switch to the flow, or schedule the next check."""
         tau = int(ctl[_TAU])
-        if self.opt.gd_start != "auto":
+        if self.options.gd_start != "auto":
             ctl[_PHASE] = _FLOW
             return
-        if tau >= self.opt.gd_start_max:
+        if tau >= self.options.gd_start_max:
             ctl[_PHASE] = _FLOW
             return
         ar = self.pb.lr * self._rho()
         ctl[_CHECKS] += 1
         self.state["alpha_rho"][0] = ar
-        if np.isfinite(ar) and ar <= self.opt.rho_tol:
+        if np.isfinite(ar) and ar <= self.options.rho_tol:
             ctl[_PHASE] = _FLOW
         else:
             ctl[_NEXT_CHECK] = max(tau + 16, (3 * tau) // 2)
 
     def plan(self, to_save: int, suggested: int) -> int:
-        """Steps the ``Run`` should ask for next, given the steps left to the next save time
-        and the chunk it would choose by wall time.
-
-        The flow integrates whole save intervals: its step sequence (hence its rounding)
+        """The flow integrates whole save intervals: its step sequence (hence its rounding)
         then depends on the save times only, never on how fast the machine is. GD-start
         chunks end at the deterministic decision points, taken here.
         """
@@ -196,9 +206,11 @@ class _FlowBase:
             return to_save
         return max(1, min(to_save, suggested, self._gd_limit(ctl)))
 
+    def warm_up(self):
+        self._warm()
+        self.observe()
+
     def advance(self, n_steps, frak_sum) -> int:
-        """Advance by ``n_steps`` GD steps of time; returns the whole steps completed
-        (fewer only when a non-finite value appeared or the step size collapsed)."""
         ctl = self.state["ctl"]
         if n_steps == 0:
             self._warm()
@@ -223,129 +235,112 @@ class _FlowBase:
             if t < todo:
                 whole = int(np.floor(t))
                 ctl[_TAU] += whole
-                h = float(self.state["h"][0])
-                if ctl[_ACCEPTED] + ctl[_REJECTED] >= self.opt.max_steps:
-                    self.failure = (f"flow stopped: max_steps={self.opt.max_steps} integrator steps used, last "
-                                    f"step {h:.3g} GD steps; the flow is stiff here (an attention pattern at an "
-                                    "interior equilibrium), use dynamics='gd' or a shorter horizon")
-                elif h < self.opt.h_min:
-                    self.failure = f"flow stopped: step size {h:.3g} GD steps fell below h_min={self.opt.h_min}"
+                self._stop = self._why_short(done + whole)
                 return done + whole
             ctl[_TAU] += todo
             done = n_steps
         return done
 
+    def _why_short(self, at_step):
+        """The outcome of an integration that ended before its target time, if not an overflow."""
+        h, o = float(self.state["h"][0]), self.options
+        ctl = self.state["ctl"]
+        if ctl[_ACCEPTED] + ctl[_REJECTED] >= o.max_steps:
+            return MAX_STEPS_REACHED, (
+                f"flow stopped at step {at_step}: max_steps={o.max_steps} integrator steps used, last step "
+                f"{h:.3g} GD steps; the flow is stiff here (an attention pattern at an interior equilibrium): "
+                "raise FlowOptions.max_steps, or use dynamics='gd' for this stretch or a shorter horizon")
+        if h < o.h_min:
+            return STEP_SIZE_COLLAPSED, (
+                f"flow stopped at step {at_step}: step size {h:.3g} GD steps fell below h_min={o.h_min}; "
+                "lower FlowOptions.h_min or rtol/atol less strict, or use dynamics='gd'")
+        return None
+
+    def stop(self):
+        return self._stop
+
+    def options_dict(self) -> dict:
+        return {k: (int(v) if isinstance(v, np.integer) else v) for k, v in asdict(self.options).items()}
+
     def extra(self) -> dict:
         ctl = self.state["ctl"]
-        out = {"dynamics": "flow", "integrator": "DOP853"}
-        out.update({k: (v if not isinstance(v, np.integer) else int(v)) for k, v in asdict(self.opt).items()})
+        out = {"dynamics": "flow", "integrator": "DOP853", **self.options_dict()}
         out.update(gd_start_steps=int(ctl[_GD_STEPS]), rhs_evals=int(ctl[_RHS]), accepted_steps=int(ctl[_ACCEPTED]),
                    rejected_steps=int(ctl[_REJECTED]), jacobian_checks=int(ctl[_CHECKS]),
                    alpha_rho_at_switch=float(self.state["alpha_rho"][0]))
         return out
 
 
-class FlowP(_FlowBase):
+@register
+class FlowP(_Flow, DualPSetup):
     """p alone, ``p = p0 + K^T a``; small state ``[z | a | F]``."""
 
-    trainable = "p"
-
-    def __init__(self, pb, options):
-        super().__init__(pb, options)
+    def __init__(self, pb, kern, options=None):
+        super().__init__(pb, kern, options)
         N, n = pb.N, pb.n
-        self.K = pb.X @ pb.W0.T
-        self.Gkk = np.ascontiguousarray(self.K @ self.K.T)
-        z0 = self.K @ pb.p0
-        self.z0, self.P0 = z0, float(pb.p0 @ pb.p0)
-        W0T_K = pb.W0.T @ self.K.T
-        self.AtT = np.ascontiguousarray((pb.Xt @ W0T_K).T)      # (N, Nt), for the serial save-time matvec
-        self.zt0 = pb.Xt @ (pb.W0.T @ pb.p0)
-        self.R_p = (pb.probes @ pb.p0, pb.probes @ self.K.T)
-        self.R_q = (pb.probes @ (pb.W0.T @ pb.p0), pb.probes @ W0T_K)
         ys = np.zeros(2 * N + n)
-        ys[:N] = z0
+        ys[:N] = self.z0
         self.state.update(ys=ys, eig=np.zeros(N))
         self.w = np.empty(N)
 
-    def _views(self):
+    def _a_z(self):
         N = self.pb.N
         ys = self.state["ys"]
-        return ys[:N], ys[N:2 * N]
+        return ys[N:2 * N], ys[:N]
 
     def _warm(self):
         pb = self.pb
-        z, a = self._views()
+        a, z = self._a_z()
         self._gd(0, np.zeros(pb.n))
         fk.spectral_p(z, self.Gkk, pb.v, pb.y, pb.T, pb.relevant, self.state["eig"].copy(), 0)
         self._flow(0.0)
 
     def _gd(self, n_steps, frak_sum):
         pb = self.pb
-        z, a = self._views()
+        a, z = self._a_z()
         return fk.gd_p_run(a, z, self.Gkk, pb.v, pb.y, pb.T, pb.relevant, pb.lr, n_steps, frak_sum, self.s,
                            self.vf, self.coef, self.kap, self.top, self.c, self.frak, self.w)
 
     def _rho(self):
         pb = self.pb
-        z, _ = self._views()
-        return fk.spectral_p(z, self.Gkk, pb.v, pb.y, pb.T, pb.relevant, self.state["eig"], self.opt.power_iters)
+        _, z = self._a_z()
+        return fk.spectral_p(z, self.Gkk, pb.v, pb.y, pb.T, pb.relevant, self.state["eig"],
+                             self.options.power_iters)
 
     def _flow(self, t_len):
-        pb, o, st = self.pb, self.opt, self.state
-        C, A, B, E3, E5 = self.tab
-        empty = np.zeros((0, 0))
-        return fk.flow_run(0, st["ys"], empty, empty, self.Gkk, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
-                           o.correction, t_len, st["h"], o.rtol, o.atol, o.h_min, o.max_steps, A, B, E3, E5,
-                           st["ctl"][_RHS:_REJECTED + 1])
+        pb, st = self.pb, self.state
+        return fk.flow_p_run(st["ys"], self.Gkk, pb.v, pb.y, pb.T, pb.relevant, pb.lr, self.options.correction,
+                             t_len, st["h"], self._tol(), self.options.max_steps, self.tab, self.ctl,
+                             st["ctl"][_RHS:_REJECTED + 1])
 
     def _frak_block(self):
         return self.state["ys"][2 * self.pb.N:]
 
-    def observe(self):
-        z, a = self._views()
-        p_norm2 = self.P0 + 2.0 * (a @ self.z0) + a @ (self.Gkk @ a)
-        zt = _kernels.add_matvec_t(self.AtT, a, self.zt0.copy())
-        return (z, zt, np.sqrt(max(p_norm2, 0.0)), 0.0,
-                self.R_p[0] + self.R_p[1] @ a, self.R_q[0] + self.R_q[1] @ a)
 
-    def final_params(self):
-        _, a = self._views()
-        return self.pb.W0.copy(), self.pb.p0 + self.K.T @ a
-
-
-class FlowWp(_FlowBase):
+@register
+class FlowWp(_Flow, DualWpSetup):
     """W and p, ``p = Q b``, ``W = W0 + Q M X``; small state ``[z | P | b | F]`` plus ``S``, ``MT``."""
 
-    trainable = "Wp"
-
-    def __init__(self, pb, options):
-        super().__init__(pb, options)
+    def __init__(self, pb, kern, options=None):
+        super().__init__(pb, kern, options)
         N, n = pb.N, pb.n
-        self.Q = np.concatenate([pb.p0[:, None], pb.W0 @ pb.X.T], axis=1)
-        self.Gqq = np.ascontiguousarray(self.Q.T @ self.Q)
-        self.Gxx = np.ascontiguousarray(pb.X @ pb.X.T)
-        W0T_Q = pb.W0.T @ self.Q
-        # (2N+1, Nt): test scores z_t = A1 b + A2 M^T Gqq b as one serial sweep at save times
-        self.AT = np.ascontiguousarray(np.concatenate([pb.Xt @ W0T_Q, pb.Xt @ pb.X.T], axis=1).T)
-        self.R_p = pb.probes @ self.Q
-        self.R_q1 = pb.probes @ W0T_Q
-        self.R_q2 = pb.probes @ pb.X.T
+        init = self._initial()
         ys = np.zeros(2 * N + 2 + n)
-        ys[:N] = self.Gqq[1:, 0]
-        ys[N] = self.Gqq[0, 0]
-        ys[N + 1] = 1.0
-        self.state.update(ys=ys, S=np.ascontiguousarray(self.Gqq[1:, 1:]), MT=np.zeros((N, N + 1)),
+        ys[:N] = init["z"]
+        ys[N] = init["P"][0]
+        ys[N + 1:2 * N + 2] = init["b"]
+        self.state.update(ys=ys, S=init["S"], MT=np.zeros((N, N + 1)),
                           eig_b=np.zeros(N + 1), eig_MT=np.zeros((N, N + 1)))
         self.e = np.empty(N); self.Sc = np.empty(N); self.Hc = np.empty(N + 1)
 
-    def _views(self):
+    def _current(self):
         N = self.pb.N
         ys = self.state["ys"]
-        return ys[:N], ys[N:N + 1], ys[N + 1:2 * N + 2]
+        return ys[:N], ys[N:N + 1], ys[N + 1:2 * N + 2], self.state["MT"]
 
     def _warm(self):
         pb, st = self.pb, self.state
-        z, _, b = self._views()
+        z, _, b, _ = self._current()
         self._gd(0, np.zeros(pb.n))
         fk.spectral_wp(z, b, st["MT"], self.Gqq, self.Gxx, pb.v, pb.y, pb.T, pb.relevant, st["eig_b"].copy(),
                        st["eig_MT"].copy(), 0)
@@ -353,47 +348,25 @@ class FlowWp(_FlowBase):
 
     def _gd(self, n_steps, frak_sum):
         pb, st = self.pb, self.state
-        z, P, b = self._views()
-        return fk.gd_wp_run(z, st["S"], P, b, st["MT"], self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr, n_steps,
+        z, P, b, MT = self._current()
+        return fk.gd_wp_run(z, st["S"], P, b, MT, self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr, n_steps,
                             frak_sum, self.s, self.vf, self.coef, self.kap, self.top, self.c, self.frak, self.e,
                             self.Sc, self.Hc)
 
     def _rho(self):
         pb, st = self.pb, self.state
-        z, _, b = self._views()
-        return fk.spectral_wp(z, b, st["MT"], self.Gqq, self.Gxx, pb.v, pb.y, pb.T, pb.relevant, st["eig_b"],
-                              st["eig_MT"], self.opt.power_iters)
+        z, _, b, MT = self._current()
+        return fk.spectral_wp(z, b, MT, self.Gqq, self.Gxx, pb.v, pb.y, pb.T, pb.relevant, st["eig_b"],
+                              st["eig_MT"], self.options.power_iters)
 
     def _flow(self, t_len):
-        pb, o, st = self.pb, self.opt, self.state
-        C, A, B, E3, E5 = self.tab
-        return fk.flow_run(1, st["ys"], st["S"], st["MT"], self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
-                           o.correction, t_len, st["h"], o.rtol, o.atol, o.h_min, o.max_steps, A, B, E3, E5,
-                           st["ctl"][_RHS:_REJECTED + 1])
+        pb, st = self.pb, self.state
+        return fk.flow_wp_run(st["ys"], st["S"], st["MT"], self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
+                              self.options.correction, t_len, st["h"], self._tol(), self.options.max_steps,
+                              self.tab, self.ctl, st["ctl"][_RHS:_REJECTED + 1])
 
     def _frak_block(self):
         return self.state["ys"][2 * self.pb.N + 2:]
-
-    def observe(self):
-        z, P, b = self._views()
-        MT = self.state["MT"]
-        Gb = self.Gqq @ b
-        MtGb = MT @ Gb
-        w_dist2 = float(_kernels.dual_w_dist2(MT, self.Gqq, self.Gxx))
-        zt = _kernels.add_matvec_t(self.AT, np.concatenate([b, MtGb]), np.zeros(self.AT.shape[1]))
-        return (z, zt, np.sqrt(max(P[0], 0.0)), np.sqrt(max(w_dist2, 0.0)),
-                self.R_p @ b, self.R_q1 @ b + self.R_q2 @ MtGb)
-
-    def final_params(self):
-        _, _, b = self._views()
-        W = self.pb.W0 + (self.Q @ self.state["MT"].T) @ self.pb.X
-        return W, self.Q @ b
-
-
-def make_coordinates(pb, trainable: str, flow=None):
-    """The flow coordinates for ``trainable`` in {"p", "Wp"} with options ``flow``."""
-    opt = as_flow_options(flow)
-    return (FlowWp if trainable == "Wp" else FlowP)(pb, opt)
 
 
 def field(coords, correction=None) -> dict:
@@ -402,7 +375,7 @@ def field(coords, correction=None) -> dict:
     For tests and diagnostics. Keys: ``z`` (N,), ``a`` (N,) for p only; ``z``, ``P``,
     ``b`` (N+1,), ``S`` (N, N), ``MT`` (N, N+1) for W and p; ``frak`` (n,).
     """
-    pb, st, opt = coords.pb, coords.state, coords.opt
+    pb, st, opt = coords.pb, coords.state, coords.options
     corr = opt.correction if correction is None else bool(correction)
     N, n = pb.N, pb.n
     ys = st["ys"]
@@ -412,12 +385,12 @@ def field(coords, correction=None) -> dict:
     s, vf, coef, kap = np.empty(N), np.empty(N), np.empty(n), np.empty(n)
     top = np.empty(n, dtype=np.int64)
     if isinstance(coords, FlowWp):
-        fk._stage(1, 0, np.zeros(12), ys, st["S"], st["MT"], coords.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
-                  corr, k, FAC, work, s, vf, coef, kap, top)
+        fk._stage(fk._MODE_WP, 0, np.zeros(12), ys, st["S"], st["MT"], coords.Gxx, pb.v, pb.y, pb.T, pb.relevant,
+                  pb.lr, corr, k, FAC, work, s, vf, coef, kap, top)
         E, Qv, R, Z, BETA, C, GAM, DC = (FAC[i, 0] for i in range(8))
         S = np.outer(E[:N], Qv[:N]) + np.outer(Qv[:N], E[:N]) + np.outer(R[:N], Z[:N]) + np.outer(Z[:N], R[:N])
         MT = np.outer(C[:N], BETA) + np.outer(DC[:N], GAM)
         return {"z": k[:N], "P": k[N], "b": k[N + 1:2 * N + 2], "S": S, "MT": MT, "frak": k[2 * N + 2:]}
-    fk._stage(0, 0, np.zeros(12), ys, np.zeros((0, 0)), np.zeros((0, 0)), coords.Gkk, pb.v, pb.y, pb.T,
+    fk._stage(fk._MODE_P, 0, np.zeros(12), ys, np.zeros((0, 0)), np.zeros((0, 0)), coords.Gkk, pb.v, pb.y, pb.T,
               pb.relevant, pb.lr, corr, k, FAC, work, s, vf, coef, kap, top)
     return {"z": k[:N], "a": k[N:2 * N], "frak": k[2 * N:]}

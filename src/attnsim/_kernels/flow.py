@@ -34,103 +34,16 @@ import numpy as np
 from numba import njit
 
 # The scalar loss helpers and the two W,p sweeps are shared with the GD kernels. numba's on-disk cache keys
-# a function on its own file only, so after editing them in _kernels.py, clear the
-# caches (`make clean-cache`) before timing or testing the flow kernels.
-from ._kernels import _dual_coef_sweep, _key_gram_sweep, _logistic_loss
-from ._kernels import _neg_dloss as _sigmoid_neg
+# a function on its own file only; the Makefile clears the caches whenever a file of _kernels/ changes.
+from .gd import _dual_coef_sweep, _key_gram_sweep, _logistic_loss
+from .gd import _neg_dloss as _sigmoid_neg
 
 #: Rows of the per-stage factor array ``FAC`` (8, 12, N+1), mode 1.
 #: dS_j = e q^T + q e^T + r z^T + z r^T ;  dM_j = beta c^T + gamma dc^T.
 _F_E, _F_Q, _F_R, _F_Z, _F_BETA, _F_C, _F_GAMMA, _F_DC = range(8)
 
-
-def dop853_tableau():
-    """The Dormand-Prince 8(5,3) tableau (Hairer, Norsett & Wanner; as in SciPy's ``dop853_coefficients``).
-
-    Returns
-    -------
-    C : ndarray, shape (12,)
-    A : ndarray, shape (12, 12)
-    B : ndarray, shape (12,)
-        Weights of the 8th-order solution (the 13th stage is FSAL and unweighted).
-    E3, E5 : ndarray, shape (12,)
-        Weights of the 3rd- and 5th-order error estimators.
-    """
-    C = np.array([0.0, 0.526001519587677318785587544488e-01, 0.789002279381515978178381316732e-01, 0.118350341907227396726757197510, 0.281649658092772603273242802490, 0.333333333333333333333333333333, 0.25, 0.307692307692307692307692307692, 0.651282051282051282051282051282, 0.6, 0.857142857142857142857142857142, 1.0])
-    A = np.zeros((12, 12))
-    A[1, 0] = 5.26001519587677318785587544488e-2
-    A[2, 0] = 1.97250569845378994544595329183e-2
-    A[2, 1] = 5.91751709536136983633785987549e-2
-    A[3, 0] = 2.95875854768068491816892993775e-2
-    A[3, 2] = 8.87627564304205475450678981324e-2
-    A[4, 0] = 2.41365134159266685502369798665e-1
-    A[4, 2] = -8.84549479328286085344864962717e-1
-    A[4, 3] = 9.24834003261792003115737966543e-1
-    A[5, 0] = 3.7037037037037037037037037037e-2
-    A[5, 3] = 1.70828608729473871279604482173e-1
-    A[5, 4] = 1.25467687566822425016691814123e-1
-    A[6, 0] = 3.7109375e-2
-    A[6, 3] = 1.70252211019544039314978060272e-1
-    A[6, 4] = 6.02165389804559606850219397283e-2
-    A[6, 5] = -1.7578125e-2
-    A[7, 0] = 3.70920001185047927108779319836e-2
-    A[7, 3] = 1.70383925712239993810214054705e-1
-    A[7, 4] = 1.07262030446373284651809199168e-1
-    A[7, 5] = -1.53194377486244017527936158236e-2
-    A[7, 6] = 8.27378916381402288758473766002e-3
-    A[8, 0] = 6.24110958716075717114429577812e-1
-    A[8, 3] = -3.36089262944694129406857109825
-    A[8, 4] = -8.68219346841726006818189891453e-1
-    A[8, 5] = 2.75920996994467083049415600797e1
-    A[8, 6] = 2.01540675504778934086186788979e1
-    A[8, 7] = -4.34898841810699588477366255144e1
-    A[9, 0] = 4.77662536438264365890433908527e-1
-    A[9, 3] = -2.48811461997166764192642586468
-    A[9, 4] = -5.90290826836842996371446475743e-1
-    A[9, 5] = 2.12300514481811942347288949897e1
-    A[9, 6] = 1.52792336328824235832596922938e1
-    A[9, 7] = -3.32882109689848629194453265587e1
-    A[9, 8] = -2.03312017085086261358222928593e-2
-    A[10, 0] = -9.3714243008598732571704021658e-1
-    A[10, 3] = 5.18637242884406370830023853209
-    A[10, 4] = 1.09143734899672957818500254654
-    A[10, 5] = -8.14978701074692612513997267357
-    A[10, 6] = -1.85200656599969598641566180701e1
-    A[10, 7] = 2.27394870993505042818970056734e1
-    A[10, 8] = 2.49360555267965238987089396762
-    A[10, 9] = -3.0467644718982195003823669022
-    A[11, 0] = 2.27331014751653820792359768449
-    A[11, 3] = -1.05344954667372501984066689879e1
-    A[11, 4] = -2.00087205822486249909675718444
-    A[11, 5] = -1.79589318631187989172765950534e1
-    A[11, 6] = 2.79488845294199600508499808837e1
-    A[11, 7] = -2.85899827713502369474065508674
-    A[11, 8] = -8.87285693353062954433549289258
-    A[11, 9] = 1.23605671757943030647266201528e1
-    A[11, 10] = 6.43392746015763530355970484046e-1
-    B = np.zeros(12)
-    B[0] = 5.42937341165687622380535766363e-2
-    B[5] = 4.45031289275240888144113950566
-    B[6] = 1.89151789931450038304281599044
-    B[7] = -5.8012039600105847814672114227
-    B[8] = 3.1116436695781989440891606237e-1
-    B[9] = -1.52160949662516078556178806805e-1
-    B[10] = 2.01365400804030348374776537501e-1
-    B[11] = 4.47106157277725905176885569043e-2
-    E3 = B.copy()
-    E3[0] -= 0.244094488188976377952755905512
-    E3[8] -= 0.733846688281611857341361741547
-    E3[11] -= 0.220588235294117647058823529412e-1
-    E5 = np.zeros(12)
-    E5[0] = 0.1312004499419488073250102996e-1
-    E5[5] = -0.1225156446376204440720569753e+1
-    E5[6] = -0.4957589496572501915214079952
-    E5[7] = 0.1664377182454986536961530415e+1
-    E5[8] = -0.3503288487499736816886487290
-    E5[9] = 0.3341791187130174790297318841
-    E5[10] = 0.8192320648511571246570742613e-1
-    E5[11] = -0.2235530786388629525884427845e-1
-    return C, A, B, E3, E5
+#: What ``_integrate`` integrates: p alone, or W and p (the two public entry points fix it).
+_MODE_P, _MODE_WP = 0, 1
 
 
 # ------------------------------------------------------------------ scalar helpers
@@ -611,7 +524,7 @@ def _stage_wp(i, hA, ys, S, MT, Gxx, v, y, T, relevant, alpha, correct, kout, FA
 
 @njit(cache=True)
 def _stage(mode, i, hA, ys, S, MT, G, v, y, T, relevant, alpha, correct, kout, FAC, W, s, vf, coef, kap, top):
-    if mode == 0:
+    if mode == _MODE_P:
         N = v.shape[0]
         return _stage_p(ys, G, v, y, T, relevant, alpha, correct, kout, s, vf, coef, kap, top,
                         W[0, :N], W[1, :N], W[2, :N])
@@ -629,7 +542,7 @@ def _error_scale(mode, N, n, ys, ynew, rtol, atol, sc):
     m = ys.shape[0]
     for k in range(m):
         sc[k] = atol + rtol * max(abs(ys[k]), abs(ynew[k]))
-    if mode == 0:
+    if mode == _MODE_P:
         for k in range(N, 2 * N):
             sc[k] = 0.0
     else:
@@ -641,14 +554,32 @@ def _error_scale(mode, N, n, ys, ynew, rtol, atol, sc):
 
 
 @njit(cache=True)
-def flow_run(mode, ys, S, MT, G, v, y, T, relevant, alpha, correct, t_len, h_io, rtol, atol, h_min,
-             max_steps, tabA, tabB, tabE3, tabE5, counters):
+def flow_p_run(ys, Gkk, v, y, T, relevant, alpha, correct, t_len, h_io, tol, max_steps, tab, ctl, counters):
+    """Integrate the flow of p alone (``ys = [z | a | F]``, ``Gkk`` the key Gram) over ``t_len``
+    GD steps of time; see ``_integrate`` for the arguments and the return value."""
+    empty = np.zeros((0, 0))
+    return _integrate(_MODE_P, ys, empty, empty, Gkk, v, y, T, relevant, alpha, correct, t_len, h_io, tol,
+                      max_steps, tab, ctl, counters)
+
+
+@njit(cache=True)
+def flow_wp_run(ys, S, MT, Gxx, v, y, T, relevant, alpha, correct, t_len, h_io, tol, max_steps, tab, ctl,
+                counters):
+    """Integrate the flow of W and p (``ys = [z | P | b | F]`` plus ``S``, ``MT``) over ``t_len``
+    GD steps of time; see ``_integrate`` for the arguments and the return value."""
+    return _integrate(_MODE_WP, ys, S, MT, Gxx, v, y, T, relevant, alpha, correct, t_len, h_io, tol, max_steps,
+                      tab, ctl, counters)
+
+
+@njit(cache=True)
+def _integrate(mode, ys, S, MT, G, v, y, T, relevant, alpha, correct, t_len, h_io, tol, max_steps, tab, ctl,
+               counters):
     """Integrate the (corrected) flow over ``t_len`` GD steps of time with adaptive DOP853.
 
     Parameters
     ----------
     mode : int
-        0: p only (``G = Gkk``); 1: W and p (``G = Gxx``, ``S`` and ``MT`` integrated too).
+        ``_MODE_P`` (``G = Gkk``) or ``_MODE_WP`` (``G = Gxx``, ``S`` and ``MT`` integrated too).
     ys : ndarray, shape (m,)
         Small state (module docstring), updated in place. Its 𝔖 block is zeroed first
         and holds ``int m (1 - m) d tau`` over this call on return.
@@ -669,17 +600,18 @@ def flow_run(mode, ys, S, MT, G, v, y, T, relevant, alpha, correct, t_len, h_io,
     h_io : ndarray, shape (1,)
         Proposed step in GD steps, updated to the proposal for the next call
         (a step shortened to land on ``t_len`` does not shrink it).
-    rtol, atol : float
-        Tolerances of the error norm (``_error_scale``).
-    h_min : float
-        Steps below this fail the call (returned time < ``t_len``).
+    tol : tuple of float
+        ``(rtol, atol, h_min)``: tolerances of the error norm (``_error_scale``), and the
+        step below which the call fails (returned time < ``t_len``).
     max_steps : int
         The call stops (returned time < ``t_len``) once ``counters[1] + counters[2]``, the
         accepted and rejected steps of the whole run, reach this: a stiff flow (an attention
         pattern at an interior equilibrium next to a slow saturating one) needs steps bounded
         by the explicit method's stability, not by time.
-    tabA, tabB, tabE3, tabE5 : ndarray
-        ``dop853_tableau``.
+    tab : tuple of ndarray
+        ``(A, B, E3, E5)`` of ``dop853.tableau()``.
+    ctl : tuple of float
+        The step-size controller, ``dop853.controller()``.
     counters : ndarray of int64, shape (3,)
         Incremented: right-hand-side evaluations, accepted steps, rejected steps.
 
@@ -690,6 +622,9 @@ def flow_run(mode, ys, S, MT, G, v, y, T, relevant, alpha, correct, t_len, h_io,
         the step size fell below ``h_min`` or ``max_steps`` was reached (the state is then the
         last accepted one).
     """
+    rtol, atol, h_min = tol
+    tabA, tabB, tabE3, tabE5 = tab
+    safety, min_factor, max_factor, exponent, e3_weight = ctl
     N = v.shape[0]
     n = y.shape[0]
     N1 = N + 1
@@ -771,20 +706,20 @@ def flow_run(mode, ys, S, MT, G, v, y, T, relevant, alpha, correct, t_len, h_io,
                 if e5 == 0.0 and e3 == 0.0:
                     err = 0.0
                 else:
-                    err = h_try * e5 / np.sqrt((e5 + 0.01 * e3) * cnt)
+                    err = h_try * e5 / np.sqrt((e5 + e3_weight * e3) * cnt)
                 if not np.isfinite(err):
                     err = np.inf
             if err <= 1.0:
                 break
             counters[2] += 1
             rejected = True
-            factor = 0.2 if not np.isfinite(err) else max(0.2, 0.9 * err ** (-1.0 / 8.0))
+            factor = min_factor if not np.isfinite(err) else max(min_factor, safety * err ** exponent)
             h_try *= factor
             if h_try < h_min:
                 h_io[0] = h_try
                 return t
         # accept: S and M take their rank-(rank * nb) updates h sum_j B_j dX_j
-        if mode == 1:
+        if mode == _MODE_WP:
             q = 0
             for j in range(12):
                 wj = h_try * tabB[j]
@@ -845,9 +780,9 @@ def flow_run(mode, ys, S, MT, G, v, y, T, relevant, alpha, correct, t_len, h_io,
             h_io[0] = h
             return t if t < t_len else np.nextafter(t_len, 0.0)
         if err == 0.0:
-            factor = 10.0
+            factor = max_factor
         else:
-            factor = min(10.0, 0.9 * err ** (-1.0 / 8.0))
+            factor = min(max_factor, safety * err ** exponent)
         if rejected:
             factor = min(1.0, factor)
         h_new = h_try * factor

@@ -1,0 +1,31 @@
+"""The coordinate systems of a run: one family, one base class, one registry.
+
+======================  =====================================  ======================
+module                  members                                 what they carry
+======================  =====================================  ======================
+``base``                ``Coordinates`` (abstract), registry    --
+``primal``              ``PrimalP``, ``PrimalWp``               ``W``, ``p``
+``dual``                ``DualP``, ``DualWp`` (GD), and the     ``N``-sized coefficients
+                        shared set-ups ``DualPSetup``,
+                        ``DualWpSetup``
+``flow``                ``FlowP``, ``FlowWp``, ``FlowOptions``  the dual set-ups, integrated
+``cost``                ``step_costs``, ``choose_engine``       --
+======================  =====================================  ======================
+"""
+
+from . import dual, flow, primal  # noqa: F401 - importing the members registers them
+from .base import REGISTRY, Coordinates, Observation
+from .cost import choose_engine, step_costs
+from .flow import FlowOptions, as_flow_options
+
+#: The dynamics a run can follow.
+DYNAMICS = tuple(sorted({key[0] for key in REGISTRY}, key=("gd", "flow").index))
+
+
+def make_coordinates(pb, *, dynamics: str, engine: str, trainable: str, kern, options=None) -> Coordinates:
+    """The registered coordinate system for ``(dynamics, engine, trainable)``, set up on ``pb``."""
+    return REGISTRY[(dynamics, engine, trainable)](pb, kern, options)
+
+
+__all__ = ["DYNAMICS", "REGISTRY", "Coordinates", "FlowOptions", "Observation", "as_flow_options",
+           "choose_engine", "make_coordinates", "step_costs"]

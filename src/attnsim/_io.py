@@ -1,0 +1,111 @@
+"""Every file attnsim writes goes through here: atomic (temporary file, fsync, rename, fsync of
+the folder), and read back without pickle."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+
+import numpy as np
+
+
+class ResultFileError(ValueError):
+    """A result or checkpoint file is missing, truncated, corrupted or of another format version."""
+
+
+@contextlib.contextmanager
+def _atomic(path, mode):
+    """Yield a file object on a temporary file beside ``path``; on success it replaces ``path``
+    durably, on any failure it is removed and ``path`` is left as it was."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".attnsim-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        # mkstemp creates the file 0600; give it the permissions a plain open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+        _fsync_folder(folder)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_npz_atomic(path, arrays: dict, meta: dict) -> None:
+    """Write ``arrays`` plus a JSON ``meta`` record to ``path`` so that ``path`` is either the
+    old file or the complete new one, never a partial write."""
+    with _atomic(path, "wb") as fh:
+        np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
+
+
+def write_json_atomic(path, obj) -> None:
+    """Write ``obj`` as indented JSON to ``path``, atomically like ``write_npz_atomic``."""
+    with _atomic(path, "w") as fh:
+        json.dump(obj, fh, indent=1, sort_keys=True)
+
+
+def _fsync_folder(folder) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_npz(path, kind: str, version: int) -> tuple[dict, dict]:
+    """Read a file written by ``write_npz_atomic``; check its kind and format ``version``.
+
+    Every member is read in full, so zip's CRC-32 check catches flipped bytes.
+
+    Raises
+    ------
+    ResultFileError
+        If the file is missing, not a valid ``.npz``, truncated, of another kind or version.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ResultFileError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ResultFileError(f"{path}: is a folder, expected an .npz file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except Exception as exc:  # noqa: BLE001 - a damaged zip can fail in many ways (zlib, struct, unicode...)
+        raise ResultFileError(
+            f"{path}: not a readable attnsim file, truncated or corrupted ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:200]})"
+        ) from None
+    if "__meta__" not in arrays:
+        raise ResultFileError(f"{path}: not an attnsim file (no __meta__ record)")
+    try:
+        meta = json.loads(str(arrays.pop("__meta__")))
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise ResultFileError(f"{path}: corrupted __meta__ record ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ResultFileError(f"{path}: corrupted __meta__ record (not a JSON object)")
+    if meta.get("kind") != kind:
+        raise ResultFileError(f"{path}: holds {meta.get('kind')!r}, expected {kind!r}; pass a file of that kind")
+    if meta.get("format_version") != version:
+        raise ResultFileError(
+            f"{path}: format_version {meta.get('format_version')!r} is not supported "
+            f"(this attnsim reads version {version}); use the attnsim version that wrote it"
+        )
+    for name, arr in arrays.items():
+        if arr.dtype.hasobject:  # unreachable with allow_pickle=False, kept as a guard
+            raise ResultFileError(f"{path}: array {name!r} holds Python objects")
+    return arrays, meta

@@ -1,0 +1,41 @@
+"""One training problem as the engine sees it: validated, flattened, read-only arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Problem:
+    """Validated, flattened arrays of one training problem (read-only inside the engine).
+
+    Attributes
+    ----------
+    n, T, d, N : int
+        Samples, tokens per sample, dimension and ``N = n T``.
+    X : ndarray, shape (N, d)      training tokens, sample-major
+    v : ndarray, shape (N,)        token values ``X nu``
+    y : ndarray, shape (n,)
+    Xt : ndarray, shape (Nt, d)    test tokens (Nt = 0 without a test set)
+    vt : ndarray, shape (Nt,)
+    yt : ndarray, shape (n_test,)
+    W0 : ndarray, shape (d, d)
+    p0, nu : ndarray, shape (d,)
+    lr : float
+    probes : ndarray, shape (k, d)
+    relevant : ndarray of bool, shape (T,)
+    """
+
+    def __init__(self, X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes):
+        self.n, self.T, self.d = X.shape
+        self.N = self.n * self.T
+        self.X = X.reshape(self.N, self.d)
+        self.y = y
+        self.W0, self.p0, self.nu = W0, p0, nu
+        self.lr = lr
+        self.v = self.X @ nu
+        self.n_test = 0 if X_test is None else X_test.shape[0]
+        self.Xt = np.zeros((0, self.d)) if X_test is None else X_test.reshape(-1, self.d)
+        self.yt = np.zeros(0) if y_test is None else y_test
+        self.vt = self.Xt @ nu
+        self.relevant = relevant
+        self.probes = probes

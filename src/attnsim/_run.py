@@ -1,0 +1,296 @@
+"""A run in progress: the coordinates, the recorder and the step counter, advanced chunk by chunk.
+
+``Run`` owns the loop between save times: it asks the coordinates for a chunk of
+steps (about ``_CHUNK_SECONDS`` of work, or what ``Coordinates.plan`` allows),
+records at every save time into buffers allocated up front, detects divergence
+and the coordinates' own stops, defers Ctrl-C to the end of a chunk, and
+assembles the ``Result``. ``state_dict`` / ``load_state_dict`` are what a
+checkpoint stores and restores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+
+import numpy as np
+
+from ._coords import Coordinates
+from ._numerics import logistic_loss, softmax_rows
+from ._problem import Problem
+from ._result import DIVERGED, FINISHED, INTERRUPTED, Result
+
+# Seconds one kernel call may take before control returns to Python (progress,
+# hooks, Ctrl-C). Short enough to feel responsive, long enough that call overhead
+# (a few microseconds) is invisible.
+_CHUNK_SECONDS = 0.25
+
+
+def _outputs(z, v, y, T):
+    """Attention ``s`` (n, T) and outputs ``f`` (n,) from flat scores and values."""
+    n = y.shape[0]
+    s = softmax_rows(z.reshape(n, T))
+    return s, np.sum(s * v.reshape(n, T), axis=1)
+
+
+class _Recorder:
+    """Preallocated ``(n_saves, ...)`` buffers, filled one save time at a time."""
+
+    SCALARS = ("train_loss", "train_acc", "train_acc_clean", "train_acc_noisy", "test_loss", "test_acc",
+               "p_norm", "w_dist")
+
+    def __init__(self, n_saves, pb: Problem, noisy):
+        n, T, k = pb.n, pb.T, pb.probes.shape[0]
+        self.buffers = {name: np.full(n_saves, np.nan) for name in self.SCALARS}
+        self.buffers.update(
+            margins=np.full((n_saves, n), np.nan),
+            scores=np.full((n_saves, n, T), np.nan),
+            attention=np.full((n_saves, n, T), np.nan),
+            relevant_mass=np.full((n_saves, n), np.nan),
+            frak_s=np.full((n_saves, n), np.nan),
+            frak_cum=np.full((n_saves, n), np.nan),
+            p_probe=np.full((n_saves, k), np.nan),
+            query_probe=np.full((n_saves, k), np.nan),
+        )
+        self.noisy = noisy
+        self.count = 0
+
+    def record(self, idx, coords: Coordinates, frak_sum) -> str | None:
+        """Fill row ``idx``; return the name of a non-finite quantity, or None."""
+        # Overflow here is reported as divergence below, not as a RuntimeWarning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._record(idx, coords, frak_sum)
+
+    def _record(self, idx, coords, frak_sum):
+        pb, buf = coords.pb, self.buffers
+        z, zt, p_norm, w_dist, p_probe, q_probe = coords.observe()
+        s, f = _outputs(z, pb.v, pb.y, pb.T)
+        margins = pb.y * f
+        buf["margins"][idx] = margins
+        buf["scores"][idx] = z.reshape(pb.n, pb.T)
+        buf["attention"][idx] = s
+        m_in = s[:, pb.relevant].sum(axis=1)
+        m_out = s[:, ~pb.relevant].sum(axis=1)
+        buf["relevant_mass"][idx] = m_in
+        buf["frak_s"][idx] = m_in * m_out
+        buf["frak_cum"][idx] = frak_sum
+        buf["train_loss"][idx] = np.mean(logistic_loss(margins))
+        correct = margins > 0
+        buf["train_acc"][idx] = np.mean(correct)
+        if np.any(~self.noisy):
+            buf["train_acc_clean"][idx] = np.mean(correct[~self.noisy])
+        if np.any(self.noisy):
+            buf["train_acc_noisy"][idx] = np.mean(correct[self.noisy])
+        if pb.n_test:
+            _, ft = _outputs(zt, pb.vt, pb.yt, pb.T)
+            mt = pb.yt * ft
+            buf["test_loss"][idx] = np.mean(logistic_loss(mt))
+            buf["test_acc"][idx] = np.mean(mt > 0)
+        buf["p_norm"][idx] = p_norm
+        buf["w_dist"][idx] = w_dist
+        buf["p_probe"][idx] = p_probe
+        buf["query_probe"][idx] = q_probe
+        self.count = idx + 1
+        checks = (("attention scores", z), ("test scores", zt), ("||p||", p_norm), ("||W - W0||", w_dist),
+                  ("train loss", buf["train_loss"][idx]))
+        for label, value in checks:
+            if not np.all(np.isfinite(value)):
+                return label
+        return None
+
+
+# ------------------------------------------------------------------ the run
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold Ctrl-C until the current chunk has finished and been accounted for.
+
+    A KeyboardInterrupt raised between the kernel call and the step-counter update
+    would leave a state that no checkpoint can describe exactly; deferring it to the
+    end of the chunk (at most ~``_CHUNK_SECONDS``) keeps iterate, counters and
+    recorder consistent. Yields a list that is non-empty once Ctrl-C was pressed.
+    Does nothing outside the main thread or when someone else handles SIGINT.
+    """
+    pending = []
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield pending
+        return
+
+    def handler(signum, frame):
+        pending.append(signum)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield pending
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+
+class Run:
+    """A training run in progress: coordinates, recorder, step counter.
+
+    ``attnsim.train`` and ``attnsim.simulate`` build one and run it to the end;
+    ``attnsim.prepare_run(config)`` returns one for stepping by hand (``advance``),
+    checkpointing (``attnsim.save_checkpoint``) and hooks.
+
+    Attributes
+    ----------
+    step : int
+        GD steps taken so far.
+    save_steps : ndarray of int64, shape (S,)
+    status, message : str
+        The outcome so far (``attnsim.STATUSES``).
+    coords : attnsim._coords.Coordinates
+        The coordinate system carrying the iterate.
+    """
+
+    def __init__(self, pb: Problem, coords: Coordinates, save_steps: np.ndarray, noisy, extra_meta):
+        self.pb = pb
+        self.coords = coords
+        self.save_steps = save_steps
+        self.recorder = _Recorder(save_steps.size, pb, noisy)
+        self.frak_sum = np.zeros(pb.n)
+        self.step = 0
+        self.next_save = 0
+        self.status = FINISHED
+        self.message = FINISHED
+        self.wall_time = 0.0
+        self.compile_time = 0.0
+        self.meta = extra_meta
+
+    @property
+    def total_steps(self) -> int:
+        return int(self.save_steps[-1])
+
+    @property
+    def done(self) -> bool:
+        return self.next_save >= self.save_steps.size or self.status != FINISHED
+
+    def warm_up(self):
+        """Compile (or load from cache) the stepping and recording kernels; time it separately.
+
+        ``observe`` has no side effects, so calling it here only moves the compilation of
+        the save-time kernels out of the first recorded step's wall time.
+        """
+        t0 = time.perf_counter()
+        self.coords.warm_up()
+        self.compile_time += time.perf_counter() - t0
+
+    def _diverged(self, at_step, what):
+        self.status = DIVERGED
+        self.message = f"diverged at step {at_step}: non-finite {what}"
+
+    def advance(self, max_seconds=_CHUNK_SECONDS, rate=None):
+        """Run until the next save time or for about ``max_seconds``, record if a save time
+        is reached. Returns the measured steps per second of this chunk (or None)."""
+        t0 = time.perf_counter()
+        target = int(self.save_steps[self.next_save])
+        if target == self.step:
+            bad = self.recorder.record(self.next_save, self.coords, self.frak_sum)
+            if bad is not None:
+                # Keep only finite rows: the message says where and what overflowed.
+                self.recorder.count = self.next_save
+                self._diverged(self.step, self.coords.nonfinite_state() or bad)
+            self.next_save += 1
+            self.wall_time += time.perf_counter() - t0
+            return None
+        todo = target - self.step
+        if rate is not None:
+            todo = min(todo, max(1, int(rate * max_seconds)))
+        else:
+            todo = min(todo, 64)
+        todo = self.coords.plan(target - self.step, todo)
+        done = int(self.coords.advance(todo, self.frak_sum))
+        self.step += done
+        elapsed = time.perf_counter() - t0
+        self.wall_time += elapsed
+        if done < todo:
+            stop = self.coords.stop()                 # e.g. the flow's step limit: not an overflow
+            if stop is not None and not self.coords.nonfinite_state():
+                self.status, self.message = stop
+                return None
+            # All state finite means the overflow happened in the outputs f = sum_t s_t v_t.
+            self._diverged(self.step, self.coords.nonfinite_state() or "outputs f")
+            return None
+        return done / elapsed if elapsed > 0 else None
+
+    def run(self, progress=False, hooks=()):
+        """Advance to the end (or divergence, or KeyboardInterrupt marks it interrupted).
+
+        Ctrl-C is held until the current chunk (about ``_CHUNK_SECONDS``) has finished and the
+        hooks have run, so an interrupted run is always in a state a checkpoint can save exactly.
+        """
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.total_steps, initial=self.step, unit="step", unit_scale=True,
+                       dynamic_ncols=True, mininterval=0.5, leave=True)
+        rate = None
+        try:
+            with _sigint_deferred() as pending:
+                while not self.done:
+                    before = self.step
+                    measured = self.advance(rate=rate)
+                    if measured is not None:
+                        rate = measured if rate is None else 0.5 * (rate + measured)
+                    if bar is not None and self.step > before:
+                        bar.update(self.step - before)
+                    for hook in hooks:
+                        hook(self)
+                    if pending:
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            self.status = INTERRUPTED
+            self.message = f"interrupted at step {self.step}"
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        if pending:  # Ctrl-C during the last chunk: the run is complete, pass the interrupt on
+            raise KeyboardInterrupt
+
+    def result(self, config=None) -> Result:
+        count = self.recorder.count
+        arrays = {name: buf[:count].copy() for name, buf in self.recorder.buffers.items()}
+        W, p = self.coords.final_params()
+        return Result(
+            steps=self.save_steps[:count].copy(),
+            **arrays,
+            p=p,
+            W=W,
+            y=self.pb.y.copy(),
+            y_true=self.meta["y_true"],
+            noisy=self.recorder.noisy.copy(),
+            relevant=self.pb.relevant.copy(),
+            roles=self.meta["roles"],
+            config=config,
+            engine=self.coords.engine,
+            status=self.status,
+            message=self.message,
+            wall_time=self.wall_time,
+            compile_time=self.compile_time,
+            extra=self.coords.extra(),
+        )
+
+    # ---------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        """Every array that, with the problem, defines this run exactly (for checkpoints)."""
+        out = {f"state/{k}": v.copy() for k, v in self.coords.state.items()}
+        out.update({f"rec/{k}": v.copy() for k, v in self.recorder.buffers.items()})
+        out["frak_sum"] = self.frak_sum.copy()
+        out["counters"] = np.array([self.step, self.next_save, self.recorder.count], dtype=np.int64)
+        out["save_steps"] = self.save_steps.copy()
+        return out
+
+    def load_state_dict(self, sd: dict) -> None:
+        for k in self.coords.state:
+            self.coords.state[k][...] = sd[f"state/{k}"]
+        for k in self.recorder.buffers:
+            self.recorder.buffers[k][...] = sd[f"rec/{k}"]
+        self.frak_sum[...] = sd["frak_sum"]
+        self.step, self.next_save, self.recorder.count = (int(x) for x in sd["counters"])

@@ -1,0 +1,33 @@
+"""The plainest primal GD loop, written from DESIGN.md §1-2 with nothing of attnsim's: an oracle
+for the engines end to end (small, unsaturated problems only: no max shift, no top-relative form)."""
+
+import numpy as np
+
+
+def loss_and_grads(X, y, W, p, nu):
+    """Loss and ``(grad_W, grad_p)`` of ``mean_i log(1 + exp(-y_i nu^T X_i^T softmax(X_i W^T p)))``."""
+    n = X.shape[0]
+    z = np.einsum("itk,k->it", X, W.T @ p)
+    e = np.exp(z)
+    s = e / e.sum(axis=1, keepdims=True)
+    v = X @ nu
+    f = (s * v).sum(axis=1)
+    loss = float(np.mean(np.log(1.0 + np.exp(-y * f))))
+    dl_df = -y / (1.0 + np.exp(y * f)) / n              # d loss / d f_i
+    dl_dz = dl_df[:, None] * s * (v - f[:, None])       # softmax Jacobian applied to v
+    g = np.einsum("it,itk->k", dl_dz, X)                # d loss / d (W^T p)
+    return loss, np.outer(p, g), W @ g
+
+
+def gd_trajectory(X, y, W0, p0, nu, lr, steps, trainable="Wp"):
+    """Scores after each of ``steps`` GD updates, shape (steps + 1, n, T), and the final ``W``, ``p``."""
+    W = np.array(W0, dtype=np.float64)
+    p = np.array(p0, dtype=np.float64)
+    out = [X @ (W.T @ p)]
+    for _ in range(steps):
+        _, grad_W, grad_p = loss_and_grads(X, y, W, p, nu)
+        if trainable == "Wp":
+            W = W - lr * grad_W
+        p = p - lr * grad_p
+        out.append(X @ (W.T @ p))
+    return np.array(out), W, p
