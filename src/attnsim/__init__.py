@@ -9,6 +9,7 @@ from ._analysis import (
     decompose_query, first_passage, fitted, frak_sums, gaps, growth, min_gap, noise_probes, noisy_fit_times,
     noisy_fitted, role_mass, time_to_fit_all, time_to_test_acc, time_to_test_loss, token_noise, token_values,
 )
+from ._att_svm import AttSVM, att_svm, att_svm_gram, mm_cosine_dual, optimal_tokens, selected_tokens
 from ._batch import simulate_many, train_many
 from ._config import PRESETS, Config, field_names, preset
 from ._data import ROLE_NAMES, Data, init_params, make_data
@@ -36,4 +37,5 @@ __all__ = [
     "simulate", "simulate_many", "step_costs", "train", "train_many", "__version__",
     "Checkpoint", "CheckpointHook", "CheckpointWarning", "FlowOptions", "load_checkpoint", "restore", "resume",
     "save_checkpoint", "Run", "STATUSES", "SweepPoint", "prepare_run",
+    "AttSVM", "att_svm", "att_svm_gram", "mm_cosine_dual", "optimal_tokens", "selected_tokens",
 ]
