@@ -19,6 +19,7 @@ from ._engine import choose_engine, step_costs, train
 from ._experiment import simulate
 from ._flow import FlowOptions
 from ._kernels import loss_and_grads
+from ._population import PopulationMetrics, population_metrics, population_metrics_from_params, population_moments
 from ._result import Result, ResultFileError, load
 from ._saveat import SaveAt
 from ._sweep import Sweep, grid_configs, sweep
@@ -37,5 +38,6 @@ __all__ = [
     "Config", "ConfigError", "Data", "PRESETS", "ROLE_NAMES", "Result", "ResultFileError", "SaveAt",
     "choose_engine", "field_names", "init_params", "load", "loss_and_grads", "make_data", "preset",
     "simulate", "simulate_many", "step_costs", "train", "train_many", "__version__",
+    "PopulationMetrics", "population_metrics", "population_metrics_from_params", "population_moments",
     "CheckpointHook", "CheckpointWarning", "FlowOptions", "load_checkpoint", "restore", "resume", "save_checkpoint",
 ]
