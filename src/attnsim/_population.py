@@ -208,7 +208,12 @@ def population_metrics(mean_z, mean_v, cov, *, n_draws=DEFAULT_N_DRAWS, replicat
     independent over ``t``; class ``c = 0`` is ``y* = +1``, ``c = 1`` is ``y* = -1``.
     Randomised QMC: ``replicates`` independent scramblings of a Sobol sequence in ``2T``
     dimensions, mapped through the inverse normal CDF and the square root of ``cov``; both
-    classes use the same draws. Deterministic given ``seed``.
+    classes use the same draws. Deterministic given ``seed``. The accuracy is averaged as
+    ``P(y* f > 0 | z)``, a normal CDF since ``f`` is Gaussian given the logits (conditional
+    Monte Carlo: same expectation, smooth integrand, several times smaller error than
+    counting ``y* f > 0``); when ``v`` is a function of ``z`` (rank-1 ``cov``) it counts.
+    Cost: about 2.5 ms for T = 8 at the default 2**14 draws, after a one-off ~20 ms to
+    generate (and cache) the draws.
 
     Parameters
     ----------
