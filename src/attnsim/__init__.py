@@ -22,6 +22,7 @@ from ._io import ResultFileError
 from ._kernels.gd import loss_and_grads
 from ._result import STATUSES, Result, load
 from ._run import Run
+from ._population import PopulationMetrics, population_metrics, population_metrics_from_params, population_moments
 from ._saveat import SaveAt
 from ._sweep import Sweep, SweepPoint, grid_configs, sweep
 from ._validation import ConfigError
@@ -38,4 +39,5 @@ __all__ = [
     "Checkpoint", "CheckpointHook", "CheckpointWarning", "FlowOptions", "load_checkpoint", "restore", "resume",
     "save_checkpoint", "Run", "STATUSES", "SweepPoint", "prepare_run",
     "AttSVM", "att_svm", "att_svm_gram", "mm_cosine_dual", "optimal_tokens", "selected_tokens",
+    "PopulationMetrics", "population_metrics", "population_metrics_from_params", "population_moments",
 ]

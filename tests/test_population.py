@@ -1,0 +1,354 @@
+"""Population test metrics (DESIGN.md §10) against independent oracles.
+
+Oracles: finite test sets drawn by ``make_data`` (so the role, signal and noise conventions of
+the data model are checked too), plain Monte Carlo on the 2T Gaussians, and closed forms
+(T = 1, q = 0, saturated softmax, sigma = 0) with ``scipy.integrate.quad`` for the loss.
+"""
+
+import numpy as np
+import pytest
+from scipy import integrate
+from scipy.special import softmax
+from scipy.stats import norm
+
+import attnsim
+from attnsim import Config, ConfigError, make_data, population_metrics, population_metrics_from_params, \
+    population_moments
+from attnsim._data import token_roles
+from attnsim._population import standard_normal_draws
+
+N_SE = 3.0
+
+
+# --------------------------------------------------------------------------- oracles
+
+def empirical_metrics(X, y, q, nu):
+    """Loss and accuracy of a finite test set, per class (y* = +1, -1), with standard errors."""
+    z = X @ q
+    v = X @ nu
+    u = y * np.sum(softmax(z, axis=1) * v, axis=1)
+    loss = np.logaddexp(0.0, -u)
+    out = {}
+    for c, cls in enumerate((1.0, -1.0)):
+        sel = y == cls
+        n = sel.sum()
+        a = np.mean(u[sel] > 0)
+        out[c] = (loss[sel].mean(), loss[sel].std(ddof=1) / np.sqrt(n), a, np.sqrt(a * (1 - a) / n))
+    return out
+
+
+def assert_matches_finite_set(pop, emp, label):
+    """Each class and the balanced average agree within N_SE combined standard errors."""
+    for c in (0, 1):
+        l_e, l_se, a_e, a_se = emp[c]
+        for what, p, p_se, e, e_se in (("loss", pop.class_loss[c], pop.class_loss_se[c], l_e, l_se),
+                                       ("acc", pop.class_acc[c], pop.class_acc_se[c], a_e, a_se)):
+            se = np.hypot(p_se, e_se)
+            assert abs(p - e) <= N_SE * se, f"{label}: class {c} {what}: population {p} vs finite set {e} (se {se})"
+    for what, p, p_se, k in (("loss", pop.loss, pop.loss_se, 0), ("acc", pop.acc, pop.acc_se, 2)):
+        e = 0.5 * (emp[0][k] + emp[1][k])
+        e_se = 0.5 * np.hypot(emp[0][k + 1], emp[1][k + 1])
+        se = np.hypot(p_se, e_se)
+        assert abs(p - e) <= N_SE * se, f"{label}: {what}: population {p} vs finite set {e} (se {se})"
+
+
+def monte_carlo(mean_z, mean_v, cov, n, rng):
+    """Plain Monte Carlo over the 2T Gaussians, per class: (loss, loss_se, acc, acc_se)."""
+    T = mean_z.shape[1]
+    out = {}
+    for c, cls in enumerate((1.0, -1.0)):
+        zv = rng.multivariate_normal(np.zeros(2), cov, size=(n, T), method="eigh")
+        z = zv[..., 0] + mean_z[c]
+        v = zv[..., 1] + mean_v[c]
+        u = cls * np.sum(softmax(z, axis=1) * v, axis=1)
+        loss = np.logaddexp(0.0, -u)
+        a = np.mean(u > 0)
+        out[c] = (loss.mean(), loss.std(ddof=1) / np.sqrt(n), a, np.sqrt(a * (1 - a) / n))
+    return out
+
+
+def gaussian_loss(m, s):
+    """E log(1 + exp(-(m + s X))), X ~ N(0, 1), by adaptive quadrature."""
+    if s == 0:
+        return float(np.logaddexp(0.0, -m))
+    val, _ = integrate.quad(lambda x: np.logaddexp(0.0, -(m + s * x)) * norm.pdf(x), -40, 40, epsabs=1e-13,
+                            limit=200)
+    return val
+
+
+def random_params(rng, d, scale=1.5):
+    """A query with sizeable signal and noise components, and a head with both too."""
+    q = rng.standard_normal(d) * scale / np.sqrt(d)
+    q[:2] += rng.normal(0.0, scale, size=2)
+    nu = rng.standard_normal(d) * 0.5 / np.sqrt(d)
+    nu[:2] += np.array([0.6, -0.6]) + rng.normal(0.0, 0.2, size=2)
+    return q, nu
+
+
+CASES = {  # data models exercising every role, rho away from 0 and both noise modes
+    "iso": dict(noise="isotropic"),
+    "orth": dict(noise="orthogonal"),
+    "iso-roles": dict(noise="isotropic", T=7, n_relevant=2, n_weak=1, n_weak_opposite=2),
+    "orth-roles": dict(noise="orthogonal", T=7, n_relevant=1, n_weak=2, n_weak_opposite=2, sigma_eps=0.7),
+}
+
+
+def case_config(name, **kw):
+    return Config(**{**dict(n_train=4, d=8, signal_norm=2.0, rho=0.5, eta=0.0), **CASES[name], **kw})
+
+
+# --------------------------------------------------------------------------- moments
+
+@pytest.mark.parametrize("name", CASES)
+def test_moments_match_noiseless_tokens_exactly(name, rng):
+    # sigma = 0: every test token is its role's mean, so the moments are exact inner products.
+    cfg = case_config(name, sigma_eps=0.0, n_test=4)
+    data = make_data(cfg)
+    q, nu = random_params(rng, cfg.d)
+    mz, mv, cov = population_moments(
+        q @ q, q @ nu, nu @ nu, [q @ data.mu_pos, q @ data.mu_neg], [nu @ data.mu_pos, nu @ data.mu_neg],
+        mu_norm=cfg.signal_norm, rho=cfg.rho, roles=data.roles, sigma=0.0, noise=cfg.noise)
+    for c, cls in enumerate((1.0, -1.0)):
+        X = data.X_test[data.y_test == cls][0]
+        np.testing.assert_allclose(mz[c], X @ q, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(mv[c], X @ nu, rtol=0, atol=1e-12)
+    assert np.array_equal(cov, np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_moments_match_empirical_moments_of_make_data(name, rng):
+    cfg = case_config(name, n_test=20000, seed=5)
+    data = make_data(cfg)
+    q, nu = random_params(rng, cfg.d)
+    mz, mv, cov = population_moments(
+        q @ q, q @ nu, nu @ nu, [q @ data.mu_pos, q @ data.mu_neg], [nu @ data.mu_pos, nu @ data.mu_neg],
+        mu_norm=cfg.signal_norm, rho=cfg.rho, roles=data.roles, sigma=cfg.sigma_eps, noise=cfg.noise)
+    z, v = data.X_test @ q, data.X_test @ nu  # (n, T)
+    resid = []
+    for c, cls in enumerate((1.0, -1.0)):
+        sel = data.y_test == cls
+        n = sel.sum()
+        for emp, pop, var in ((z[sel], mz[c], cov[0, 0]), (v[sel], mv[c], cov[1, 1])):
+            se = np.sqrt(var / n)
+            assert np.all(np.abs(emp.mean(axis=0) - pop) <= N_SE * se), (name, c, emp.mean(axis=0), pop, se)
+        resid.append(np.stack([z[sel] - mz[c], v[sel] - mv[c]], axis=-1).reshape(-1, 2))
+    r = np.concatenate(resid)
+    emp_cov = r.T @ r / len(r)  # the means are known: no degrees of freedom lost
+    se = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov ** 2) / len(r))
+    assert np.all(np.abs(emp_cov - cov) <= N_SE * se), (name, emp_cov, cov, se)
+    if cfg.noise == "orthogonal":  # P must matter here, or the test cannot tell the modes apart
+        gram = np.array([[q @ q, q @ nu], [q @ nu, nu @ nu]]) * cfg.sigma_eps ** 2
+        assert np.abs(gram - cov).max() > 10 * se.max()
+
+
+def test_moments_roles_follow_the_class():
+    # Relevant carries mu_{y*}, weak rho mu_{y*}, weak-opposite rho mu_{-y*}, irrelevant nothing.
+    mz, mv, _ = population_moments(1.0, 0.0, 1.0, [3.0, 5.0], [7.0, 11.0], mu_norm=1.0, rho=0.5,
+                                   roles=[0, 1, 2, 3], sigma=1.0)
+    assert mz.tolist() == [[3.0, 1.5, 2.5, 0.0], [5.0, 2.5, 1.5, 0.0]]
+    assert mv.tolist() == [[7.0, 3.5, 5.5, 0.0], [11.0, 5.5, 3.5, 0.0]]
+
+
+# --------------------------------------------------------------------------- against finite test sets
+
+@pytest.mark.parametrize("name", CASES)
+def test_population_matches_finite_test_set_random_params(name, rng):
+    cfg = case_config(name, n_test=100_000, seed=11)
+    data = make_data(cfg)
+    q, nu = random_params(rng, cfg.d)
+    pop = population_metrics_from_params(q, nu, cfg)
+    assert 0.55 < pop.acc < 0.99  # informative: neither chance nor saturated
+    assert_matches_finite_set(pop, empirical_metrics(data.X_test, data.y_test, q, nu), name)
+
+
+@pytest.mark.parametrize("noise", ["isotropic", "orthogonal"])
+def test_population_matches_finite_test_set_trained_params(noise):
+    cfg = Config(d=10, n_train=20, n_test=0, steps=400, lr=0.5, signal_norm=3.0, rho=0.5, head_scale=1.0,
+                 noise=noise, seed=3)
+    res = attnsim.simulate(cfg)
+    q = res.W.T @ res.p
+    nu = make_data(cfg).nu
+    pop = population_metrics_from_params(q, nu, cfg)
+    test = make_data(cfg.replace(n_test=100_000, seed=4))  # same data model, fresh test set
+    assert 0.5 < pop.acc < 0.99
+    assert_matches_finite_set(pop, empirical_metrics(test.X_test, test.y_test, q, nu), noise)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CASES)
+def test_population_matches_million_sample_test_set(name, rng):
+    cfg = case_config(name, n_test=100_000)
+    q, nu = random_params(rng, cfg.d)
+    pop = population_metrics_from_params(q, nu, cfg, n_draws=2 ** 18)
+    chunks = [make_data(cfg.replace(seed=s)) for s in range(10)]  # independent test streams
+    X = np.concatenate([c.X_test for c in chunks])
+    y = np.concatenate([c.y_test for c in chunks])
+    assert_matches_finite_set(pop, empirical_metrics(X, y, q, nu), name)
+
+
+# --------------------------------------------------------------------------- against Monte Carlo and closed forms
+
+def random_moments(rng, T, corr):
+    mz = rng.normal(0.0, 1.5, size=(2, T))
+    mv = rng.normal(0.0, 1.0, size=(2, T))
+    mv[0, 0] += 1.0
+    mv[1, 0] -= 1.0
+    sz, sv = rng.uniform(0.5, 2.0, size=2)
+    cov = np.array([[sz * sz, corr * sz * sv], [corr * sz * sv, sv * sv]])
+    return mz, mv, cov
+
+
+@pytest.mark.parametrize("corr", [0.0, 0.7, -0.9, 1.0])
+def test_population_matches_plain_monte_carlo(corr, rng):
+    mz, mv, cov = random_moments(rng, 8, corr)
+    pop = population_metrics(mz, mv, cov)
+    mc = monte_carlo(mz, mv, cov, 200_000, rng)
+    assert_matches_finite_set(pop, mc, f"corr={corr}")
+
+
+def test_single_token_closed_form(rng):
+    # T = 1: f = v_1 ~ N(mean_v, cov_vv) whatever the logits.
+    mz, mv, cov = random_moments(rng, 1, 0.6)
+    pop = population_metrics(mz, mv, cov)
+    s = np.sqrt(cov[1, 1])
+    for c, cls in enumerate((1.0, -1.0)):
+        acc = norm.cdf(cls * mv[c, 0] / s)
+        loss = gaussian_loss(cls * mv[c, 0], s)
+        assert abs(pop.class_acc[c] - acc) <= N_SE * pop.class_acc_se[c] + 1e-12, (pop, acc)
+        assert abs(pop.class_loss[c] - loss) <= N_SE * pop.class_loss_se[c] + 1e-12, (pop, loss)
+    assert pop.acc_se < 1e-4 and pop.loss_se < 1e-4
+
+
+def test_zero_query_uniform_attention_closed_form(rng):
+    # q = 0: cov_zz = cov_zv = 0, uniform softmax, f = mean_t v_t ~ N(mean(mean_v), cov_vv / T).
+    T = 6
+    _, mv, cov = random_moments(rng, T, 0.0)
+    cov[0, :] = cov[:, 0] = 0.0
+    pop = population_metrics(np.zeros((2, T)), mv, cov)
+    s = np.sqrt(cov[1, 1] / T)
+    for c, cls in enumerate((1.0, -1.0)):
+        m = cls * mv[c].mean()
+        assert abs(pop.class_acc[c] - norm.cdf(m / s)) < 1e-12  # exact: one normal CDF per draw
+        assert abs(pop.class_loss[c] - gaussian_loss(m, s)) <= N_SE * pop.class_loss_se[c] + 1e-12
+
+
+def test_saturated_softmax_selects_the_top_token(rng):
+    # Logit gaps of ~1000 overflow a softmax not taken relative to the top token (a
+    # RuntimeWarning is an error here); the result must be f = v_top.
+    mz, mv, cov = random_moments(rng, 8, 0.5)
+    mz[:, 3] += 1000.0
+    pop = population_metrics(mz, mv, cov)
+    s = np.sqrt(cov[1, 1])
+    for c, cls in enumerate((1.0, -1.0)):
+        assert abs(pop.class_acc[c] - norm.cdf(cls * mv[c, 3] / s)) <= N_SE * pop.class_acc_se[c] + 1e-12
+        assert abs(pop.class_loss[c] - gaussian_loss(cls * mv[c, 3], s)) <= N_SE * pop.class_loss_se[c] + 1e-12
+
+
+def test_zero_covariance_is_deterministic(rng):
+    mz, mv, _ = random_moments(rng, 5, 0.0)
+    pop = population_metrics(mz, mv, np.zeros((2, 2)))
+    for c, cls in enumerate((1.0, -1.0)):
+        u = cls * np.sum(softmax(mz[c]) * mv[c])
+        assert pop.class_acc[c] == float(u > 0)
+        assert pop.class_loss[c] == pytest.approx(np.logaddexp(0.0, -u), rel=1e-13)
+    assert pop.acc_se == 0.0 and pop.loss_se == 0.0
+
+
+def test_rank_one_covariance_head_parallel_to_query(rng):
+    # nu = k q in the noise: v_t - mean_v = k (z_t - mean_z); no NaN, and agrees with Monte Carlo
+    # and with the nearly-degenerate neighbour.
+    mz, mv, _ = random_moments(rng, 4, 0.0)
+    k = -0.8
+    cov = 1.3 * np.array([[1.0, k], [k, k * k]])
+    pop = population_metrics(mz, mv, cov)
+    assert np.isfinite([pop.loss, pop.acc, pop.loss_se, pop.acc_se]).all()
+    assert_matches_finite_set(pop, monte_carlo(mz, mv, cov, 200_000, rng), "rank one")
+    near = population_metrics(mz, mv, cov + np.diag([0.0, 1e-10]))
+    assert abs(near.loss - pop.loss) < 1e-4 and abs(near.acc - pop.acc) < 1e-3
+
+
+def test_orthogonal_noise_query_in_signal_span_has_no_logit_noise():
+    # q in span(mu_+-): q^T P q is a difference that must come out as 0, not a negative round-off.
+    cfg = Config(d=6, signal_norm=3.0, noise="orthogonal", n_test=0)
+    q = np.array([0.1, 0.3, 0, 0, 0, 0]) * 7.0
+    nu = np.array([1.0, -1.0, 0.2, 0, 0, 0])
+    mz, mv, cov = population_moments(q @ q, q @ nu, nu @ nu, [3 * q[0], 3 * q[1]], [3.0, -3.0], mu_norm=3.0,
+                                     rho=0.1, roles=token_roles(cfg), sigma=1.0, noise="orthogonal")
+    assert cov[0, 0] >= 0 and abs(cov[0, 0]) < 1e-14 and abs(cov[0, 1]) < 1e-14
+    assert cov[1, 1] == pytest.approx(0.04)
+    pop = population_metrics_from_params(q, nu, cfg)
+    assert np.isfinite([pop.loss, pop.acc]).all()
+
+
+# --------------------------------------------------------------------------- quadrature properties
+
+def test_same_seed_same_bits_and_other_seed_other_draws(rng):
+    mz, mv, cov = random_moments(rng, 8, 0.3)
+    a = population_metrics(mz, mv, cov, seed=7)
+    standard_normal_draws.cache_clear()
+    b = population_metrics(mz, mv, cov, seed=7)
+    assert a == b
+    c = population_metrics(mz, mv, cov, seed=8)
+    assert c.loss != a.loss
+    assert abs(c.loss - a.loss) <= N_SE * np.hypot(a.loss_se, c.loss_se)
+
+
+def test_standard_error_is_honest_across_seeds(rng):
+    # The spread of the estimate over independent seeds is what the reported SE claims.
+    mz, mv, cov = random_moments(rng, 8, 0.5)
+    runs = [population_metrics(mz, mv, cov, n_draws=2 ** 10, seed=s) for s in range(32)]
+    for what in ("loss", "acc"):
+        spread = np.std([getattr(r, what) for r in runs], ddof=1)
+        claimed = np.sqrt(np.mean([getattr(r, what + "_se") ** 2 for r in runs]))
+        assert 0.6 < spread / claimed < 1.6, (what, spread, claimed)
+
+
+def test_standard_error_shrinks_at_least_at_the_monte_carlo_rate(rng):
+    mz, mv, cov = random_moments(rng, 8, 0.5)
+    sizes = 2 ** np.arange(10, 17, 2)
+    for what in ("loss_se", "acc_se"):
+        se = [np.sqrt(np.mean([getattr(population_metrics(mz, mv, cov, n_draws=int(n), seed=s), what) ** 2
+                               for s in range(4)])) for n in sizes]
+        slope = np.polyfit(np.log(sizes), np.log(se), 1)[0]
+        assert slope < -0.45, (what, slope, se)
+
+
+def test_default_accuracy_is_far_below_finite_test_set_noise(rng):
+    mz, mv, cov = random_moments(rng, 8, 0.5)
+    pop = population_metrics(mz, mv, cov)
+    assert pop.n_draws == 2 ** 14
+    assert pop.acc_se < 1e-3 and pop.loss_se < 1e-3  # a 1000-sample test set: ~1e-2
+
+
+# --------------------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(mean_z=np.zeros((3, 4))), r"mean_z and mean_v must both have shape \(2, T\)"),
+    (dict(cov=np.zeros((3, 3))), r"cov must have shape \(2, 2\)"),
+    (dict(cov=np.array([[1.0, 2.0], [2.0, 1.0]])), "cov must be symmetric positive semi-definite"),
+    (dict(cov=np.array([[1.0, 0.5], [0.0, 1.0]])), "cov must be symmetric positive semi-definite"),
+    (dict(cov=np.array([[np.nan, 0.0], [0.0, 1.0]])), "cov must be finite"),
+    (dict(n_draws=1000), r"n_draws / replicates must be a power of two"),
+    (dict(replicates=1), r"replicates >= 2"),
+    (dict(n_draws=0), "n_draws must be a positive integer"),
+])
+def test_population_metrics_rejects_bad_input(kwargs, match):
+    args = dict(mean_z=np.zeros((2, 4)), mean_v=np.zeros((2, 4)), cov=np.eye(2))
+    args.update(kwargs)
+    if "mean_z" in kwargs:
+        args["mean_v"] = np.zeros_like(kwargs["mean_z"])
+    with pytest.raises(ConfigError, match=match):
+        population_metrics(args.pop("mean_z"), args.pop("mean_v"), args.pop("cov"), **args)
+
+
+def test_population_moments_and_from_params_reject_bad_input():
+    good = dict(mu_norm=1.0, rho=0.1, roles=[0, 3], sigma=1.0)
+    with pytest.raises(ConfigError, match="noise must be one of 'isotropic', 'orthogonal'"):
+        population_moments(1.0, 0.0, 1.0, [0, 0], [0, 0], **good, noise="gaussian")
+    with pytest.raises(ConfigError, match=r"q_mu must have shape \(2,\)"):
+        population_moments(1.0, 0.0, 1.0, [0, 0, 0], [0, 0], **good)
+    with pytest.raises(ConfigError, match="roles must be a non-empty 1-d array of role codes"):
+        population_moments(1.0, 0.0, 1.0, [0, 0], [0, 0], **{**good, "roles": [0, 7]})
+    with pytest.raises(ConfigError, match=r"q and nu must have shape \(d,\) = \(6,\)"):
+        population_metrics_from_params(np.zeros(5), np.zeros(6), Config(d=6, n_test=0))
+
