@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 import attnsim
-from attnsim._experiment import prepare_run
-from attnsim._saveat import SaveAt
+from attnsim import prepare_run
+from attnsim import SaveAt
 
 PRESETS = ("balanced", "large-noise", "large-signal")
 HORIZONS = (10**6, 10**9, 10**12, 10**15)
@@ -93,7 +93,7 @@ def main():
         f"{os.cpu_count()} cores shared with other jobs (load average at start: "
         f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}); attnsim {attnsim.__version__}.",
         "",
-        "Default flow options (`attnsim._flow.FlowOptions()`): rtol 1e-8, atol 1e-11, backward-error",
+        "Default flow options (`attnsim.FlowOptions()`): rtol 1e-8, atol 1e-11, backward-error",
         "correction on, exact-GD start until alpha*rho(J) <= 5e-4 (fallback 2e5 steps). Wall time is",
         "`Result.wall_time` (GD start + integration + recording 200 saves with the preset's 1000 test",
         f"samples), median of {args.repeats}; set-up (Gram matrices, once per problem) and compilation",

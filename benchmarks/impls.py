@@ -36,7 +36,7 @@ def problem(n, d, trainable, T=8, seed=0):
 
 class _AttnsimStepper:
     def __init__(self, pb, engine):
-        from attnsim._engine import prepare
+        from attnsim import prepare
 
         self.run = prepare(pb["X"], pb["y"], pb["W0"], pb["p0"], pb["nu"], lr=pb["lr"], steps=10**12,
                            trainable=pb["trainable"], engine=engine, save_at=[0, 10**12])

@@ -16,26 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import attnsim
-from _common import parse_args, preset_run, save, time_axis
-
-ROLE_COLOURS = {0: "tab:red", 1: "tab:orange", 2: "tab:blue", 3: "tab:gray"}
-ROLE_LABELS = {0: "R", 1: "$W_{Y^*}$", 2: "$W_{-Y^*}$", 3: "I"}
-
-
-def plot_tokens(ax, res, i, title, log):
-    seen = set()
-    for t in range(res.attention.shape[2]):
-        role = int(res.roles[t])
-        label = f"$x_{{{t + 1}}}$ ({ROLE_LABELS[role]})" if role != 3 else (
-            "$x_4 \\ldots x_8$ (I)" if role not in seen else None)
-        seen.add(role)
-        ax.plot(res.steps, res.attention[:, i, t], color=ROLE_COLOURS[role], label=label,
-                lw=1.8 if role in (0, 2) else 1.0, alpha=1.0 if role != 3 else 0.6)
-    time_axis(ax, res.steps, log=log)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("softmax probability")
-    ax.set_title(title, fontsize=10)
-
+from _common import parse_args, preset_run, save
 
 def main():
     args = parse_args(__doc__)
@@ -47,15 +28,19 @@ def main():
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
     for row, (res, log) in enumerate([(short, False), (res_long, True)]):
         fit = "fitted" if res.margins[-1, noisy] > 0 else "not fitted"
-        plot_tokens(axes[row, 0], res, clean, f"clean sample {clean}", log)
-        plot_tokens(axes[row, 1], res, noisy, f"noisy sample {noisy} (label flipped; {fit} at τ={res.final_step:,})",
-                    log)
+        attnsim.plot_attention(axes[row, 0], res, clean, f"clean sample {clean}", log=log, legend=False)
+        attnsim.plot_attention(axes[row, 1], res, noisy,
+                               f"noisy sample {noisy} (label flipped; {fit} at τ={res.final_step:,})",
+                               log=log, legend=False)
     axes[0, 0].legend(fontsize=8, loc="center right")
     cfg = short.config
     fig.suptitle(f"Attention dynamics, balanced preset (d={cfg.d}, ‖μ‖={cfg.signal_norm:g}, SNR={cfg.snr:.3g}, "
                  f"n={cfg.n_train}, η={cfg.eta:g}, lr={cfg.lr:g}); top: paper horizon, bottom: 100× longer",
                  fontsize=10)
     save(fig, args, "attention_dynamics.png")
+    for res in (short, res_long):
+        print(f"tau={res.final_step}: relevant mass clean sample {clean} {res.relevant_mass[-1, clean]:.4f}, "
+              f"noisy sample {noisy} {res.relevant_mass[-1, noisy]:.4f}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import numpy as np
 
 import attnsim
 from _common import parse_args, preset_run, save
-from attention_dynamics import plot_tokens
 
 
 def main():
@@ -30,6 +29,7 @@ def main():
     fitted = noisy[short.margins[-1, noisy] > 0]
     unfitted = noisy[short.margins[-1, noisy] <= 0]
     clean = int(np.flatnonzero(~short.noisy)[0])
+    print(f"tau=1000: noisy samples fitted {fitted.size} of {noisy.size}")
     panels = [(clean, "clean sample")]
     if fitted.size:
         panels.append((int(fitted[0]), "noisy sample, fitted at τ=1000"))
@@ -38,12 +38,12 @@ def main():
     times = attnsim.noisy_fit_times(res_long)
     fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 7.5), constrained_layout=True, squeeze=False)
     for col, (i, label) in enumerate(panels):
-        plot_tokens(axes[0, col], short, i, f"{label} ({i})", log=False)
+        attnsim.plot_attention(axes[0, col], short, i, f"{label} ({i})", log=False, legend=False)
         extra = ""
         if short.noisy[i]:
             t = int(times[np.searchsorted(noisy, i)])
             extra = f"; first fitted at τ≈{t:,}" if t >= 0 else "; never fitted"
-        plot_tokens(axes[1, col], res_long, i, f"sample {i} to τ=10⁵{extra}", log=True)
+        attnsim.plot_attention(axes[1, col], res_long, i, f"sample {i} to τ=10⁵{extra}", log=True, legend=False)
     axes[0, 0].legend(fontsize=8, loc="center right")
     cfg = short.config
     fig.suptitle(f"Large-signal preset (d={cfg.d}, ‖μ‖={cfg.signal_norm:g}, SNR={cfg.snr:.3g}): "

@@ -3,7 +3,7 @@
 Sakamoto & Sato (ICML 2025) prove that in the benign-overfitting regime the model fits the
 noisy labels quickly but generalises only after a time exponential in 1/(n SNR^2). Exact GD
 stops around 10^9-10^10 steps; ``dynamics="flow"`` (backward-error-corrected gradient flow,
-matched to exact GD, see ``attnsim._flow``) follows the same runs to 10^15 steps in seconds.
+matched to exact GD, see ``attnsim.FlowOptions``) follows the same runs to 10^15 steps in seconds.
 
 1. **Delay against SNR.** The official setting (n = 20, T = 8, d = 2000, W and p trained)
    with ||mu|| swept so that SNR = ||mu||/sqrt(d) runs from about 0.22 to 0.9. With the
@@ -43,7 +43,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import attnsim
-from attnsim._saveat import SaveAt
+from attnsim import SaveAt
 from _common import parse_args, save
 
 L_STAR = float(np.log1p(np.exp(-1 / np.sqrt(2))))

@@ -22,7 +22,6 @@ import numpy as np
 
 import attnsim
 from _common import parse_args, save
-from attnsim._sweep import point_key
 
 D_FULL = list(range(250, 5001, 125))                       # 39 values
 MU_FULL = [5.0 + 2.5 * k for k in range(39)]               # 5 .. 100
@@ -54,15 +53,14 @@ def main():
     grid = {"d": ds, "signal_norm": mus}
     sw = attnsim.sweep(args.out / "sweeps" / "phase", base, grid=grid, seeds=range(n_seeds), n_saves=N_SAVES,
                        workers=args.workers, progress=args.progress)
-    save_opts = {"n_saves": N_SAVES, "probes": None, "keep_params": False}
     metrics = [("train_loss", "final train loss", "viridis"), ("test_loss", "final test loss", "viridis"),
                ("train_acc", "final train accuracy", "magma"), ("test_acc", "final test accuracy", "magma")]
     maps = {m: np.full((len(mus), len(ds)), np.nan) for m, _, _ in metrics}
     for i, mu in enumerate(mus):
         for j, d in enumerate(ds):
             for m, _, _ in metrics:
-                vals = [sw.points[point_key(base.replace(d=d, signal_norm=mu, seed=s), save_opts)].summary[m]
-                        for s in range(n_seeds)]
+                vals = [pt.summary[m] for s in range(n_seeds)
+                        for pt in sw.select(d=d, signal_norm=mu, seed=s)[:1]]
                 vals = [v for v in vals if v is not None]
                 maps[m][i, j] = np.mean(vals) if vals else np.nan
     n = base.n_train

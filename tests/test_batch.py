@@ -19,11 +19,6 @@ def _same(a, b):
     assert a.engine == b.engine and a.message == b.message
 
 
-def test_exports():
-    assert attnsim.train_many is train_many and attnsim.simulate_many is simulate_many
-    assert {"train_many", "simulate_many"} <= set(attnsim.__all__)
-
-
 def test_train_many_in_process_equals_train_one_by_one():
     problems = [_problem(s) for s in range(3)]
     problems[1]["trainable"] = "p"                     # per-problem override of a common argument

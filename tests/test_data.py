@@ -18,15 +18,34 @@ def test_official_noisy_set_for_the_paper_setting():
     np.testing.assert_array_equal(data.y, np.where(data.noisy, -data.y_true, data.y_true))
 
 
-@given(n=st.integers(2, 60), eta=st.floats(0, 0.49))
-def test_official_label_noise_counts_per_class(n, eta):
-    k = math.ceil(round(n * eta, 12))
-    if 2 * (k // 2) >= 2 * min(n // 2, n - n // 2):
-        return  # rejected by Config, tested in test_config
+# (n, eta) -> labels flipped in each class, worked out by hand from REFERENCE.md
+# ("k = ceil(n eta) flips, floor(k / 2) from each class"): k = 4, 5, 3, 0, 3, 15, 2, 3.
+# (30, 0.1): n eta = 3 exactly; (40, 0.049): 1.96 rounds up to 2.
+HAND_CHECKED_FLIPS = [((20, 0.2), 2), ((20, 0.25), 2), ((21, 0.1), 1), ((10, 0.0), 0), ((7, 0.3), 1),
+                      ((100, 0.15), 7), ((40, 0.049), 1), ((30, 0.1), 1)]
+
+
+@pytest.mark.parametrize("n_eta, per_class", HAND_CHECKED_FLIPS)
+def test_official_label_noise_counts_per_class(n_eta, per_class):
+    n, eta = n_eta
     data = make_data(Config(n_train=n, eta=eta, d=3, n_test=0))
     pos = data.y_true > 0
     assert pos.sum() == n // 2
-    assert data.noisy[pos].sum() == k // 2 and data.noisy[~pos].sum() == k // 2
+    assert data.noisy[pos].sum() == per_class and data.noisy[~pos].sum() == per_class
+    np.testing.assert_array_equal(data.y != data.y_true, data.noisy)
+
+
+@given(n=st.integers(4, 60), eta=st.floats(0, 0.3))
+def test_official_label_noise_is_balanced_contiguous_and_monotone(n, eta):
+    """Both classes lose the same number of labels, at the start of each class, and a larger
+    eta never flips fewer (no formula: properties of the official layout)."""
+    data = make_data(Config(n_train=n, eta=eta, d=3, n_test=0))
+    more = make_data(Config(n_train=n, eta=min(eta + 0.05, 0.3), d=3, n_test=0))
+    first_neg = n // 2
+    k_pos, k_neg = data.noisy[:first_neg].sum(), data.noisy[first_neg:].sum()
+    assert k_pos == k_neg
+    assert data.noisy[:k_pos].all() and data.noisy[first_neg:first_neg + k_neg].all()
+    assert more.noisy.sum() >= data.noisy.sum()
 
 
 def test_random_label_noise_flips_about_eta(rng):

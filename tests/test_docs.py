@@ -2,6 +2,7 @@
 
 import doctest
 import importlib
+import inspect
 import pkgutil
 
 import numpy as np
@@ -20,6 +21,25 @@ def test_docstring_examples(name):
     assert failures == 0
 
 
-def test_public_names_are_exported():
+def test_public_names_are_exported_both_ways():
+    """``__all__`` names exist, and every public name of the package namespace is in ``__all__``."""
     for name in attnsim.__all__:
         assert hasattr(attnsim, name), name
+    public = {name for name, obj in vars(attnsim).items()
+              if not name.startswith("_") and not inspect.ismodule(obj) and name not in ("annotations",)}
+    assert public <= set(attnsim.__all__), f"public but not in __all__: {sorted(public - set(attnsim.__all__))}"
+    assert len(attnsim.__all__) == len(set(attnsim.__all__)), "duplicates in __all__"
+
+
+def test_public_functions_return_public_classes():
+    """A public function never returns an object whose class a user cannot import from attnsim."""
+    import typing
+
+    exported = {getattr(attnsim, n) for n in attnsim.__all__ if inspect.isclass(getattr(attnsim, n))}
+    for name in attnsim.__all__:
+        fn = getattr(attnsim, name)
+        if not inspect.isfunction(fn):
+            continue
+        ret = typing.get_type_hints(fn).get("return")
+        if inspect.isclass(ret) and ret.__module__.startswith("attnsim"):
+            assert ret in exported, f"attnsim.{name} returns {ret.__name__}, which attnsim does not export"

@@ -26,19 +26,22 @@ def autograd_loss(W, p, X, y, nu):
 
 
 @st.composite
-def problems(draw):
-    """Random shapes (n 1-30, T 2-12, d 2-64) and parameters; ``scale`` up to 30
-    drives the softmax deep into saturation."""
+def problems(draw, scales=(0.0, 0.1, 1.0, 5.0)):
+    """Random shapes (n 1-30, T 2-12, d 2-64) and parameters at one of ``scales``.
+
+    The largest scale here (5) keeps the top-score gaps where float64 autograd is itself
+    accurate; deeper saturation is checked against the 50-digit oracle (``test_oracle.py``).
+    """
     n = draw(st.integers(1, 30))
     T = draw(st.integers(2, 12))
     d = draw(st.integers(2, 64))
     seed = draw(st.integers(0, 2**32 - 1))
-    scale = draw(st.sampled_from([0.0, 0.1, 1.0, 5.0, 30.0]))
+    scale = draw(st.sampled_from(scales))
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, T, d))
     y = rng.choice([-1.0, 1.0], size=n)
     W = rng.standard_normal((d, d)) * scale / np.sqrt(d)
-    p = rng.standard_normal(d) * scale / np.sqrt(d) + (0.0 if scale else 0.0)
+    p = rng.standard_normal(d) * scale / np.sqrt(d)
     nu = rng.standard_normal(d)
     return X, y, W, p, nu, scale
 
@@ -56,23 +59,16 @@ def test_closed_form_matches_autograd(impl, problem):
     ref_W = grad(autograd_loss, 0)(W, p, X, y, nu)
     ref_p = grad(autograd_loss, 1)(W, p, X, y, nu)
     assert loss == pytest.approx(ref_loss, rel=1e-12, abs=1e-15)
-    # At saturation the gradients are sums of terms that cancel to ~1e-5 of their size,
-    # so both sides carry rounding of order eps * |terms|; |terms| <= |v| |x| |W or p|.
-    v = np.abs(np.einsum("itk,k->it", X, nu)).max()
-    x = np.abs(X).max()
-    floor_p = 1e-14 * v * x * max(1.0, np.abs(W).sum(axis=1).max())
-    floor_W = 1e-14 * v * x * max(1.0, np.abs(p).max())
-    err_p = np.max(np.abs(grad_p - ref_p))
-    err_W = np.max(np.abs(grad_W - ref_W))
-    assert err_p <= 1e-10 * np.max(np.abs(ref_p)) + floor_p, f"grad_p, scale={scale}"
-    assert err_W <= 1e-10 * np.max(np.abs(ref_W)) + floor_W, f"grad_W, scale={scale}"
+    # Norm-wise relative errors, no absolute floor: at these gaps autograd keeps ~12 digits.
+    for name, got, ref in (("grad_p", grad_p, ref_p), ("grad_W", grad_W, ref_W)):
+        assert np.linalg.norm(got - ref) <= 1e-9 * np.linalg.norm(ref), f"{name}, scale={scale}"
 
 
-@given(problems())
+@given(problems(scales=(0.0, 0.1, 1.0, 2.0)))
 def test_closed_form_matches_central_differences(problem):
+    """Central differences of the loss along random directions (scales where the loss still
+    varies on the scale of the step h; beyond, the gradient is below the loss's rounding)."""
     X, y, W, p, nu, scale = problem
-    if scale > 5.0:
-        return  # finite differences lose all digits where the gradient is ~1e-30
     _, grad_W, grad_p = loss_and_grads(X, y, W, p, nu)
     rng = np.random.default_rng(0)
     h = 1e-5

@@ -358,3 +358,16 @@ def test_cli_subprocess_bad_flag_is_one_line_exit_2(extra, message, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
     assert proc.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+#: Config fields the random table above leaves out, each with the reason (none today).
+NOT_IN_INVALID: dict[str, str] = {}
+
+
+def test_invalid_table_covers_every_config_field():
+    """A new Config field must get a generator of invalid values here (or a reason why not)."""
+    fields = set(attnsim.field_names())
+    assert set(INVALID) | set(NOT_IN_INVALID) == fields, (
+        f"fields without invalid-value generators: {sorted(fields - set(INVALID) - set(NOT_IN_INVALID))}; "
+        f"unknown names: {sorted((set(INVALID) | set(NOT_IN_INVALID)) - fields)}")
+    assert not set(INVALID) & set(NOT_IN_INVALID)

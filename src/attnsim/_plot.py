@@ -25,21 +25,45 @@ def pick_samples(result):
     return (int(clean[0]) if clean.size else -1), (int(noisy[0]) if noisy.size else -1)
 
 
-def plot_attention(ax, result, i, title):
-    """Every token's softmax probability for sample ``i`` over time, coloured by role."""
+def plot_attention(ax, result, i, title, *, log=True, legend=True):
+    """Every token's softmax probability for sample ``i`` over time, coloured by role (paper Fig. 3).
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    result : Result
+    i : int
+        Sample index.
+    title : str
+    log : bool
+        Log time axis (linear below step 1) rather than linear.
+    legend : bool
+        Draw the legend (one entry per role; the irrelevant tokens share one).
+    """
     steps = result.steps
     seen = set()
+    irrelevant = [t + 1 for t in range(result.attention.shape[2]) if int(result.roles[t]) == 3]
     for t in range(result.attention.shape[2]):
         role = int(result.roles[t])
-        label = f"$x_{{{t + 1}}}$ ({ROLE_LABELS[role]})" if role != 3 else ("I tokens" if role not in seen else None)
+        if role != 3:
+            label = f"$x_{{{t + 1}}}$ ({ROLE_LABELS[role]})"
+        else:
+            label = None if role in seen else (f"$x_{{{irrelevant[0]}}} \\ldots x_{{{irrelevant[-1]}}}$ (I)"
+                                               if len(irrelevant) > 1 else f"$x_{{{t + 1}}}$ (I)")
         seen.add(role)
         ax.plot(steps, result.attention[:, i, t], color=ROLE_COLOURS[role], label=label,
-                lw=1.8 if role == 0 else 1.0, alpha=1.0 if role != 3 else 0.6)
-    _time_axis(ax, steps)
+                lw=1.8 if role in (0, 2) else 1.0, alpha=1.0 if role != 3 else 0.6)
+    if log:
+        _time_axis(ax, steps)
+    else:
+        ax.set_xlim(0, max(int(steps[-1]), 1))
+        ax.set_xlabel("GD step τ")
+        ax.grid(True, which="major", alpha=0.3)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("softmax probability")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="best")
+    if legend:
+        ax.legend(fontsize=7, loc="best")
 
 
 def plot_result(result, path=None, title=None):
