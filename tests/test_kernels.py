@@ -34,7 +34,7 @@ def args__coefficients_work(seed, n, T, d, steps):
     rng, X, y, W0, p0, nu, relevant = _problem(seed, n, T, d)
     N = n * T
     z = rng.standard_normal(N) * 3
-    return (z, X @ nu, y, T, relevant, np.zeros(N), np.zeros(N), np.zeros(n), np.zeros(3 * N + 6 * n))
+    return (z, X @ nu, y, T, relevant, np.zeros(N), np.zeros(N), np.zeros(n), np.zeros(3 * N + 7 * n))
 
 
 def args_loss_and_grads(seed, n, T, d, steps):

@@ -20,12 +20,6 @@ def neg_dloss(u):
     return np.where(u >= 0, e / (1.0 + e), 1.0 / (1.0 + e))
 
 
-def softmax_rows(z):
-    """Softmax over the last axis with the maximum subtracted."""
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def norm(x) -> float:
     """Euclidean/Frobenius norm that stays finite for huge finite entries (|x| up to 1e308).
 
@@ -36,3 +30,35 @@ def norm(x) -> float:
     if m == 0.0 or not np.isfinite(m):
         return m
     return m * float(np.sqrt(np.sum(np.square(x / m))))
+
+
+def top_relative(z, v):
+    """Softmax and outputs of each row relative to its top token (DESIGN.md §7).
+
+    Parameters
+    ----------
+    z, v : ndarray, shape (n, T)
+        Scores and token values.
+
+    Returns
+    -------
+    s : ndarray, shape (n, T)
+        Softmax (the top token's ``exp(0) = 1`` over the row sum).
+    delta : ndarray, shape (n, T)
+        ``v_t - v_top``, exactly 0 at the top token.
+    phi : ndarray, shape (n,)
+        ``f - v_top = sum_t s_t delta_t``: the output is ``f = v_top + phi`` and
+        ``v_t - f = delta_t - phi``, both with their relative digits in saturation.
+    """
+    rows = np.arange(z.shape[0])
+    top = np.argmax(z, axis=1)
+    e = np.exp(z - z[rows, top][:, None])
+    s = e / e.sum(axis=1, keepdims=True)
+    delta = v - v[rows, top][:, None]
+    return s, delta, np.sum(s * delta, axis=1)
+
+
+def outputs(z, v):
+    """Attention ``s`` (n, T) and outputs ``f`` (n,) from scores and values (n, T), top-relative."""
+    s, delta, phi = top_relative(z, v)
+    return s, v[np.arange(z.shape[0]), np.argmax(z, axis=1)] + phi

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from ._coords import Coordinates
-from ._numerics import logistic_loss, softmax_rows
+from ._numerics import logistic_loss, outputs
 from ._problem import Problem
 from ._result import DIVERGED, FINISHED, INTERRUPTED, Result
 
@@ -31,8 +31,7 @@ _CHUNK_SECONDS = 0.25
 def _outputs(z, v, y, T):
     """Attention ``s`` (n, T) and outputs ``f`` (n,) from flat scores and values."""
     n = y.shape[0]
-    s = softmax_rows(z.reshape(n, T))
-    return s, np.sum(s * v.reshape(n, T), axis=1)
+    return outputs(z.reshape(n, T), v.reshape(n, T))
 
 
 class _Recorder:

@@ -10,7 +10,7 @@ to the integrators' tolerances, not to the last bit.
 
 import numpy as np
 
-from .._numerics import logistic_loss, neg_dloss
+from .._numerics import logistic_loss, neg_dloss, top_relative
 
 
 def forward(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak):
@@ -18,12 +18,8 @@ def forward(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak):
     n = y.shape[0]
     Z, V = z.reshape(n, T), v.reshape(n, T)
     r = np.argmax(Z, axis=1)
-    rows = np.arange(n)
-    e = np.exp(Z - Z[rows, r][:, None])
-    S = e / e.sum(axis=1, keepdims=True)
-    D = V - V[rows, r][:, None]                  # v_t - v_top, exactly 0 at the top
-    df = np.sum(S * D, axis=1)                   # f - v_top
-    f = V[rows, r] + df
+    S, D, df = top_relative(Z, V)                # softmax, v_t - v_top, f - v_top
+    f = V[np.arange(n), r] + df
     u = y * f
     q = neg_dloss(u)
     co = -q * y / n

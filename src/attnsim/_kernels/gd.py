@@ -43,50 +43,54 @@ def _neg_dloss(u):
 
 @njit(cache=True)
 def _sample_coefficients(z, v, yi, base, T, inv_n, relevant, s, c):
-    """Softmax, output and dL/dz for the T tokens of one sample.
+    """Softmax, output and dL/dz for the T tokens of one sample, relative to its top token.
 
     Writes ``s[base:base+T]`` and ``c[base:base+T]``; returns ``(f, m, 1 - m)``
     where ``m`` is the softmax mass on the tokens flagged in ``relevant`` (T,).
-    ``1 - m`` is summed from the other tokens, not subtracted, so that it keeps
-    its digits when the relevant token is selected. (Used by ``loss_and_grads``;
-    the GD loops use the vectorised ``_coefficients_work``, which does the same
-    arithmetic in the same order.)
+    DESIGN.md §7: with ``r`` the top token, ``f = v_r + phi``, ``phi = sum_t s_t (v_t - v_r)``
+    (the top term is exactly zero) and ``v_t - f = (v_t - v_r) - phi``, so ``c`` keeps its
+    relative digits however saturated the softmax is; ``1 - m`` is summed from the other
+    tokens, never subtracted. (Used by ``loss_and_grads``; the GD loops use the vectorised
+    ``_coefficients_work``, which does the same arithmetic in the same order.)
     """
     zmax = z[base]
+    vr = v[base]
     for t in range(1, T):
         if z[base + t] > zmax:
             zmax = z[base + t]
+            vr = v[base + t]
     total = 0.0
     for t in range(T):
         e = np.exp(z[base + t] - zmax)
         s[base + t] = e
         total += e
-    f = 0.0
+    phi = 0.0
     mass_in = 0.0
     mass_out = 0.0
     for t in range(T):
         st = s[base + t] / total
         s[base + t] = st
-        f += st * v[base + t]
+        phi += st * (v[base + t] - vr)
         if relevant[t]:
             mass_in += st
         else:
             mass_out += st
+    f = vr + phi
     coef = -inv_n * _neg_dloss(yi * f) * yi
     for t in range(T):
-        c[base + t] = coef * s[base + t] * (v[base + t] - f)
+        c[base + t] = coef * s[base + t] * ((v[base + t] - vr) - phi)
     return f, mass_in, mass_out
 
 
 @njit(cache=True)
 def _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work):
-    """dL/dz for all samples, adding 𝔖_i = m_i (1 - m_i) into ``frak_sum``; scratch ``work`` (3N + 6n,).
+    """dL/dz for all samples, adding 𝔖_i = m_i (1 - m_i) into ``frak_sum``; scratch ``work`` (3N + 7n,).
 
     Same arithmetic, in the same order, as ``_sample_coefficients`` applied to each
-    sample (so the same bits), but laid out so that it vectorises: the tokens are
-    gathered into token-major order (index ``t*n + i``) and every reduction over
-    ``t`` runs as ``n`` independent accumulations in the inner loop over samples.
-    Sample by sample, the short dependency chains of the softmax (max, sum,
+    sample (so the same bits, top-relative as DESIGN.md §7), but laid out so that it
+    vectorises: the tokens are gathered into token-major order (index ``t*n + i``) and
+    every reduction over ``t`` runs as ``n`` independent accumulations in the inner loop
+    over samples. Sample by sample, the short dependency chains of the softmax (max, sum,
     division, weighted sum) left the core idle most of the time.
     """
     n = y.shape[0]
@@ -97,16 +101,18 @@ def _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work):
     o = 3 * N
     zmax = work[o:o + n]
     total = work[o + n:o + 2 * n]
-    f = work[o + 2 * n:o + 3 * n]
+    f = work[o + 2 * n:o + 3 * n]        # phi = f - v_top while accumulating, then f
     m_in = work[o + 3 * n:o + 4 * n]
     m_out = work[o + 4 * n:o + 5 * n]
     coef = work[o + 5 * n:o + 6 * n]
+    vtop = work[o + 6 * n:o + 7 * n]
     for i in range(n):
         for t in range(T):
             zt[t * n + i] = z[i * T + t]
             vt[t * n + i] = v[i * T + t]
     for i in range(n):
         zmax[i] = zt[i]
+        vtop[i] = vt[i]
         total[i] = 0.0
         f[i] = 0.0
         m_in[i] = 0.0
@@ -114,9 +120,12 @@ def _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work):
     for t in range(1, T):
         for i in range(n):
             zi = zt[t * n + i]
-            zmax[i] = zi if zi > zmax[i] else zmax[i]
+            if zi > zmax[i]:
+                zmax[i] = zi
+                vtop[i] = vt[t * n + i]
     for t in range(T):
         for i in range(n):
+            vt[t * n + i] -= vtop[i]        # delta_t = v_t - v_top, exactly 0 at the top
             e = np.exp(zt[t * n + i] - zmax[i])
             et[t * n + i] = e
             total[i] += e
@@ -134,17 +143,18 @@ def _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work):
     inv_n = 1.0 / n
     finite = True
     for i in range(n):
-        coef[i] = -inv_n * _neg_dloss(y[i] * f[i]) * y[i]
+        fi = vtop[i] + f[i]
+        coef[i] = -inv_n * _neg_dloss(y[i] * fi) * y[i]
         frak_sum[i] += m_in[i] * m_out[i]
-        if not np.isfinite(f[i]):
+        if not np.isfinite(fi):
             finite = False
     for i in range(n):
         ci = coef[i]
-        fi = f[i]
+        phi = f[i]
         for t in range(T):
             st = et[t * n + i]
             s[i * T + t] = st
-            c[i * T + t] = ci * st * (vt[t * n + i] - fi)
+            c[i * T + t] = ci * st * (vt[t * n + i] - phi)
     return finite
 
 
@@ -327,7 +337,7 @@ def primal_p_run(p, z, K, KT, v, y, T, relevant, lr, n_steps, frak_sum, s, c):
     ``K`` is (N, d) and ``KT`` its transpose (d, N), C-contiguous, so that both
     ``K^T c`` and ``K p`` are contiguous sweeps.
     """
-    work = np.empty(3 * z.shape[0] + 6 * y.shape[0])
+    work = np.empty(3 * z.shape[0] + 7 * y.shape[0])
     for step in range(n_steps):
         if not _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work):
             return step
@@ -347,7 +357,7 @@ def primal_wp_run(W, p, u, z, X, XT, v, y, T, relevant, lr, n_steps, frak_sum, s
     ``X`` is (N, d) and ``XT`` its transpose (d, N).
     """
     d = p.shape[0]
-    work = np.empty(3 * z.shape[0] + 6 * y.shape[0])
+    work = np.empty(3 * z.shape[0] + 7 * y.shape[0])
     for step in range(n_steps):
         if not _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work):
             return step
@@ -383,7 +393,7 @@ def dual_p_run(a, z, Gkk, v, y, T, relevant, lr, n_steps, frak_sum, s, c):
     plus the softmax of N scores.
     """
     N = z.shape[0]
-    work = np.empty(3 * N + 6 * y.shape[0])
+    work = np.empty(3 * N + 7 * y.shape[0])
     for step in range(n_steps):
         if not _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work):
             return step
@@ -503,7 +513,7 @@ def dual_wp_run(z, S, P, b, MT, CbT, Eb, nb, Gxx, v, y, T, relevant, lr, n_steps
     """
     N = z.shape[0]
     B = CbT.shape[1]
-    work = np.empty(3 * N + 6 * y.shape[0])
+    work = np.empty(3 * N + 7 * y.shape[0])
     Y = np.empty((B, N + 1))
     Bb = np.empty((B, N + 1))
     Ce = np.empty((B, B))

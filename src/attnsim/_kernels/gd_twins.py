@@ -7,11 +7,11 @@ serve as an oracle in the tests and as the ``backend="numpy"`` of ``train``.
 
 import numpy as np
 
-from .._numerics import logistic_loss, neg_dloss, softmax_rows
+from .._numerics import logistic_loss, neg_dloss, top_relative
 
 
 def forward(z, v, y):
-    """Attention, outputs and dL/dz from scores.
+    """Attention, outputs and dL/dz from scores, relative to each sample's top token.
 
     Parameters
     ----------
@@ -25,9 +25,9 @@ def forward(z, v, y):
     c : ndarray, shape (n, T)
     """
     n = z.shape[0]
-    s = softmax_rows(z)
-    f = (s * v).sum(axis=1)
-    c = (-neg_dloss(y * f) * y / n)[:, None] * s * (v - f[:, None])
+    s, delta, phi = top_relative(z, v)
+    f = v[np.arange(n), np.argmax(z, axis=1)] + phi
+    c = (-neg_dloss(y * f) * y / n)[:, None] * s * (delta - phi[:, None])
     return s, f, c
 
 
