@@ -224,8 +224,8 @@ def _compare(name, got, expected, rtol, atol):
     e, g = expected[worst], got[worst]
     entry_rel = abs(g - e) / abs(e) if e != 0 else np.inf
     where = f"entry {list(map(int, worst))}" if np.ndim(expected) else "value"
-    return (f"{name}: norm-wise relative error ||got - expected|| / ||expected|| = {rel:.3e} > rtol = {rtol:g}"
-            f"{f' (+ atol {atol:g})' if atol else ''}; worst {where}: expected {e!r}, got {g!r} "
+    return (f"{name}: norm-wise relative error {rel:.3e} > rtol = {rtol:g}{f' (+ atol {atol:g})' if atol else ''} "
+            f"(||got - expected|| / ||expected||); worst {where}: expected {float(e)!r}, got {float(g)!r} "
             f"(relative error {entry_rel:.3e})")
 
 
