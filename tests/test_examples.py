@@ -11,7 +11,9 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
-MINE = [p for p in SCRIPTS if p.name != "delayed_generalisation.py"]   # that one has its own owner and tests
+PYTEST_FILES = [p for p in SCRIPTS if p.name.startswith("test_")]      # pytest files shown in docs/testing.md
+MINE = [p for p in SCRIPTS if p.name != "delayed_generalisation.py"    # that one has its own owner and tests
+        and p not in PYTEST_FILES]
 
 
 @pytest.mark.parametrize("path", MINE, ids=lambda p: p.name)
@@ -25,6 +27,17 @@ def test_example_says_what_it_reproduces_and_is_spawn_safe(path):
     assert guards, "needs if __name__ == '__main__'"
     top_calls = [node for node in tree.body if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)]
     assert not top_calls, "no work at import time"
+
+
+@pytest.mark.parametrize("path", PYTEST_FILES, ids=lambda p: p.name)
+def test_pytest_example_passes_or_skips_cleanly(path, tmp_path):
+    doc = ast.get_docstring(ast.parse(path.read_text()))
+    assert doc and "Sakamoto & Sato" in doc and "importorskip" in path.read_text()
+    run = subprocess.run([sys.executable, "-m", "pytest", str(path), "-q", "-p", "no:cacheprovider",
+                          "--hypothesis-seed=0", "-o", "addopts="], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert " passed" in run.stdout or " skipped" in run.stdout
 
 
 def test_there_are_examples_for_every_figure_of_the_issue():

@@ -1,0 +1,31 @@
+"""A PyTorch implementation of the paper's model (Sakamoto & Sato, ICML 2025) checked with attnsim.testing.
+
+Run with ``pytest examples/test_torch_model.py`` (skips without torch); writes nothing
+(no out/examples/test_torch_model output). See docs/testing.md.
+"""
+
+import pytest
+from hypothesis import given, settings
+
+from attnsim.testing import assert_gradients_match, problems
+
+torch = pytest.importorskip("torch")
+
+
+def loss_and_grads(X, y, W, p, nu):
+    X, y, nu = (torch.tensor(a) for a in (X, y, nu))
+    W, p = torch.tensor(W, requires_grad=True), torch.tensor(p, requires_grad=True)
+    f = (torch.softmax(X @ (W.T @ p), dim=1) * (X @ nu)).sum(dim=1)
+    loss = torch.nn.functional.softplus(-y * f).mean()
+    loss.backward()
+    return loss, W.grad, p.grad
+
+
+@settings(deadline=None)     # the first call compiles
+@given(problems())
+def test_torch_gradients(problem):
+    assert_gradients_match(loss_and_grads, problem)
+
+
+if __name__ == "__main__":
+    raise SystemExit(pytest.main([__file__, "-q"]))
