@@ -17,20 +17,28 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-venv: $(STAMP)  ## create .venv and install attnsim with its test extra
+# numba's on-disk cache keys a kernel on its own file only: whenever any file of _kernels/ changes,
+# drop every cached kernel so that no stale helper survives in another file's cache.
+KERNEL_STAMP := $(VENV)/.kernels-$(shell cat src/attnsim/_kernels/*.py | cksum | cut -d' ' -f1)
 
-demo: $(STAMP)  ## run the balanced preset (paper setting), print a summary, write out/demo.png
+$(KERNEL_STAMP): $(STAMP)
+	find src -name '*.nbi' -delete -o -name '*.nbc' -delete
+	rm -f $(VENV)/.kernels-* && touch $@
+
+venv: $(STAMP) $(KERNEL_STAMP)  ## create .venv and install attnsim with its test extra
+
+demo: $(STAMP) $(KERNEL_STAMP)  ## run the balanced preset (paper setting), print a summary, write out/demo.png
 	$(VENV)/bin/attnsim run --preset balanced --progress --out $(OUT)/demo.npz
 	$(VENV)/bin/attnsim plot $(OUT)/demo.npz --out $(OUT)/demo.png
 	@echo "figure: $(OUT)/demo.png"
 
-test: $(STAMP)  ## run the default test suite (slow tests excluded)
+test: $(STAMP) $(KERNEL_STAMP)  ## run the default test suite (slow tests excluded)
 	$(PY) -m pytest -m "not slow" -q
 
-test-slow: $(STAMP)  ## run only the slow tests
+test-slow: $(STAMP) $(KERNEL_STAMP)  ## run only the slow tests
 	$(PY) -m pytest -m slow -q
 
-test-all: $(STAMP)  ## run every test
+test-all: $(STAMP) $(KERNEL_STAMP)  ## run every test
 	$(PY) -m pytest -q
 
 BENCH_STAMP := $(VENV)/.bench-installed
@@ -52,7 +60,7 @@ examples: $(STAMP)  ## regenerate every figure and table of examples/ into out/e
 examples-full: $(STAMP)  ## the paper's full 39 x 39 phase diagram, 3 seeds (~4600 runs: hours on 2 cores; resumable)
 	MPLBACKEND=Agg ATTNSIM_OUT=$(OUT)/examples $(PY) examples/phase_diagram.py --full
 
-clean-cache:  ## drop numba's compiled-kernel caches (needed after editing a helper another module imports)
+clean-cache:  ## drop numba's compiled-kernel caches (make test does it whenever _kernels/ changed)
 	find src -name '*.nbi' -delete -o -name '*.nbc' -delete
 
 clean: clean-cache  ## remove the virtual environment and caches

@@ -1,6 +1,7 @@
 """The example scripts: structure checked by default, one end-to-end run marked slow."""
 
 import ast
+import importlib.util
 import os
 import re
 import subprocess
@@ -36,8 +37,11 @@ def test_pytest_example_passes_or_skips_cleanly(path, tmp_path):
     run = subprocess.run([sys.executable, "-m", "pytest", str(path), "-q", "-p", "no:cacheprovider",
                           "--hypothesis-seed=0", "-o", "addopts="], cwd=tmp_path, capture_output=True, text=True,
                          timeout=600)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert " passed" in run.stdout or " skipped" in run.stdout
+    library = "torch" if "torch" in path.name else "jax"
+    if importlib.util.find_spec(library) is not None:
+        assert run.returncode == 0 and " passed" in run.stdout, run.stdout + run.stderr
+    else:   # importorskip at module level: pytest reports the skip and exits 5 (nothing ran)
+        assert run.returncode == 5 and " skipped" in run.stdout, run.stdout + run.stderr
 
 
 def test_there_are_examples_for_every_figure_of_the_issue():
