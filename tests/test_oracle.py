@@ -161,6 +161,6 @@ def test_train_follows_mp_gd_for_100_steps(gap, trainable):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trainable", ["p", "Wp"])
-@pytest.mark.parametrize("gap", [3.0, 20.0, 40.0, 100.0, 300.0])
+@pytest.mark.parametrize("gap", [3.0, 20.0, 40.0, 100.0, 300.0, 700.0])
 def test_train_follows_mp_gd_for_1000_steps(gap, trainable):
     _check_trajectory(seed=11, gap=gap, steps=1000, trainable=trainable, rtol=1e-9)
