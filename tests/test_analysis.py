@@ -35,7 +35,7 @@ def _fake(scores, *, margins=None, noisy=None, y=None, y_true=None, roles=None, 
         margins=np.zeros((S, n)) if margins is None else np.asarray(margins, float),
         scores=scores, attention=att, relevant_mass=mass, frak_s=mass * (1 - mass),
         frak_cum=np.zeros((S, n)) if frak_cum is None else np.asarray(frak_cum, float),
-        p_norm=nan_s, w_dist=nan_s, p_probe=np.zeros((S, 0)), query_probe=np.zeros((S, 0)),
+        p_norm=nan_s, w_dist=nan_s, query_norm=nan_s, p_probe=np.zeros((S, 0)), query_probe=np.zeros((S, 0)),
         p=np.zeros(2), W=np.zeros((2, 2)), y=y, y_true=y_true, noisy=noisy, relevant=roles == 0, roles=roles,
     )
 

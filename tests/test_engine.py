@@ -34,14 +34,20 @@ def test_train_matches_plain_numpy_gd(engine, trainable, seed, n, T, d, lr):
                 save_at=SaveAt.linear(steps, steps + 1))
     scores, W, p = gd_trajectory(arrays["X"], arrays["y"], arrays["W0"], arrays["p0"], arrays["nu"], lr,
                                  steps, trainable)
+    # What float64 can determine: the plain loop's own response to a last-bit change of p0
+    # (large steps make some trajectories amplify rounding by 1e6 in 30 steps).
+    bumped, _, _ = gd_trajectory(arrays["X"], arrays["y"], arrays["W0"], arrays["p0"] * (1 + 2.0**-52),
+                                 arrays["nu"], lr, steps, trainable)
+    rtol = max(1e-9, 100 * float(np.max(np.abs(bumped - scores)) / np.max(np.abs(scores))))
+    assert rtol < 1e-5, "the problem is too ill-conditioned to test anything"
     assert res.engine == engine and res.success
     np.testing.assert_array_equal(res.steps, np.arange(steps + 1))
-    np.testing.assert_allclose(res.scores, scores, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(res.scores, scores, rtol=rtol, atol=1e-11)
     e = np.exp(scores)                        # unsaturated here: the plain formula is exact enough
-    np.testing.assert_allclose(res.attention, e / e.sum(axis=2, keepdims=True), rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(res.p, p, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(res.attention, e / e.sum(axis=2, keepdims=True), rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(res.p, p, rtol=rtol, atol=1e-11)
     if trainable == "Wp":
-        np.testing.assert_allclose(res.W, W, rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(res.W, W, rtol=rtol, atol=1e-11)
     else:
         assert res.W is None                  # not trained: not stored (it is W0)
     # Test-set figures and probes at the end, from the final parameters, by the plain formulas.
@@ -53,6 +59,7 @@ def test_train_matches_plain_numpy_gd(engine, trainable, seed, n, T, d, lr):
     np.testing.assert_allclose(res.p_probe[-1], extra["probes"] @ p, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(res.query_probe[-1], extra["probes"] @ (W.T @ p), rtol=1e-8, atol=1e-10)
     assert res.p_norm[-1] == pytest.approx(np.linalg.norm(p), rel=1e-9)
+    assert res.query_norm[-1] == pytest.approx(np.linalg.norm(W.T @ p), rel=1e-8)
     assert res.w_dist[-1] == pytest.approx(np.linalg.norm(W - arrays["W0"]), rel=1e-7, abs=1e-12)
 
 

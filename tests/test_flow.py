@@ -389,3 +389,16 @@ def test_cli_rejects_an_unknown_dynamics(capsys):
 
     assert main(["run", "--d", "30", "--steps", "100", "--dynamics", "ode"]) == 2
     assert "--dynamics must be one of gd, flow; got 'ode'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("trainable", TRAINABLE)
+def test_flow_records_the_query_norm_of_its_final_parameters(trainable, rng):
+    """``query_norm`` comes from the dual state (Grams); the materialised W^T p is the oracle."""
+    X = rng.standard_normal((4, 3, 6))
+    prob = dict(X=X, y=np.array([1.0, -1.0, 1.0, -1.0]), W0=rng.standard_normal((6, 6)) / 3,
+                p0=rng.standard_normal(6), nu=rng.standard_normal(6))
+    res = train(**prob, lr=0.2, steps=10**6, trainable=trainable, dynamics="flow")
+    W = prob["W0"] if res.W is None else res.W
+    assert res.success, res.message
+    assert res.query_norm[-1] == pytest.approx(np.linalg.norm(W.T @ res.p), rel=1e-9)
+    assert res.query_norm[0] == pytest.approx(np.linalg.norm(prob["W0"].T @ prob["p0"]), rel=1e-12)

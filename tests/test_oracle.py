@@ -159,8 +159,13 @@ def test_train_follows_mp_gd_for_100_steps(gap, trainable):
     _check_trajectory(seed=11, gap=gap, steps=100, trainable=trainable, rtol=1e-10)
 
 
+# Trajectories stop short of gap 700: there the gradient (~e^-700 |v| |x|) underflows and GD
+# does not move. W and p trained together from gap 300 widen the gap past 10^4 within the
+# 1000 steps, beyond any affordable precision of the oracle, so that set stops at 100.
+TRAJECTORY_CASES = [(g, "p") for g in (3.0, 20.0, 40.0, 100.0, 300.0)] + [(g, "Wp") for g in (3.0, 20.0, 40.0, 100.0)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("trainable", ["p", "Wp"])
-@pytest.mark.parametrize("gap", [3.0, 20.0, 40.0, 100.0, 300.0, 700.0])
+@pytest.mark.parametrize("gap, trainable", TRAJECTORY_CASES)
 def test_train_follows_mp_gd_for_1000_steps(gap, trainable):
     _check_trajectory(seed=11, gap=gap, steps=1000, trainable=trainable, rtol=1e-9)

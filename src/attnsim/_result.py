@@ -65,6 +65,8 @@ class Result:
         ``dynamics="flow"``: that sum over the exact-GD start, then ``int m_i (1 - m_i) d tau``.
     p_norm, w_dist : ndarray, shape (S,)
         ``||p||`` and ``||W - W0||_F``.
+    query_norm : ndarray, shape (S,)
+        ``||W^T p||``, the norm of the effective query (NaN in files written before it existed).
     p_probe, query_probe : ndarray, shape (S, k)
         ``<p, r_j>`` and ``<W^T p, r_j>`` for the probe directions ``r_j`` given to
         ``train`` (for ``simulate``: ``mu_+`` and ``mu_-``); ``k = 0`` without probes.
@@ -112,6 +114,7 @@ class Result:
     frak_cum: np.ndarray
     p_norm: np.ndarray
     w_dist: np.ndarray
+    query_norm: np.ndarray
     p_probe: np.ndarray
     query_probe: np.ndarray
     p: np.ndarray
@@ -194,6 +197,8 @@ def load(path) -> Result:
     names = [f.name for f in dataclasses.fields(Result) if f.name not in
              ("config", "engine", "status", "message", "wall_time", "compile_time", "extra")]
     arrays.setdefault("W", None)           # not stored when W was not trained
+    if "steps" in arrays and "query_norm" not in arrays:   # written before query_norm was recorded
+        arrays["query_norm"] = np.full(arrays["steps"].shape[:1], np.nan)
     missing = [name for name in names if name not in arrays]
     if missing:
         raise ResultFileError(f"{path}: missing arrays {missing}")

@@ -38,7 +38,7 @@ class _Recorder:
     """Preallocated ``(n_saves, ...)`` buffers, filled one save time at a time."""
 
     SCALARS = ("train_loss", "train_acc", "train_acc_clean", "train_acc_noisy", "test_loss", "test_acc",
-               "p_norm", "w_dist")
+               "p_norm", "w_dist", "query_norm")
 
     def __init__(self, n_saves, pb: Problem, noisy):
         n, T, k = pb.n, pb.T, pb.probes.shape[0]
@@ -64,7 +64,7 @@ class _Recorder:
 
     def _record(self, idx, coords, frak_sum):
         pb, buf = coords.pb, self.buffers
-        z, zt, p_norm, w_dist, p_probe, q_probe = coords.observe()
+        z, zt, p_norm, w_dist, p_probe, q_probe, q_norm = coords.observe()
         s, f = _outputs(z, pb.v, pb.y, pb.T)
         margins = pb.y * f
         buf["margins"][idx] = margins
@@ -89,6 +89,7 @@ class _Recorder:
             buf["test_acc"][idx] = np.mean(mt > 0)
         buf["p_norm"][idx] = p_norm
         buf["w_dist"][idx] = w_dist
+        buf["query_norm"][idx] = q_norm
         buf["p_probe"][idx] = p_probe
         buf["query_probe"][idx] = q_probe
         self.count = idx + 1

@@ -27,6 +27,7 @@ class Observation(NamedTuple):
     p_norm, w_dist : float          ``||p||`` and ``||W - W0||_F``
     p_probe : ndarray, shape (k,)   ``<p, r_j>``
     query_probe : ndarray, shape (k,)   ``<W^T p, r_j>``
+    query_norm : float              ``||W^T p||``, the effective query's norm
     """
 
     z: np.ndarray
@@ -35,6 +36,7 @@ class Observation(NamedTuple):
     w_dist: float
     p_probe: np.ndarray
     query_probe: np.ndarray
+    query_norm: float
 
 
 #: Readable names of state arrays, for divergence messages.
@@ -55,6 +57,17 @@ def register(cls):
         raise RuntimeError(f"coordinates {key} registered twice ({REGISTRY[key].__name__}, {cls.__name__})")
     REGISTRY[key] = cls
     return cls
+
+
+def quadratic_norm(c0: float, lin: np.ndarray, G: np.ndarray, x: np.ndarray) -> float:
+    """``sqrt(c0 + 2 lin.x + x^T G x)``, the norm of a vector ``v0 + B x`` given ``c0 = |v0|^2``,
+    ``lin = B^T v0`` and ``G = B^T B``; evaluated with ``x`` scaled to ``|x| <= 1`` so that a huge
+    but finite vector does not overflow its own squared norm."""
+    scale = max(float(np.max(np.abs(x), initial=0.0)), 1.0)
+    xs = x / scale
+    with np.errstate(over="ignore"):
+        sq = c0 / scale / scale + 2.0 * (xs @ lin) / scale + xs @ (G @ xs)
+    return scale * np.sqrt(max(sq, 0.0))
 
 
 class Coordinates(abc.ABC):

@@ -12,7 +12,7 @@ import abc
 
 import numpy as np
 
-from .base import Coordinates, Observation, register
+from .base import Coordinates, Observation, quadratic_norm, register
 
 #: Steps per block of the dual (b, M) update (``_kernels.gd.dual_wp_run``).
 DUAL_BLOCK = 16
@@ -38,6 +38,9 @@ class DualPSetup(Coordinates):
         self.zt0 = pb.Xt @ (pb.W0.T @ pb.p0)
         self.R_p = (pb.probes @ pb.p0, pb.probes @ self.K.T)           # <p0, r>, <k_j, r>
         self.R_q = (pb.probes @ (pb.W0.T @ pb.p0), pb.probes @ W0T_K)  # <W0^T p0, r>, <W0^T k_j, r>
+        # ||W0^T p||^2 = |q0|^2 + 2 a.(B^T q0) + a^T (B^T B) a with q0 = W0^T p0, B = W0^T K^T
+        q0 = pb.W0.T @ pb.p0
+        self.Q_norm = (float(q0 @ q0), W0T_K.T @ q0, W0T_K.T @ W0T_K)
 
     @abc.abstractmethod
     def _a_z(self) -> tuple[np.ndarray, np.ndarray]:
@@ -45,15 +48,11 @@ class DualPSetup(Coordinates):
 
     def observe(self):
         a, z = self._a_z()
-        # ||p||^2 = P0 + 2 a.z0 + a^T Gkk a, evaluated with a scaled to |a| <= 1 so that a huge
-        # but finite p does not overflow its own squared norm.
-        scale = max(float(np.max(np.abs(a), initial=0.0)), 1.0)
-        a_s = a / scale
-        with np.errstate(over="ignore"):
-            p_norm2 = self.P0 / scale / scale + 2.0 * (a_s @ self.z0) / scale + a_s @ (self.Gkk @ a_s)
         zt = self.kern.add_matvec_t(self.AtT, a, self.zt0.copy())
-        return Observation(z, zt, scale * np.sqrt(max(p_norm2, 0.0)), 0.0,
-                           self.R_p[0] + self.R_p[1] @ a, self.R_q[0] + self.R_q[1] @ a)
+        # ||p||^2 = P0 + 2 a.z0 + a^T Gkk a
+        return Observation(z, zt, quadratic_norm(self.P0, self.z0, self.Gkk, a), 0.0,
+                           self.R_p[0] + self.R_p[1] @ a, self.R_q[0] + self.R_q[1] @ a,
+                           quadratic_norm(*self.Q_norm, a))
 
     def final_params(self):
         a, _ = self._a_z()
@@ -82,6 +81,8 @@ class DualWpSetup(Coordinates):
         self.R_p = pb.probes @ self.Q                # (k, N+1): <p, r> = R_p b
         self.R_q1 = pb.probes @ W0T_Q                # <W0 r, Q b>
         self.R_q2 = pb.probes @ pb.X.T               # (k, N): <x_j, r>
+        # W^T p = A b + X^T m with A = W0^T Q and m = M^T Gqq b: ||W^T p||^2 from the Grams of [A, X^T]
+        self.G_AA, self.G_AX = W0T_Q.T @ W0T_Q, W0T_Q.T @ pb.X.T
 
     def _initial(self) -> dict:
         """The state blocks at step 0: ``z``, ``S`` (the key Gram), ``P``, ``b = e_0``."""
@@ -99,8 +100,10 @@ class DualWpSetup(Coordinates):
         MtGb = MT @ (self.Gqq @ b)                   # (N,) = M^T Gqq b
         w_dist2 = float(self.kern.dual_w_dist2(MT, self.Gqq, self.Gxx))
         zt = self.kern.add_matvec_t(self.AT, np.concatenate([b, MtGb]), np.zeros(self.AT.shape[1]))
+        with np.errstate(over="ignore", invalid="ignore"):
+            q2 = b @ (self.G_AA @ b) + 2.0 * (b @ (self.G_AX @ MtGb)) + MtGb @ (self.Gxx @ MtGb)
         return Observation(z, zt, np.sqrt(max(P[0], 0.0)), np.sqrt(max(w_dist2, 0.0)),
-                           self.R_p @ b, self.R_q1 @ b + self.R_q2 @ MtGb)
+                           self.R_p @ b, self.R_q1 @ b + self.R_q2 @ MtGb, np.sqrt(max(q2, 0.0)))
 
     def final_params(self):
         _, _, b, MT = self._current()
