@@ -149,20 +149,12 @@ def _summary(result) -> dict:
     from ._analysis import classify_regime, frak_sums, time_to_fit_all
 
     fs = frak_sums(result)
-    out = {
-        "status": result.status,
-        "steps": result.final_step,
-        "train_loss": float(result.train_loss[-1]),
-        "test_loss": float(result.test_loss[-1]),
-        "train_acc": float(result.train_acc[-1]),
-        "test_acc": float(result.test_acc[-1]),
-        "train_acc_noisy": float(result.train_acc_noisy[-1]),
-        "regime": classify_regime(result).name,
-        "frak_clean_noisy_ratio": float(fs.clean_noisy_ratio[-1]),
-        "time_to_fit_all": time_to_fit_all(result),
-        "engine": result.engine,
-        "wall_time": result.wall_time,
-    }
+    final = result.summary()
+    out = {key: final[key] for key in ("steps", "train_loss", "test_loss", "train_acc", "test_acc",
+                                       "train_acc_noisy", "engine")}
+    out.update(status=result.status, regime=classify_regime(result).name,
+               frak_clean_noisy_ratio=float(fs.clean_noisy_ratio[-1]), time_to_fit_all=time_to_fit_all(result),
+               wall_time=result.wall_time)
     # NaN is not JSON: store None
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 

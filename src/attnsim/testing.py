@@ -328,15 +328,10 @@ def assert_trajectory_matches(step_fn, problem, steps, *, lr=0.1, trainable="Wp"
     Examples
     --------
     >>> import numpy as np
-    >>> def step(X, y, W, p, nu, lr):
-    ...     z = X @ (W.T @ p)
-    ...     s = np.exp(z - z.max(axis=1, keepdims=True))
-    ...     s /= s.sum(axis=1, keepdims=True)
-    ...     v = X @ nu
-    ...     f = (s * v).sum(axis=1)
-    ...     dz = s * (v - f[:, None]) * (-y / (1 + np.exp(y * f)) / len(y))[:, None]
-    ...     g = np.einsum("it,itk->k", dz, X)
-    ...     return W - lr * np.outer(p, g), p - lr * (W @ g)
+    >>> import attnsim
+    >>> def step(X, y, W, p, nu, lr):          # one GD step from any gradient function
+    ...     _, grad_W, grad_p = attnsim.loss_and_grads(X, y, W, p, nu)
+    ...     return W - lr * grad_W, p - lr * grad_p
     >>> rng = np.random.default_rng(1)
     >>> prob = Problem(rng.standard_normal((2, 3, 2)), np.array([1.0, -1.0]),
     ...                rng.standard_normal((2, 2)), rng.standard_normal(2), rng.standard_normal(2))

@@ -35,7 +35,7 @@ from numba import njit
 
 # The scalar loss helpers and the two W,p sweeps are shared with the GD kernels. numba's on-disk cache keys
 # a function on its own file only; the Makefile clears the caches whenever a file of _kernels/ changes.
-from .gd import _dual_coef_sweep, _key_gram_sweep, _logistic_loss
+from .gd import _dual_coef_sweep, _key_gram_sweep, _logistic_loss, _rows_axpy
 from .gd import _neg_dloss as _sigmoid_neg
 
 #: Rows of the per-stage factor array ``FAC`` (8, 12, N+1), mode 1.
@@ -198,6 +198,16 @@ def jvp_c(dz, s, vf, coef, kap, top, T, dc):
 
 
 @njit(cache=True)
+def _forward_summed(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak, frak_sum):
+    """``forward`` at a GD iterate, adding its ``m (1 - m)`` into ``frak_sum``; False if non-finite."""
+    _, ok = forward(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak)
+    if ok:
+        for i in range(frak.shape[0]):
+            frak_sum[i] += frak[i]
+    return ok
+
+
+@njit(cache=True)
 def gd_p_run(a, z, Gkk, v, y, T, relevant, lr, n_steps, frak_sum, s, vf, coef, kap, top, c, frak, w):
     """Exact GD on p alone in dual coordinates (``_kernels.dual_p_run`` with the top-relative ``c``).
 
@@ -206,11 +216,8 @@ def gd_p_run(a, z, Gkk, v, y, T, relevant, lr, n_steps, frak_sum, s, vf, coef, k
     """
     N = z.shape[0]
     for step in range(n_steps):
-        _, ok = forward(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak)
-        if not ok:
+        if not _forward_summed(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak, frak_sum):
             return step
-        for i in range(frak.shape[0]):
-            frak_sum[i] += frak[i]
         _symv(Gkk, c, w)
         for j in range(N):
             a[j] -= lr * c[j]
@@ -228,11 +235,8 @@ def gd_wp_run(z, S, P, b, MT, Gxx, v, y, T, relevant, lr, n_steps, frak_sum,
     """
     N = z.shape[0]
     for step in range(n_steps):
-        _, ok = forward(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak)
-        if not ok:
+        if not _forward_summed(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak, frak_sum):
             return step
-        for i in range(frak.shape[0]):
-            frak_sum[i] += frak[i]
         _symv(Gxx, c, e)
         zc = _dot(z, c)
         Pk = P[0]
@@ -738,13 +742,8 @@ def _integrate(mode, ys, S, MT, G, v, y, T, relevant, alpha, correct, t_len, h_i
                         U[q + 1, l] = wj * FAC[_F_Z, j, l]
                         V[q + 1, l] = FAC[_F_R, j, l]
                     q += 2
-            for l in range(N):
-                Sl = S[l]
-                for k in range(q):
-                    ukl = U[k, l]
-                    vk = V[k]
-                    for jj in range(N):
-                        Sl[jj] += ukl * vk[jj]
+            for l in range(N):                       # S[l] += sum_k U[k, l] V[k], k in order
+                _rows_axpy(S[l], V[:q], U[:q, l], -1.0)
             q = 0
             for j in range(12):
                 wj = h_try * tabB[j]
@@ -761,13 +760,8 @@ def _integrate(mode, ys, S, MT, G, v, y, T, relevant, alpha, correct, t_len, h_i
                     for l in range(N):
                         Vb[q, l] = wj * FAC[_F_DC, j, l]
                     q += 1
-            for jj in range(N):
-                Mj = MT[jj]
-                for k in range(q):
-                    a = Vb[k, jj]
-                    ub = Ub[k]
-                    for r in range(N1):
-                        Mj[r] += a * ub[r]
+            for jj in range(N):                      # MT[jj] += sum_k Vb[k, jj] Ub[k], k in order
+                _rows_axpy(MT[jj], Ub[:q], Vb[:q, jj], -1.0)
         for k in range(m):
             ys[k] = ynew[k]
         t = t_len if h_try >= remaining else t + h_try
