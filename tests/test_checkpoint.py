@@ -22,8 +22,7 @@ from attnsim import CheckpointHook, load_checkpoint, prepare_run, restore, resum
 from attnsim._checkpoint import fingerprint
 from attnsim._io import read_npz, write_npz_atomic
 
-ENGINES = ("primal", "dual")
-TRAINABLE = ("p", "Wp")
+from coords_grid import ENGINES, TRAINABLE
 CASES = [(e, t) for e in ENGINES for t in TRAINABLE]
 ATTNSIM = [sys.executable, "-m", "attnsim"]
 

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnsim import SaveAt, train
+from coords_grid import TRAINABLE
 
 LONG = 10_000
 #: (rtol, atol) for the trajectories; atol only matters where a value is ~0
@@ -75,7 +76,7 @@ SHAPES = {
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-@pytest.mark.parametrize("trainable", ["Wp", "p"])
+@pytest.mark.parametrize("trainable", TRAINABLE)
 @pytest.mark.parametrize("with_test", [False, True], ids=["no-test", "test"])
 @settings(max_examples=2)
 @given(data=st.data(), seed=st.integers(0, 2**32 - 1), lr=st.sampled_from([0.2, 1.0]))
@@ -99,7 +100,7 @@ def test_dual_tracks_primal_at_the_official_shape():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("trainable", ["Wp", "p"])
+@pytest.mark.parametrize("trainable", TRAINABLE)
 @settings(max_examples=int(os.environ.get("ATTNSIM_DUAL_EXAMPLES", "6")))
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 8), T=st.integers(2, 5), d=st.integers(3, 40),
        with_test=st.booleans())

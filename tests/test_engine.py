@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from attnsim import SaveAt, train
 from plain_gd import gd_trajectory
+from coords_grid import ENGINES, GD
 
 
 def make_problem(seed, n=5, T=4, d=7, n_test=6, scale=1.0):
@@ -23,8 +24,7 @@ def make_problem(seed, n=5, T=4, d=7, n_test=6, scale=1.0):
     return dict(X=X, y=y, W0=W0, p0=p0, nu=nu), dict(X_test=X_test, y_test=y_test, probes=probes)
 
 
-@pytest.mark.parametrize("engine", ["primal", "dual"])
-@pytest.mark.parametrize("trainable", ["Wp", "p"])
+@pytest.mark.parametrize("engine, trainable", GD)
 @given(seed=st.integers(0, 10**6), n=st.integers(1, 6), T=st.integers(1, 5), d=st.integers(2, 9),
        lr=st.sampled_from([0.05, 0.5, 2.0]))
 def test_train_matches_plain_numpy_gd(engine, trainable, seed, n, T, d, lr):
@@ -63,8 +63,7 @@ def test_train_matches_plain_numpy_gd(engine, trainable, seed, n, T, d, lr):
     assert res.w_dist[-1] == pytest.approx(np.linalg.norm(W - arrays["W0"]), rel=1e-7, abs=1e-12)
 
 
-@pytest.mark.parametrize("engine", ["primal", "dual"])
-@pytest.mark.parametrize("trainable", ["Wp", "p"])
+@pytest.mark.parametrize("engine, trainable", GD)
 def test_numba_and_numpy_backends_agree(engine, trainable):
     arrays, extra = make_problem(3)
     kw = dict(lr=0.3, steps=200, trainable=trainable, engine=engine)
@@ -105,7 +104,7 @@ def test_uniform_attention_at_p_zero():
     np.testing.assert_allclose(res.attention[0], 1 / 7, rtol=1e-15)
 
 
-@pytest.mark.parametrize("engine", ["primal", "dual"])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_inputs_are_never_mutated(engine):
     arrays, extra = make_problem(2)
     copies = {k: v.copy() for k, v in {**arrays, **extra}.items()}

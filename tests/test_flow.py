@@ -16,7 +16,7 @@ from attnsim._kernels import flow as fk
 from attnsim._kernels import gd_twins as _reference
 from attnsim._validation import ConfigError
 
-TRAINABLE = ("p", "Wp")
+from coords_grid import FLOW_TRAINABLE as TRAINABLE
 
 
 @st.composite

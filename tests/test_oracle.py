@@ -168,7 +168,7 @@ def _check_trajectory(seed, gap, steps, trainable, rtol):
     assert moved > 1e3 * rtol
 
 
-@pytest.mark.parametrize("trainable", ["p", "Wp"])
+@pytest.mark.parametrize("trainable", ["p", "Wp"])   # the sets mp_oracle.gradients differentiates
 @pytest.mark.parametrize("gap", [3.0, 40.0, 300.0])
 def test_train_follows_mp_gd_for_100_steps(gap, trainable):
     _check_trajectory(seed=11, gap=gap, steps=100, trainable=trainable, rtol=1e-10)

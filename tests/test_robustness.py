@@ -14,8 +14,9 @@ import pytest
 
 import attnsim
 from attnsim import Config, SaveAt
+from coords_grid import GD, TRAINABLE
 
-CASES = [(e, t) for e in ("primal", "dual") for t in ("p", "Wp")]
+CASES = GD
 RECORDED = ("train_loss", "train_acc", "test_loss", "test_acc", "margins", "scores", "attention", "relevant_mass",
             "frak_s", "frak_cum", "p_norm", "w_dist", "p_probe", "query_probe")
 
@@ -63,7 +64,7 @@ def test_saturated_softmax_gives_no_nan(engine, trainable, sigma_p):
 
 
 @pytest.mark.parametrize("sigma_p", [1e2, 1e3])
-@pytest.mark.parametrize("trainable", ["p", "Wp"])
+@pytest.mark.parametrize("trainable", TRAINABLE)
 def test_saturated_softmax_primal_and_dual_agree(sigma_p, trainable):
     cfg = small(trainable, init="gaussian", sigma_p=sigma_p, sigma_w=1.0)
     a, b = (attnsim.simulate(cfg, SaveAt.log(cfg.steps, 20), engine=e) for e in ("primal", "dual"))
