@@ -3,6 +3,8 @@ exact GD, agreement with GD to 10^6 steps, tolerance scaling, long horizons, det
 
 from decimal import Decimal, getcontext
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -228,6 +230,7 @@ def test_flow_reaches_1e15_finite_with_non_increasing_loss(prob, trainable):
     if r.success:
         assert r.steps[-1] == steps
     else:
+        assert r.status == "max_steps_reached", r.message
         assert "the flow is stiff here" in r.message and r.extra["accepted_steps"] + r.extra["rejected_steps"] >= 3000
     assert r.steps.dtype == np.int64
     for name in ("scores", "attention", "train_loss", "frak_cum", "p_norm", "w_dist"):
@@ -402,3 +405,21 @@ def test_flow_records_the_query_norm_of_its_final_parameters(trainable, rng):
     assert res.success, res.message
     assert res.query_norm[-1] == pytest.approx(np.linalg.norm(W.T @ res.p), rel=1e-9)
     assert res.query_norm[0] == pytest.approx(np.linalg.norm(prob["W0"].T @ prob["p0"]), rel=1e-12)
+
+
+@pytest.mark.parametrize("options, status, says", [
+    ({"max_steps": 3, "gd_start": 0}, "max_steps_reached", r"raise FlowOptions\.max_steps, or use dynamics='gd'"),
+    # h_min is checked when a step is rejected: tight tolerances make rejections certain
+    ({"h_min": 1e13, "gd_start": 0, "rtol": 1e-13, "atol": 1e-15}, "step_size_collapsed", r"fell below h_min=1e\+13"),
+])
+def test_flow_stops_have_their_own_status_not_divergence(options, status, says, rng):
+    """A stop of the integrator is an outcome of its own, with a message that says what to do;
+    what was recorded before it is kept."""
+    X = rng.standard_normal((4, 3, 5))
+    prob = dict(X=X, y=np.array([1.0, -1.0, 1.0, -1.0]), W0=np.eye(5), p0=rng.standard_normal(5),
+                nu=rng.standard_normal(5))
+    res = train(**prob, lr=0.1, steps=10**12, trainable="p", dynamics="flow", flow=options)
+    assert res.status == status and not res.success
+    assert re.search(says, res.message), res.message
+    assert not res.message.startswith("diverged") and res.final_step < 10**12
+    assert status in attnsim.STATUSES and np.all(np.isfinite(res.scores))

@@ -91,6 +91,8 @@ class Coordinates(abc.ABC):
     engine: ClassVar[str] = ""       # "primal" or "dual"
     trainable: ClassVar[str] = ""    # "p" or "Wp"
     dynamics: ClassVar[str] = "gd"   # "gd" or "flow"
+    #: State entries that are bookkeeping, not the iterate: NaN there is not divergence.
+    diagnostics: ClassVar[frozenset] = frozenset()
 
     def __init__(self, pb, kern, options=None):
         self.pb = pb
@@ -145,5 +147,5 @@ class Coordinates(abc.ABC):
     def nonfinite_state(self) -> str:
         """Readable names of the state arrays that are no longer finite ("" if all are)."""
         bad = [STATE_NAMES.get(k, k) for k, v in self.state.items()
-               if v.dtype.kind == "f" and not np.all(np.isfinite(v))]
+               if k not in self.diagnostics and v.dtype.kind == "f" and not np.all(np.isfinite(v))]
         return ", ".join(bad)

@@ -135,6 +135,7 @@ class _Flow(Coordinates):
     """
 
     dynamics = "flow"
+    diagnostics = frozenset({"alpha_rho"})        # NaN until the first Jacobian estimate
 
     def __init__(self, pb, kern, options=None):
         super().__init__(pb, kern, as_flow_options(options))
@@ -235,7 +236,7 @@ class _Flow(Coordinates):
             if t < todo:
                 whole = int(np.floor(t))
                 ctl[_TAU] += whole
-                self._stop = self._why_short(done + whole)
+                self._stop = self._why_short(int(ctl[_TAU]))
                 return done + whole
             ctl[_TAU] += todo
             done = n_steps
@@ -252,7 +253,7 @@ class _Flow(Coordinates):
                 "raise FlowOptions.max_steps, or use dynamics='gd' for this stretch or a shorter horizon")
         if h < o.h_min:
             return STEP_SIZE_COLLAPSED, (
-                f"flow stopped at step {at_step}: step size {h:.3g} GD steps fell below h_min={o.h_min}; "
+                f"flow stopped at step {at_step}: step size {h:.3g} GD steps fell below h_min={o.h_min:g}; "
                 "lower FlowOptions.h_min or rtol/atol less strict, or use dynamics='gd'")
         return None
 
