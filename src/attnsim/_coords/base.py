@@ -138,6 +138,19 @@ class Coordinates(abc.ABC):
         """JSON-serialisable record of the dynamics, for ``Result.extra``."""
         return {}
 
+    def key_gram(self) -> np.ndarray:
+        """Gram (N, N) of the keys the attention scores are linear in, for the att-SVM.
+
+        ``K K^T`` with ``K = X W0^T`` when only ``p`` is trained (``z = K p``); ``X X^T`` when
+        ``W`` is trained too (``z = X q`` with the effective query ``q = W^T p``). Members that
+        hold it already return theirs; this default forms it once, O(N^2 d).
+        """
+        pb = self.pb
+        if self.trainable == "p":
+            K = pb.X @ pb.W0.T
+            return K @ K.T
+        return pb.X @ pb.X.T
+
     def options_dict(self) -> dict | None:
         """The options as a JSON-serialisable dict (for checkpoints); None for GD."""
         return None
