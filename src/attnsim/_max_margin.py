@@ -50,8 +50,11 @@ def check_max_margin(max_margin, n, T):
     if isinstance(max_margin, (bool, np.bool_)) or np.ndim(max_margin) == 0:
         raise ConfigError(f"max_margin must be True, False, one of {', '.join(map(repr, SELECTIONS))} or an "
                           f"array of {n} token indices; got {max_margin!r}")
-    return _check_selected(max_margin, n, T, hint=f"max_margin as an array selects one token per sample "
-                                                  f"(n = {n}, T = {T})")
+    try:
+        return _check_selected(max_margin, n, T, hint=f"an array max_margin selects one token per sample "
+                                                      f"(n = {n}, T = {T})")
+    except ConfigError as exc:   # name the argument the user passed
+        raise ConfigError(str(exc).replace("selected", "max_margin", 1)) from None
 
 
 def _json_float(x):
