@@ -195,3 +195,38 @@ def test_simulate_passes_max_margin():
     res = attnsim.simulate(cfg, max_margin=True)
     assert res.mm_cos.shape == res.steps.shape and res.extra["max_margin"]["selection"].startswith("final")
     assert "one_minus_mm_cos" in res.summary()
+
+
+def test_cli_max_margin_prints_one_minus_cos_and_records_it(tmp_path, capsys):
+    from attnsim.cli import main
+
+    out = tmp_path / "r.npz"
+    assert main(["run", "--d", "40", "--n-test", "0", "--steps", "300", "--trainable", "p", "--no-progress",
+                 "--saves", "10", "--max-margin", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    res = attnsim.load(out)
+    line = next(ln for ln in text.splitlines() if "one_minus_mm_cos" in ln)
+    assert float(line.split()[-1]) == pytest.approx(1 - res.mm_cos[-1], rel=1e-5)
+    assert "att_svm" in text and res.extra["max_margin"]["selection"].startswith("final")
+    assert main(["run", "--d", "40", "--n-test", "0", "--steps", "30", "--no-progress", "--saves", "3",
+                 "--out", str(tmp_path / "plain.npz")]) == 0
+    assert "one_minus_mm_cos" not in capsys.readouterr().out
+
+
+def test_plot_max_margin_draws_one_minus_cos_on_log_axes(rng):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    X, y, W0, p0, nu = _problem(rng)
+    res = attnsim.train(X, y, W0, p0, nu, lr=0.5, steps=500, trainable="p", max_margin=True)
+    ax = attnsim.plot_max_margin([res], ["gd"])
+    (line,) = ax.get_lines()
+    keep = res.steps > 0
+    np.testing.assert_array_equal(line.get_xdata(), res.steps[keep])
+    np.testing.assert_allclose(line.get_ydata(), 1 - res.mm_cos[keep])
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    plain = attnsim.train(X, y, W0, p0, nu, lr=0.5, steps=5, trainable="p")
+    with pytest.raises(ConfigError, match=r"results\[0\] has no mm_cos; run it with max_margin=True"):
+        attnsim.plot_max_margin(plain)
+    with pytest.raises(ConfigError, match=r"labels must have one entry per result \(1\); got 2"):
+        attnsim.plot_max_margin([res], ["a", "b"])

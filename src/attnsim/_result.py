@@ -174,7 +174,10 @@ class Result:
             "mean_relevant_mass_noisy": float(np.mean(self.relevant_mass[-1][self.noisy]))
             if np.any(self.noisy) else float("nan"),
             "p_norm": float(self.p_norm[-1]),
-            **({} if self.mm_cos is None else {"one_minus_mm_cos": float(1.0 - self.mm_cos[-1])}),
+            **({} if self.mm_cos is None else {
+                "one_minus_mm_cos": float(1.0 - self.mm_cos[-1]),
+                "att_svm": f"{self.extra['max_margin']['status']}, selected "
+                           f"{self.extra['max_margin']['selected']}"}),
             "w_dist": float(self.w_dist[-1]),
             "wall_time_s": self.wall_time,
             "compile_time_s": self.compile_time,
