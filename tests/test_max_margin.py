@@ -230,3 +230,18 @@ def test_plot_max_margin_draws_one_minus_cos_on_log_axes(rng):
         attnsim.plot_max_margin(plain)
     with pytest.raises(ConfigError, match=r"labels must have one entry per result \(1\); got 2"):
         attnsim.plot_max_margin([res], ["a", "b"])
+
+
+@pytest.mark.parametrize("spec", [True, "optimal", "array"])
+def test_checkpoint_keeps_the_max_margin_selection(tmp_path, spec):
+    cfg = attnsim.Config(d=30, n_test=0, steps=400, trainable="p")
+    if spec == "array":
+        spec = np.arange(cfg.n_train) % cfg.T
+    ref = attnsim.simulate(cfg, SaveAt.log(400, 20), max_margin=spec)
+    run = attnsim.prepare_run(cfg, SaveAt.log(400, 20), max_margin=spec)
+    while run.step < 150:
+        run.advance()
+    attnsim.save_checkpoint(tmp_path / "ck.npz", run, cfg)
+    back = attnsim.resume(tmp_path / "ck.npz")
+    np.testing.assert_array_equal(back.mm_cos, ref.mm_cos)
+    assert back.extra["max_margin"] == ref.extra["max_margin"]

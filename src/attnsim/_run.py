@@ -147,6 +147,9 @@ class Run:
         The outcome so far (``attnsim.STATUSES``).
     coords : attnsim._coords.Coordinates
         The coordinate system carrying the iterate.
+    max_margin : None, "final", "optimal" or ndarray of int64, shape (n,)
+        The att-SVM selection ``result()`` compares against (``train(..., max_margin=...)``);
+        it reads only recorded scores, so it may be set on a restored run before ``result()``.
     """
 
     def __init__(self, pb: Problem, coords: Coordinates, save_steps: np.ndarray, noisy, extra_meta,
