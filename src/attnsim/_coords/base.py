@@ -63,6 +63,8 @@ def quadratic_norm(c0: float, lin: np.ndarray, G: np.ndarray, x: np.ndarray) -> 
     """``sqrt(c0 + 2 lin.x + x^T G x)``, the norm of a vector ``v0 + B x`` given ``c0 = |v0|^2``,
     ``lin = B^T v0`` and ``G = B^T B``; evaluated with ``x`` scaled to ``|x| <= 1`` so that a huge
     but finite vector does not overflow its own squared norm."""
+    if not np.any(x):      # exact, and finite even when G overflowed (keys ~1e100 before a divergence)
+        return float(np.sqrt(max(c0, 0.0)))
     scale = max(float(np.max(np.abs(x), initial=0.0)), 1.0)
     xs = x / scale
     with np.errstate(over="ignore"):
