@@ -38,16 +38,16 @@ KEYS = {"p": "k_it = W0 x_it (p trained, W fixed): cos angle(p, p^mm)",
 
 def check_max_margin(max_margin, n, T):
     """Validate ``max_margin``: None (off), ``"final"``, ``"optimal"`` or an int64 array (n,)."""
-    if max_margin is None or max_margin is False:
+    if isinstance(max_margin, (bool, np.bool_)):
+        return "final" if max_margin else None
+    if max_margin is None:
         return None
-    if max_margin is True:
-        return "final"
     if isinstance(max_margin, str):
         if max_margin not in SELECTIONS:
             raise ConfigError(f"max_margin must be True, False, one of {', '.join(map(repr, SELECTIONS))} or an "
                               f"array of {n} token indices; got {max_margin!r}")
         return max_margin
-    if isinstance(max_margin, (bool, np.bool_)) or np.ndim(max_margin) == 0:
+    if np.ndim(max_margin) == 0:
         raise ConfigError(f"max_margin must be True, False, one of {', '.join(map(repr, SELECTIONS))} or an "
                           f"array of {n} token indices; got {max_margin!r}")
     try:
