@@ -76,3 +76,16 @@ def test_attention_large_signal_runs_headless_and_fits_some_noisy_samples(tmp_pa
     out = _run_example("attention_large_signal", tmp_path)
     fitted, total = map(int, re.search(r"noisy samples fitted (\d+) of (\d+)", out).groups())
     assert total == 4 and 0 < fitted < total, out
+
+
+@pytest.mark.slow
+def test_max_margin_example_finds_plain_gd_converging_in_direction(tmp_path):
+    """Tarzanagh et al.'s claim checked for plain GD at tau = 10^12: 1 - cos falls like (log tau)^-k with
+    k about 2 on their random instances, and p(tau) approaches the att-SVM of the final selection in the
+    paper's presets with p trained (measured 0.0025-0.0071 at 10^12)."""
+    out = _run_example("max_margin", tmp_path)
+    k = float(re.search(r"k = ([\d.]+) \(range", out).group(1))
+    assert 1.5 < k < 3.5, out
+    p_only = [float(g) for g in re.findall(r" p  \(p vs p\^mm\).*\n.*?([\d.]+) \(1e12\)", out)]
+    assert len(p_only) == 3 and max(p_only) < 0.01, out
+    assert out.count("feasible: yes") == 6, out

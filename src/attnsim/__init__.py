@@ -17,7 +17,7 @@ from ._checkpoint import (Checkpoint, CheckpointHook, CheckpointWarning, load_ch
                           save_checkpoint)
 from ._coords import FlowOptions, choose_engine, step_costs
 from ._engine import prepare, train
-from ._plot import plot_attention, plot_result
+from ._plot import plot_attention, plot_max_margin, plot_result
 from ._experiment import prepare_run, simulate
 from ._io import ResultFileError
 from ._kernels.gd import loss_and_grads
@@ -38,7 +38,7 @@ __all__ = [
     "choose_engine", "field_names", "init_params", "load", "loss_and_grads", "make_data", "preset",
     "simulate", "simulate_many", "step_costs", "train", "train_many", "__version__",
     "Checkpoint", "CheckpointHook", "CheckpointWarning", "FlowOptions", "load_checkpoint", "restore", "resume",
-    "save_checkpoint", "Run", "STATUSES", "SweepPoint", "plot_attention", "plot_result", "prepare", "prepare_run",
+    "save_checkpoint", "Run", "STATUSES", "SweepPoint", "plot_attention", "plot_max_margin", "plot_result", "prepare", "prepare_run",
     "AttSVM", "att_svm", "att_svm_gram", "mm_cosine_dual", "optimal_tokens", "selected_tokens",
     "PopulationMetrics", "population_metrics", "population_metrics_from_params", "population_moments",
 ]

@@ -92,6 +92,8 @@ def save_checkpoint(path, run, config: Config, *, extra: dict | None = None, dat
         "trainable": run.coords.trainable,
         "dynamics": run.coords.dynamics,
         "flow": run.coords.options_dict(),
+        "max_margin": (run.max_margin if run.max_margin is None or isinstance(run.max_margin, str)
+                       else [int(t) for t in run.max_margin]),
         "backend": run.coords.backend,
         "fingerprint": data_fingerprint or fingerprint(run),
         "step": int(run.step),
@@ -169,6 +171,7 @@ class Checkpoint:
     versions: dict = field(default_factory=dict)
     dynamics: str = "gd"
     flow: dict | None = None
+    max_margin: str | list | None = None
 
     @property
     def save_steps(self) -> np.ndarray:
@@ -196,6 +199,7 @@ def load_checkpoint(path) -> Checkpoint:
         extra = dict(meta.get("extra") or {})
         threads, versions = dict(meta.get("threads") or {}), dict(meta.get("versions") or {})
         dynamics, flow = str(meta.get("dynamics", "gd")), meta.get("flow")
+        max_margin = meta.get("max_margin")     # absent from checkpoints written before it existed
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise ResultFileError(f"{path}: checkpoint metadata is incomplete or invalid ({type(exc).__name__}: "
                               f"{exc}){hint}") from None
@@ -216,7 +220,7 @@ def load_checkpoint(path) -> Checkpoint:
     return Checkpoint(path=path, config=config, engine=engine, backend=backend, fingerprint=fp, state=arrays,
                       probes=probes, step=step, total_steps=total, status=status, message=message,
                       wall_time=wall, compile_time=compile_time, extra=extra, threads=threads, versions=versions,
-                      dynamics=dynamics, flow=flow)
+                      dynamics=dynamics, flow=flow, max_margin=max_margin)
 
 
 def restore(checkpoint) -> Run:
@@ -245,6 +249,8 @@ def restore(checkpoint) -> Run:
     kwargs = {"probes": ck.probes}     # the probe directions as recorded, whatever produced them
     if ck.dynamics == "flow":
         kwargs.update(dynamics="flow", flow=ck.flow)
+    if ck.max_margin is not None:
+        kwargs["max_margin"] = ck.max_margin if isinstance(ck.max_margin, str) else np.asarray(ck.max_margin)
     run = prepare_run(ck.config, SaveAt(ck.save_steps), engine=ck.engine, backend=ck.backend, **kwargs)
     fp = fingerprint(run)
     if fp != ck.fingerprint:

@@ -12,6 +12,7 @@ import numpy as np
 
 from ._coords import DYNAMICS, choose_engine, make_coordinates
 from ._kernels import BACKENDS
+from ._max_margin import check_max_margin
 from ._problem import Problem
 from ._result import Result
 from ._run import Run
@@ -34,7 +35,7 @@ def _check_roles(roles, T):
 
 def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
             relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto",
-            backend="numba", dynamics="gd", flow=None) -> Run:
+            backend="numba", dynamics="gd", flow=None, max_margin=False) -> Run:
     """Validate the inputs and build a ``Run`` ready to advance (see ``train``)."""
     X = check_array("X", X, ndim=3, hint="X holds n samples of T tokens in R^d, shape (n, T, d)")
     n, T, d = X.shape
@@ -72,6 +73,7 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     probes = (np.zeros((0, d)) if probes is None
               else check_array("probes", probes, ndim=2, shape=(None, d), hint=f"probes are rows in R^d; {like_x}"))
     spec = as_saveat(save_at, steps)
+    max_margin = check_max_margin(max_margin, n, T)
 
     pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes)
     if dynamics == "flow":
@@ -80,12 +82,12 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
         engine = choose_engine(pb.N, d, pb.Xt.shape[0], steps, len(spec), trainable)
     coords = make_coordinates(pb, dynamics=dynamics, engine=engine, trainable=trainable, kern=BACKENDS[backend],
                               options=flow)
-    return Run(pb, coords, spec.steps, noisy, {"y_true": y_true, "roles": roles})
+    return Run(pb, coords, spec.steps, noisy, {"y_true": y_true, "roles": roles}, max_margin=max_margin)
 
 
 def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
           relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto", backend="numba",
-          progress=False, hooks=(), dynamics="gd", flow=None) -> Result:
+          progress=False, hooks=(), dynamics="gd", flow=None, max_margin=False) -> Result:
     """Full-batch gradient descent on the paper's attention model.
 
     ``W`` and ``p`` (or ``p`` alone) are updated simultaneously from the same
@@ -131,11 +133,39 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
         (``attnsim.FlowOptions``); ``steps`` may then reach 10^15. Always dual coordinates.
     flow : None, FlowOptions or dict
         Settings of the flow (tolerances, correction, exact-GD start); default ``FlowOptions()``.
+    max_margin : bool, {"final", "optimal"} or array_like of int, shape (n,)
+        Track the implicit-bias limit of Tarzanagh et al. (DESIGN.md §9): record
+        ``Result.mm_cos`` (S,), the cosine between the iterate and the att-SVM direction, and
+        ``Result.mm_margin`` (S, n), each sample's normalised margin against the SVM's. The
+        selection ``alpha_i`` the att-SVM separates is, for ``True`` or ``"final"``, the token each
+        sample attends to most **at the last recorded save** (``argmax_t`` of the final scores,
+        the ``selected_tokens(result)`` of Tarzanagh et al.); ``"optimal"`` takes
+        ``argmax_t y_i nu^T x_it`` (``optimal_tokens``, observed labels); an array gives it
+        explicitly (e.g. ``selected_tokens(other_result, at)``). The att-SVM is solved once at
+        the end, from the key Gram (no d-dimensional work per save), and summarised in
+        ``Result.extra["max_margin"]`` (``selected``, ``feasible``, ``status``, ``reason``,
+        ``norm``, ``sample_margin``, ...). An infeasible selection gives NaN ``mm_cos`` and
+        ``mm_margin`` with the reason recorded; the run's status is unaffected. Works for every
+        dynamics and engine: only the recorded scores and norms are used.
+
+        With ``trainable="p"`` the keys are ``k_it = W0 x_it`` and ``mm_cos = cos angle(p, p^mm)``;
+        Tarzanagh et al. (2023) prove that this tends to 1 under GD when the selection is
+        locally optimal and the iterate starts in a cone around ``p^mm`` (globally, for the
+        optimal tokens, under further conditions); the rate for plain GD is slow (~1/log tau).
+        With ``trainable="Wp"`` the scores are ``x_it^T q`` for the effective query
+        ``q = W^T p``, and ``mm_cos = cos angle(q, q^mm)`` against the att-SVM over the tokens
+        themselves (keys ``x_it``, norm ``Result.query_norm``). That is a **diagnostic**: the
+        joint (W, p) dynamics is not GD on q (the implied step on q is preconditioned by
+        ``W^T W + ||p||^2 I``), and the results for trained W (Tarzanagh, Li, Thrampoulidis &
+        Oymak 2023; Vasudeva et al. 2024) concern the direction of ``W`` against a Frobenius
+        or nuclear-norm W-SVM, not of ``q`` against this att-SVM; no theorem says ``q``'s
+        direction converges to ``q^mm``.
 
     Returns
     -------
     Result
-        With ``dynamics="flow"``, ``Result.extra`` records the integrator's counters.
+        With ``dynamics="flow"``, ``Result.extra`` records the integrator's counters; with
+        ``max_margin`` set, ``mm_cos``, ``mm_margin`` and ``extra["max_margin"]``.
 
     Raises
     ------
@@ -153,7 +183,7 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
     """
     run = prepare(X, y, W0, p0, nu, lr=lr, steps=steps, trainable=trainable, save_at=save_at, X_test=X_test,
                   y_test=y_test, relevant=relevant, noisy=noisy, y_true=y_true, roles=roles, probes=probes,
-                  engine=engine, backend=backend, dynamics=dynamics, flow=flow)
+                  engine=engine, backend=backend, dynamics=dynamics, flow=flow, max_margin=max_margin)
     run.warm_up()
     run.run(progress=progress, hooks=hooks)
     return run.result()

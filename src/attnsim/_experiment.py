@@ -26,7 +26,7 @@ def _probe_matrix(config: Config, data, probes):
 
 
 def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", probes=None, dynamics="gd",
-                flow=None) -> Run:
+                flow=None, max_margin=False) -> Run:
     """Draw the data and initialisation of ``config`` and build a ``Run`` ready to advance.
 
     ``simulate`` is ``prepare_run`` then ``run.warm_up()``, ``run.run()``, ``run.result(config)``;
@@ -51,11 +51,12 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
         save_at=save_at, X_test=data.X_test if has_test else None, y_test=data.y_test if has_test else None,
         relevant=data.relevant, noisy=data.noisy, y_true=data.y_true, roles=data.roles,
         probes=_probe_matrix(config, data, probes), engine=engine, backend=backend, dynamics=dynamics, flow=flow,
+        max_margin=max_margin,
     )
 
 
 def simulate(config: Config, save_at=None, *, engine="auto", progress=False, hooks=(), probes=None, dynamics="gd",
-             flow=None) -> Result:
+             flow=None, max_margin=False) -> Result:
     """Generate the data of ``config`` and train on it.
 
     Parameters
@@ -74,6 +75,9 @@ def simulate(config: Config, save_at=None, *, engine="auto", progress=False, hoo
         ``flow``: the GD-matched gradient flow, for horizons up to 10^15 steps (see ``train``).
     flow : None, FlowOptions or dict
         Settings of the flow mode.
+    max_margin : bool, {"final", "optimal"} or array_like of int, shape (n,)
+        Record ``Result.mm_cos`` and ``Result.mm_margin`` against the att-SVM of the tokens
+        selected at the end of the run (default for True) or of another selection (see ``train``).
 
     Returns
     -------
@@ -87,7 +91,8 @@ def simulate(config: Config, save_at=None, *, engine="auto", progress=False, hoo
     >>> res.attention.shape
     (21, 20, 8)
     """
-    run = prepare_run(config, save_at=save_at, engine=engine, probes=probes, dynamics=dynamics, flow=flow)
+    run = prepare_run(config, save_at=save_at, engine=engine, probes=probes, dynamics=dynamics, flow=flow,
+                      max_margin=max_margin)
     run.warm_up()
     run.run(progress=progress, hooks=hooks)
     return run.result(config)

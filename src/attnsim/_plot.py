@@ -127,3 +127,54 @@ def plot_result(result, path=None, title=None):
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+def plot_max_margin(results, labels=None, ax=None):
+    """``1 - cos angle(p(tau), p^mm)`` on a log axis against log tau, one line per run.
+
+    The directional convergence of Tarzanagh et al. (2023) as a straight-ish line: plain GD
+    approaches the att-SVM direction only like a power of ``1 / log tau``.
+
+    Parameters
+    ----------
+    results : Result or sequence of Result
+        Runs made with ``max_margin`` set (``Result.mm_cos`` not None).
+    labels : sequence of str, optional
+        Legend entries, one per result (default: the engine and dynamics of each).
+    ax : matplotlib Axes, optional
+        Drawn into; a new figure otherwise.
+
+    Returns
+    -------
+    matplotlib Axes
+
+    Raises
+    ------
+    ConfigError
+        If a result has no ``mm_cos`` (run without ``max_margin``) or ``labels`` has the wrong length.
+    """
+    from ._validation import ConfigError
+
+    if not isinstance(results, (list, tuple)):
+        results = [results]
+    if labels is None:
+        labels = [f"{r.extra.get('dynamics', 'gd')} ({r.engine})" for r in results]
+    labels = list(labels)
+    if len(labels) != len(results):
+        raise ConfigError(f"labels must have one entry per result ({len(results)}); got {len(labels)}")
+    for k, r in enumerate(results):
+        if r.mm_cos is None:
+            raise ConfigError(f"results[{k}] has no mm_cos; run it with max_margin=True (train, simulate) or "
+                              f"--max-margin (CLI)")
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    for r, label in zip(results, labels):
+        keep = (r.steps > 0) & np.isfinite(r.mm_cos)
+        ax.loglog(r.steps[keep], np.maximum(1.0 - r.mm_cos[keep], np.finfo(float).tiny), label=label)
+    ax.set_xlabel("GD step τ")
+    ax.set_ylabel("1 − cos∠(p(τ), p^mm)")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax

@@ -96,7 +96,22 @@ class Result:
     extra : dict
         JSON-serialisable extras; with ``dynamics="flow"`` the integrator's record
         (``dynamics``, tolerances, ``gd_start_steps``, ``rhs_evals``, ``accepted_steps``,
-        ``rejected_steps``, ...).
+        ``rejected_steps``, ...); with ``max_margin`` set, ``extra["max_margin"]``: the att-SVM's
+        ``selection`` rule, ``keys``, ``selected`` (n,), ``feasible``, ``status``, ``message``,
+        ``reason``, ``norm`` (``||p^mm||``, None when infeasible), ``sample_margin`` (n,)
+        (``min_{t != alpha_i} (k_{i alpha_i} - k_it)^T p^mm``, >= 1, = 1 on the support),
+        ``n_support`` and the solver's ``kkt`` residuals.
+    mm_cos : ndarray, shape (S,), or None
+        With ``max_margin`` (``train``, ``simulate``): ``cos angle(p(tau), p^mm)`` (p trained),
+        or ``cos angle(q(tau), q^mm)`` for the effective query ``q = W^T p`` (W trained), against
+        the att-SVM of ``extra["max_margin"]["selected"]``. NaN where the iterate is zero or the
+        selection is infeasible; None without ``max_margin``.
+    mm_margin : ndarray, shape (S, n), or None
+        Each sample's normalised margin relative to the SVM's:
+        ``||p^mm|| min_{t != alpha_i} (z_{i alpha_i} - z_it) / ||p||`` (``||q||`` for W trained).
+        It is ``<= 1`` for the worst sample at every save (``p^mm`` has the largest margin) and
+        tends to ``extra["max_margin"]["sample_margin"]`` when the direction converges. Negative
+        while sample ``i`` does not yet rank its selected token first.
     """
 
     steps: np.ndarray
@@ -131,6 +146,8 @@ class Result:
     wall_time: float = 0.0
     compile_time: float = 0.0
     extra: dict = field(default_factory=dict)
+    mm_cos: np.ndarray | None = None
+    mm_margin: np.ndarray | None = None
 
     @property
     def success(self) -> bool:
@@ -157,6 +174,10 @@ class Result:
             "mean_relevant_mass_noisy": float(np.mean(self.relevant_mass[-1][self.noisy]))
             if np.any(self.noisy) else float("nan"),
             "p_norm": float(self.p_norm[-1]),
+            **({} if self.mm_cos is None else {
+                "one_minus_mm_cos": float(1.0 - self.mm_cos[-1]),
+                "att_svm": f"{self.extra['max_margin']['status']}, selected "
+                           f"{self.extra['max_margin']['selected']}"}),
             "w_dist": float(self.w_dist[-1]),
             "wall_time_s": self.wall_time,
             "compile_time_s": self.compile_time,
@@ -197,6 +218,8 @@ def load(path) -> Result:
     names = [f.name for f in dataclasses.fields(Result) if f.name not in
              ("config", "engine", "status", "message", "wall_time", "compile_time", "extra")]
     arrays.setdefault("W", None)           # not stored when W was not trained
+    arrays.setdefault("mm_cos", None)      # only recorded with max_margin (and absent from older files)
+    arrays.setdefault("mm_margin", None)
     if "steps" in arrays and "query_norm" not in arrays:   # written before query_norm was recorded
         arrays["query_norm"] = np.full(arrays["steps"].shape[:1], np.nan)
     missing = [name for name in names if name not in arrays]
@@ -207,7 +230,7 @@ def load(path) -> Result:
                               f"{arrays['steps'].shape}")
     S = arrays["steps"].shape[0]
     for name in names:
-        if name in ("p", "W", "y", "y_true", "noisy", "relevant", "roles"):
+        if name in ("p", "W", "y", "y_true", "noisy", "relevant", "roles") or arrays[name] is None:
             continue
         if arrays[name].shape[:1] != (S,):
             raise ResultFileError(f"{path}: array {name!r} has shape {arrays[name].shape}, expected leading {S}")

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from ._coords import Coordinates
+from ._max_margin import max_margin_record
 from ._numerics import logistic_loss, outputs
 from ._problem import Problem
 from ._result import DIVERGED, FINISHED, INTERRUPTED, Result
@@ -146,10 +147,15 @@ class Run:
         The outcome so far (``attnsim.STATUSES``).
     coords : attnsim._coords.Coordinates
         The coordinate system carrying the iterate.
+    max_margin : None, "final", "optimal" or ndarray of int64, shape (n,)
+        The att-SVM selection ``result()`` compares against (``train(..., max_margin=...)``);
+        it reads only recorded scores, so it may be set on a restored run before ``result()``.
     """
 
-    def __init__(self, pb: Problem, coords: Coordinates, save_steps: np.ndarray, noisy, extra_meta):
+    def __init__(self, pb: Problem, coords: Coordinates, save_steps: np.ndarray, noisy, extra_meta,
+                 max_margin=None):
         self.pb = pb
+        self.max_margin = max_margin     # None, "final", "optimal" or an (n,) selection (validated)
         self.coords = coords
         self.save_steps = save_steps
         self.recorder = _Recorder(save_steps.size, pb, noisy)
@@ -258,6 +264,14 @@ class Run:
         count = self.recorder.count
         arrays = {name: buf[:count].copy() for name, buf in self.recorder.buffers.items()}
         W, p = self.coords.final_params()
+        extra = self.coords.extra()
+        mm_cos = mm_margin = None
+        if self.max_margin is not None and count > 0:
+            pb = self.pb
+            norms = arrays["p_norm"] if self.coords.trainable == "p" else arrays["query_norm"]
+            mm_cos, mm_margin, extra["max_margin"] = max_margin_record(
+                self.max_margin, arrays["scores"], norms, self.coords.key_gram(), pb.y, pb.v,
+                self.coords.trainable)
         return Result(
             steps=self.save_steps[:count].copy(),
             **arrays,
@@ -274,7 +288,9 @@ class Run:
             message=self.message,
             wall_time=self.wall_time,
             compile_time=self.compile_time,
-            extra=self.coords.extra(),
+            extra=extra,
+            mm_cos=mm_cos,
+            mm_margin=mm_margin,
         )
 
     # ---------------------------------------------------------- checkpoints

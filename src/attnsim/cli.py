@@ -98,6 +98,9 @@ def _build_parser():
     run.add_argument("--dynamics", default=None,
                      help="gd: exact gradient descent (default); flow: the GD-matched gradient flow, "
                           "for horizons up to 1e15 steps (always dual coordinates)")
+    run.add_argument("--max-margin", dest="max_margin", action="store_true",
+                     help="track cos angle to the att-SVM direction of the tokens selected at the end "
+                          "(Result.mm_cos; with W trained, of the effective query W^T p); prints 1 - cos")
     ck = run.add_argument_group("checkpoints (Ctrl-C always writes one and the partial result)")
     ck.add_argument("--checkpoint", metavar="FILE", help="write the complete run state to FILE periodically")
     ck.add_argument("--checkpoint-every", metavar="SECONDS", type=_seconds_arg, default=None,
@@ -215,6 +218,8 @@ def _cmd_run(args):
         run = _restore_noting_warnings(ck) if args.resume else prepare_run(config, SaveAt.log(config.steps, saves),
                                                                           engine=engine,
                                                                           dynamics=args.dynamics or "gd")
+        if args.max_margin:   # computed from the recorded scores at the end, so a resumed run can ask too
+            run.max_margin = "final"
         run.warm_up()
         hook.last = hook.clock()  # the first interval starts with the stepping, not before set-up
         run.run(progress=progress, hooks=[hook] if ck_path else [])

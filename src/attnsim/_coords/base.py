@@ -63,6 +63,8 @@ def quadratic_norm(c0: float, lin: np.ndarray, G: np.ndarray, x: np.ndarray) -> 
     """``sqrt(c0 + 2 lin.x + x^T G x)``, the norm of a vector ``v0 + B x`` given ``c0 = |v0|^2``,
     ``lin = B^T v0`` and ``G = B^T B``; evaluated with ``x`` scaled to ``|x| <= 1`` so that a huge
     but finite vector does not overflow its own squared norm."""
+    if not np.any(x):      # exact, and finite even when G overflowed (keys ~1e100 before a divergence)
+        return float(np.sqrt(max(c0, 0.0)))
     scale = max(float(np.max(np.abs(x), initial=0.0)), 1.0)
     xs = x / scale
     with np.errstate(over="ignore", invalid="ignore"):
@@ -139,6 +141,19 @@ class Coordinates(abc.ABC):
     def extra(self) -> dict:
         """JSON-serialisable record of the dynamics, for ``Result.extra``."""
         return {}
+
+    def key_gram(self) -> np.ndarray:
+        """Gram (N, N) of the keys the attention scores are linear in, for the att-SVM.
+
+        ``K K^T`` with ``K = X W0^T`` when only ``p`` is trained (``z = K p``); ``X X^T`` when
+        ``W`` is trained too (``z = X q`` with the effective query ``q = W^T p``). Members that
+        hold it already return theirs; this default forms it once, O(N^2 d).
+        """
+        pb = self.pb
+        if self.trainable == "p":
+            K = pb.X @ pb.W0.T
+            return K @ K.T
+        return pb.X @ pb.X.T
 
     def options_dict(self) -> dict | None:
         """The options as a JSON-serialisable dict (for checkpoints); None for GD."""

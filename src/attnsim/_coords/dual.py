@@ -59,6 +59,9 @@ class DualPSetup(Coordinates):
         a, _ = self._a_z()
         return None, self.pb.p0 + self.K.T @ a
 
+    def key_gram(self):
+        return self.Gkk
+
 
 class DualWpSetup(Coordinates):
     """``p = Q b``, ``W = W0 + Q M X`` with ``Q = [p0, W0 X^T]`` (d, N+1) (DESIGN.md §4).
@@ -110,6 +113,9 @@ class DualWpSetup(Coordinates):
     def final_params(self):
         _, _, b, MT = self._current()
         return self.pb.W0 + (self.Q @ MT.T) @ self.pb.X, self.Q @ b
+
+    def key_gram(self):
+        return self.Gxx
 
 
 @register

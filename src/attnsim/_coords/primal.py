@@ -35,6 +35,9 @@ class PrimalP(Coordinates):
     def final_params(self):
         return None, self.state["p"].copy()
 
+    def key_gram(self):
+        return self.K @ self.K.T
+
 
 @register
 class PrimalWp(Coordinates):
