@@ -1,7 +1,7 @@
 """Checkpoints: a resumed run is bit-for-bit the uninterrupted run (issue #5, "Long runs").
 
 Every array of the Result is compared by its bytes; only ``wall_time`` and
-``compile_time`` may differ. Covered: both engines x both trainable sets, resume
+``compile_time`` may differ. Covered: both engines x the four trainable sets, resume
 in-process, via ``attnsim run --resume``, after Ctrl-C, and after SIGKILL.
 """
 
@@ -23,7 +23,7 @@ from attnsim._checkpoint import fingerprint
 from attnsim._io import read_npz, write_npz_atomic
 
 ENGINES = ("primal", "dual")
-TRAINABLE = ("p", "Wp")
+TRAINABLE = ("p", "Wp", "p+nu", "Wp+nu")
 CASES = [(e, t) for e in ENGINES for t in TRAINABLE]
 ATTNSIM = [sys.executable, "-m", "attnsim"]
 
@@ -270,6 +270,7 @@ SUBPROCESS_CASES = [
     ("dual", "Wp", signal.SIGKILL),
     pytest.param("dual", "Wp", signal.SIGINT, marks=pytest.mark.slow),  # in-process twin above is fast
     pytest.param("primal", "p", signal.SIGKILL, marks=pytest.mark.slow),
+    pytest.param("dual", "Wp+nu", signal.SIGKILL, marks=pytest.mark.slow),
     pytest.param("primal", "Wp", signal.SIGKILL, marks=pytest.mark.slow),
     pytest.param("dual", "p", signal.SIGKILL, marks=pytest.mark.slow),
 ]

@@ -62,6 +62,13 @@ def _assert_same_trajectory(results, has_test, where):
         np.testing.assert_allclose(res.w_dist, ref.w_dist, rtol=1e-7, atol=1e-12,
                                    err_msg=f"w_dist: {name} vs primal; {where}")
         np.testing.assert_allclose(res.p, ref.p, rtol=1e-9, atol=1e-11, err_msg=f"p: {name}; {where}")
+        np.testing.assert_allclose(res.nu, ref.nu, rtol=1e-9, atol=1e-11, err_msg=f"nu: {name}; {where}")
+        for field in ("nu_norm", "nu_probe"):
+            np.testing.assert_allclose(getattr(res, field), getattr(ref, field), **TOL,
+                                       err_msg=f"{field}: {name} vs primal; {where}")
+        # ||nu - nu0|| from beta^T Gxx beta: a difference of squares in the dual, as w_dist
+        np.testing.assert_allclose(res.nu_dist, ref.nu_dist, rtol=1e-7, atol=1e-12,
+                                   err_msg=f"nu_dist: {name} vs primal; {where}")
         assert (res.W is None) == (ref.W is None), f"W stored only when trained; {where}"
         if res.W is not None:
             np.testing.assert_allclose(res.W, ref.W, rtol=1e-9, atol=1e-11, err_msg=f"W: {name}; {where}")
@@ -75,7 +82,7 @@ SHAPES = {
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-@pytest.mark.parametrize("trainable", ["Wp", "p"])
+@pytest.mark.parametrize("trainable", ["Wp", "p", "Wp+nu", "p+nu"])
 @pytest.mark.parametrize("with_test", [False, True], ids=["no-test", "test"])
 @settings(max_examples=2)
 @given(data=st.data(), seed=st.integers(0, 2**32 - 1), lr=st.sampled_from([0.2, 1.0]))
@@ -99,7 +106,7 @@ def test_dual_tracks_primal_at_the_official_shape():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("trainable", ["Wp", "p"])
+@pytest.mark.parametrize("trainable", ["Wp", "p", "Wp+nu", "p+nu"])
 @settings(max_examples=int(os.environ.get("ATTNSIM_DUAL_EXAMPLES", "6")))
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 8), T=st.integers(2, 5), d=st.integers(3, 40),
        with_test=st.booleans())
@@ -107,6 +114,16 @@ def test_dual_and_primal_agree_over_a_hundred_thousand_steps(trainable, seed, n,
     arrays, _ = _problem(seed, n, T, d, n_test=7 if with_test else 0, lr_scale=0.5)
     results = _run_all(arrays, 0.5, 100_000, trainable, twin=False)
     _assert_same_trajectory(results, with_test, f"_problem({seed}, {n}, {T}, {d}, {7 if with_test else 0}, 0.5)")
+
+
+@pytest.mark.parametrize("trainable", ["Wp+nu", "p+nu"])
+def test_dual_tracks_primal_with_the_head_at_the_official_shape(trainable):
+    """N = 160 tokens in d = 400 with the head trained: beta, v = X nu0 + Gxx beta stay exact."""
+    rng = np.random.default_rng(8)
+    arrays, _ = _problem(int(rng.integers(2**31)), 20, 8, 400, n_test=30, lr_scale=1.0)
+    results = _run_all(arrays, 1.0, 2000, trainable, twin=False)
+    assert results["dual"].nu_dist[-1] > 0.1 * np.linalg.norm(arrays["nu"]), "the head must move"
+    _assert_same_trajectory(results, True, f"official shape, d=400, 2000 steps, trainable={trainable!r}")
 
 
 def test_dual_stops_at_the_same_non_finite_step_as_primal():

@@ -67,8 +67,8 @@ CONFIG_CASES = [
     (dict(init_seed="a"), r"^init_seed must be an integer; got 'a'"),
     (dict(label_noise="flip"), r"^label_noise must be one of 'official', 'random'; got 'flip'"),
     (dict(noise="gauss"), r"^noise must be one of 'isotropic', 'orthogonal'; got 'gauss'"),
-    (dict(trainable="W"), r"^trainable must be one of 'Wp', 'p'; got 'W'"),
-    (dict(trainable=["p"]), r"^trainable must be one of 'Wp', 'p'; got \['p'\]"),
+    (dict(trainable="W"), r"^trainable must be one of 'Wp', 'p', 'Wp\+nu', 'p\+nu'; got 'W'"),
+    (dict(trainable=["p"]), r"^trainable must be one of 'Wp', 'p', 'Wp\+nu', 'p\+nu'; got \['p'\]"),
     (dict(init="xavier"), r"^init must be one of 'official', 'gaussian'; got 'xavier'"),
 ]
 
@@ -148,7 +148,9 @@ TRAIN_CASES = [
     (dict(save_at=[1e30]), r"^save_at steps must be below 2\*\*62; got 1e\+30"),
     (dict(save_at=[[1, 2]]), r"^save_at must be a non-empty 1-D sequence of steps; got shape \(1, 2\)"),
     (dict(save_at=SaveAt.log(20)), r"^save_at must run from step 0 to steps=10; got \[0, 20\]; build it with"),
-    (dict(trainable="W"), r"^trainable must be one of 'Wp', 'p'; got 'W'"),
+    (dict(trainable="W"), r"^trainable must be one of 'Wp', 'p', 'Wp\+nu', 'p\+nu'; got 'W'"),
+    (dict(trainable="p+nu", dynamics="flow"), r"^dynamics='flow' is not available with a trained head; got "
+                                              r"trainable='p\+nu'; use dynamics='gd'"),
     (dict(engine="gpu"), r"^engine must be one of 'auto', 'primal', 'dual'; got 'gpu'"),
     (dict(backend="jax"), r"^backend must be one of 'numba', 'numpy'; got 'jax'"),
     (dict(X_test=np.ones((2, 3, 5))), r"^X_test and y_test must be given together"),
@@ -187,7 +189,8 @@ INT_MINIMA = dict(n_train=2, n_test=0, T=1, d=2, n_relevant=1, n_weak=0, n_weak_
                   init_seed=0)
 FLOATS = dict(signal_norm="positive", rho="nonnegative", sigma_eps="nonnegative", sigma_p="nonnegative",
               sigma_w="nonnegative", lr="positive", head_scale="positive", eta="unit")
-CHOICES = dict(label_noise=("official", "random"), noise=("isotropic", "orthogonal"), trainable=("Wp", "p"),
+CHOICES = dict(label_noise=("official", "random"), noise=("isotropic", "orthogonal"),
+               trainable=("Wp", "p", "Wp+nu", "p+nu"),
                init=("official", "gaussian"))
 
 not_a_number = st.one_of(st.text(max_size=5), st.booleans(), st.complex_numbers(allow_nan=False).filter(

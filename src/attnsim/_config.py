@@ -12,7 +12,7 @@ from ._validation import ConfigError, check_choice, check_float, check_int, chec
 
 LABEL_NOISE_MODES = ("official", "random")
 NOISE_MODES = ("isotropic", "orthogonal")
-TRAINABLE = ("Wp", "p")
+TRAINABLE = ("Wp", "p", "Wp+nu", "p+nu")
 INITS = ("official", "gaussian")
 
 
@@ -49,8 +49,9 @@ class Config:
         ``random`` flips each training label independently with probability ``eta``.
     noise : {"isotropic", "orthogonal"}
         ``orthogonal`` projects the token noise off the span of ``mu_+`` and ``mu_-``.
-    trainable : {"Wp", "p"}
-        Train ``W`` and ``p`` together, or ``p`` alone.
+    trainable : {"Wp", "p", "Wp+nu", "p+nu"}
+        Train ``W`` and ``p`` together, or ``p`` alone; ``+nu`` trains the head ``nu`` as well
+        (from the head initialisation below), all from the same old iterate.
     init : {"official", "gaussian"}
         ``official``: ``p0 = 0``, ``W0`` entries uniform on ``[-1/sqrt(d), 1/sqrt(d)]``;
         ``gaussian``: ``p0 ~ N(0, sigma_p^2 I)``, ``W0`` entries ``N(0, sigma_w^2)``.

@@ -20,7 +20,7 @@ from ._validation import (ConfigError, check_array, check_choice, check_float, c
                           check_steps)
 
 ENGINES = ("auto", "primal", "dual")
-TRAINABLE = ("Wp", "p")
+TRAINABLE = ("Wp", "p", "Wp+nu", "p+nu")
 
 
 def _check_roles(roles, T):
@@ -54,6 +54,9 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     if dynamics == "flow" and (engine == "primal" or backend != "numba"):
         raise ConfigError(f"dynamics='flow' runs in dual coordinates with numba; got engine={engine!r}, "
                           f"backend={backend!r}; use engine='auto' or 'dual' and backend='numba'")
+    if dynamics == "flow" and trainable.endswith("+nu"):
+        raise ConfigError(f"dynamics='flow' is not available with a trained head; got trainable={trainable!r}; "
+                          "use dynamics='gd', or trainable='p' or 'Wp' for the flow")
     if dynamics == "gd" and flow is not None:
         raise ConfigError("flow options apply only with dynamics='flow'; got dynamics='gd' and flow set")
     if (X_test is None) != (y_test is None):
@@ -89,7 +92,8 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
     """Full-batch gradient descent on the paper's attention model.
 
     ``W`` and ``p`` (or ``p`` alone) are updated simultaneously from the same
-    iterate with step ``lr`` on ``L = mean_i log(1 + exp(-y_i f(X_i)))``,
+    iterate (with the head ``nu`` too for ``trainable="p+nu"``, ``"Wp+nu"``) with step ``lr`` on
+    ``L = mean_i log(1 + exp(-y_i f(X_i)))``,
     ``f(X) = nu^T X^T softmax(X W^T p)``. Inputs are never mutated.
 
     Parameters
@@ -100,12 +104,15 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
         Labels in {-1, +1}.
     W0 : array_like, shape (d, d)
     p0, nu : array_like, shape (d,)
-        Initial parameters and the fixed head (paper notation: scores ``X W^T p``).
+        Initial parameters and the head (paper notation: scores ``X W^T p``); the head is
+        fixed unless ``trainable`` ends in ``+nu``.
     lr : float
         Step size, > 0.
     steps : int
         Number of GD updates, >= 1.
-    trainable : {"Wp", "p"}
+    trainable : {"Wp", "p", "Wp+nu", "p+nu"}
+        The trained parameters: ``W`` and ``p``, ``p`` alone, and either with the head ``nu``
+        (``dL/dnu = X_all^T h``, ``h_it = (1/n) ell'(y_i f_i) y_i s_it``; DESIGN.md §8).
     save_at : None, SaveAt or sequence of int
         Save times; default ``SaveAt.log(steps)``. Steps 0 and ``steps`` are always included.
     X_test : array_like, shape (n_test, T, d), optional
@@ -116,7 +123,8 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
         Which samples carry flipped labels (for the clean/noisy split).
     y_true, roles : optional bookkeeping copied into the Result.
     probes : array_like, shape (k, d), optional
-        Directions ``r`` whose ``<p, r>`` and ``<W^T p, r>`` are recorded.
+        Directions ``r`` whose ``<p, r>``, ``<W^T p, r>`` and ``<nu, r>`` are recorded;
+        ``Result.nu_align`` is the cosine of ``nu`` with ``r_0 - r_1``.
     engine : {"auto", "primal", "dual"}
         ``auto`` compares the estimated costs (``step_costs``).
     backend : {"numba", "numpy"}

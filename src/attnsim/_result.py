@@ -68,12 +68,22 @@ class Result:
     p_probe, query_probe : ndarray, shape (S, k)
         ``<p, r_j>`` and ``<W^T p, r_j>`` for the probe directions ``r_j`` given to
         ``train`` (for ``simulate``: ``mu_+`` and ``mu_-``); ``k = 0`` without probes.
+    nu_norm, nu_dist : ndarray, shape (S,)
+        ``||nu||`` and ``||nu - nu0||`` (``nu_dist`` is 0 unless the head is trained).
+    nu_align : ndarray, shape (S,)
+        Cosine of ``nu`` with ``r_0 - r_1``, the first two probe directions: for ``simulate``
+        ``mu_+ - mu_-``, the direction of the official head. NaN with fewer than two probes.
+    nu_probe : ndarray, shape (S, k)
+        ``<nu, r_j>``.
     p : ndarray, shape (d,)
     W : ndarray, shape (d, d), or None
         Final parameters (after the last recorded step). For a diverged run they are the
         iterate at the step named in ``message``, where something became non-finite.
         ``W`` is None when it was not trained (it is ``W0``, which the caller has): a
         d x d matrix is 32 MB at d = 2000.
+    nu : ndarray, shape (d,), or None
+        Final head (the initial head when it was not trained). None only for files written
+        before attnsim stored it.
     y, y_true : ndarray, shape (n,)
         Observed and true training labels (``y_true = y`` when unknown).
     noisy : ndarray of bool, shape (n,)
@@ -121,6 +131,12 @@ class Result:
     noisy: np.ndarray
     relevant: np.ndarray
     roles: np.ndarray
+    # the head's record; None only in Results built by hand or files written before it existed
+    nu: np.ndarray | None = None
+    nu_norm: np.ndarray | None = None
+    nu_dist: np.ndarray | None = None
+    nu_align: np.ndarray | None = None
+    nu_probe: np.ndarray | None = None
     config: Config | None = None
     engine: str = ""
     status: str = FINISHED
@@ -155,6 +171,7 @@ class Result:
             if np.any(self.noisy) else float("nan"),
             "p_norm": float(self.p_norm[-1]),
             "w_dist": float(self.w_dist[-1]),
+            "nu_dist": float(self.nu_dist[-1]) if self.nu_dist is not None else float("nan"),
             "wall_time_s": self.wall_time,
             "compile_time_s": self.compile_time,
         }
@@ -194,6 +211,12 @@ def load(path) -> Result:
     names = [f.name for f in dataclasses.fields(Result) if f.name not in
              ("config", "engine", "status", "message", "wall_time", "compile_time", "extra")]
     arrays.setdefault("W", None)           # not stored when W was not trained
+    if "nu_norm" not in arrays and "steps" in arrays and "p_probe" in arrays:
+        # written before the head was recorded: the head was fixed, its figures unknown
+        S, k = arrays["p_probe"].shape
+        arrays.update(nu_norm=np.full(S, np.nan), nu_dist=np.zeros(S), nu_align=np.full(S, np.nan),
+                      nu_probe=np.full((S, k), np.nan))
+    arrays.setdefault("nu", None)          # absent in files written before the head was stored
     missing = [name for name in names if name not in arrays]
     if missing:
         raise ResultFileError(f"{path}: missing arrays {missing}")
@@ -202,7 +225,7 @@ def load(path) -> Result:
                               f"{arrays['steps'].shape}")
     S = arrays["steps"].shape[0]
     for name in names:
-        if name in ("p", "W", "y", "y_true", "noisy", "relevant", "roles"):
+        if name in ("p", "W", "nu", "y", "y_true", "noisy", "relevant", "roles"):
             continue
         if arrays[name].shape[:1] != (S,):
             raise ResultFileError(f"{path}: array {name!r} has shape {arrays[name].shape}, expected leading {S}")

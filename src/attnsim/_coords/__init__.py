@@ -8,13 +8,15 @@ module                  members                                 what they carry
 ``dual``                ``DualP``, ``DualWp`` (GD), and the     ``N``-sized coefficients
                         shared set-ups ``DualPSetup``,
                         ``DualWpSetup``
+``head``                ``PrimalPNu``, ``PrimalWpNu``,          the above and ``nu``
+                        ``DualPNu``, ``DualWpNu``               (or its ``beta``)
 ``flow``                ``FlowP``, ``FlowWp``, ``FlowOptions``  the dual set-ups, integrated
 ``cost``                ``step_costs``, ``choose_engine``       --
 ======================  =====================================  ======================
 """
 
-from . import dual, flow, primal  # noqa: F401 - importing the members registers them
-from .base import REGISTRY, Coordinates, Observation
+from . import dual, flow, head, primal  # noqa: F401 - importing the members registers them
+from .base import REGISTRY, Coordinates, HeadObservation, Observation
 from .cost import choose_engine, step_costs
 from .flow import FlowOptions, as_flow_options
 
@@ -27,5 +29,5 @@ def make_coordinates(pb, *, dynamics: str, engine: str, trainable: str, kern, op
     return REGISTRY[(dynamics, engine, trainable)](pb, kern, options)
 
 
-__all__ = ["DYNAMICS", "REGISTRY", "Coordinates", "FlowOptions", "Observation", "as_flow_options",
+__all__ = ["DYNAMICS", "REGISTRY", "Coordinates", "FlowOptions", "HeadObservation", "Observation", "as_flow_options",
            "choose_engine", "make_coordinates", "step_costs"]

@@ -15,6 +15,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 from .._kernels import gd as _gd
+from .._numerics import norm
 
 
 class Observation(NamedTuple):
@@ -37,11 +38,30 @@ class Observation(NamedTuple):
     query_probe: np.ndarray
 
 
+class HeadObservation(NamedTuple):
+    """The head's part of what the recorder reads at a save time.
+
+    Attributes
+    ----------
+    v : ndarray, shape (N,)          training token values ``X nu``
+    v_test : ndarray, shape (Nt,)    test token values
+    nu_norm, nu_dist : float         ``||nu||`` and ``||nu - nu0||``
+    nu_probe : ndarray, shape (k,)   ``<nu, r_j>``
+    """
+
+    v: np.ndarray
+    v_test: np.ndarray
+    nu_norm: float
+    nu_dist: float
+    nu_probe: np.ndarray
+
+
 #: Readable names of state arrays, for divergence messages.
 STATE_NAMES = {
     "p": "p", "W": "W", "u": "query W^T p", "z": "attention scores z", "a": "dual coefficients a",
     "S": "key Gram matrix S", "P": "||p||^2", "b": "dual coefficients b", "MT": "dual coefficients M",
     "ys": "flow state (z, ||p||^2, dual coefficients)",
+    "nu": "head nu", "v": "token values v", "beta": "dual head coefficients beta",
 }
 
 #: ``(dynamics, engine, trainable) -> class``, filled by ``register``.
@@ -76,7 +96,7 @@ class Coordinates(abc.ABC):
     """
 
     engine: ClassVar[str] = ""       # "primal" or "dual"
-    trainable: ClassVar[str] = ""    # "p" or "Wp"
+    trainable: ClassVar[str] = ""    # "p", "Wp", "p+nu" or "Wp+nu"
     dynamics: ClassVar[str] = "gd"   # "gd" or "flow"
 
     def __init__(self, pb, kern, options=None):
@@ -105,6 +125,16 @@ class Coordinates(abc.ABC):
     @abc.abstractmethod
     def final_params(self) -> tuple[np.ndarray | None, np.ndarray]:
         """``(W, p)`` at the current iterate, materialised; ``W`` is None when it is not trained."""
+
+    def observe_head(self) -> HeadObservation:
+        """The head's quantities at the current iterate; here the fixed head ``nu0``.
+        Members that train the head override it (``_coords.head``)."""
+        pb = self.pb
+        return HeadObservation(pb.v, pb.vt, norm(pb.nu), 0.0, pb.probes @ pb.nu)
+
+    def final_nu(self) -> np.ndarray:
+        """The head ``nu`` (d,) at the current iterate, materialised."""
+        return self.pb.nu.copy()
 
     def warm_up(self) -> None:
         """Compile (or load from cache) the kernels that ``advance`` and ``observe`` call."""
