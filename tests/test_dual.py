@@ -38,8 +38,8 @@ def _problem(seed, n, T, d, n_test, lr_scale):
     return arrays, lr_scale
 
 
-def _run_all(arrays, lr, steps, trainable, n_saves=40, twin=True):
-    kw = dict(lr=lr, steps=steps, trainable=trainable, save_at=SaveAt.log(steps, n_saves))
+def _run_all(arrays, lr, steps, trainable, n_saves=40, twin=True, **opt):
+    kw = dict(lr=lr, steps=steps, trainable=trainable, save_at=SaveAt.log(steps, n_saves), **opt)
     out = {"dual": train(**arrays, **kw, engine="dual"), "primal": train(**arrays, **kw, engine="primal")}
     if twin:
         out["numpy dual"] = train(**arrays, **kw, engine="dual", backend="numpy")
@@ -94,6 +94,22 @@ def test_dual_primal_and_twin_agree_over_ten_thousand_steps(shape, trainable, wi
              f"trainable={trainable!r}, steps={LONG}")
     assert results["dual"].engine == "dual" and results["primal"].engine == "primal"
     _assert_same_trajectory(results, with_test, where)
+
+
+@pytest.mark.parametrize("trainable", ["Wp", "p", "Wp+nu", "p+nu"])
+@pytest.mark.parametrize("ngd_norm", ["joint", "block"])
+@settings(max_examples=1)
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1), shape=st.sampled_from(sorted(SHAPES)))
+def test_normalised_gd_dual_primal_and_twin_agree_over_ten_thousand_steps(trainable, ngd_norm, data, seed, shape):
+    """optimizer="ngd": the norms from the Grams (c^T Gkk c, c^T S c, P c^T Gxx c, h^T Gxx h) and the
+    per-step (a_p, a_W) of the blocked (b, M) recurrence against the primal norms of the vectors.
+    Steps of 2e-3 keep the softmax gaps moderate (every step has length lr, so the parameters
+    grow linearly; past gaps of ~700 the coefficients underflow and no float64 direction is exact)."""
+    n, T, d = (data.draw(SHAPES[shape][k], label=k) for k in ("n", "T", "d"))
+    arrays, _ = _problem(seed, n, T, d, n_test=5, lr_scale=2e-3)
+    results = _run_all(arrays, 2e-3, LONG, trainable, optimizer="ngd", ngd_norm=ngd_norm)
+    _assert_same_trajectory(results, True, f"_problem({seed}, {n}, {T}, {d}, 5, 2e-3), trainable={trainable!r}, "
+                                           f"optimizer='ngd', ngd_norm={ngd_norm!r}, steps={LONG}")
 
 
 def test_dual_tracks_primal_at_the_official_shape():

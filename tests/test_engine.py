@@ -96,6 +96,65 @@ def test_train_matches_plain_numpy_gd_with_the_head_recorded(engine, trainable, 
 
 
 @pytest.mark.parametrize("engine", ["primal", "dual"])
+@pytest.mark.parametrize("trainable", ["Wp+nu", "p+nu", "Wp", "p"])
+@pytest.mark.parametrize("ngd_norm", ["joint", "block"])
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 6), T=st.integers(2, 5), d=st.integers(2, 9),
+       lr=st.sampled_from([0.003, 0.02]))
+def test_normalised_gd_matches_plain_numpy_loop(engine, trainable, ngd_norm, seed, n, T, d, lr):
+    """optimizer="ngd" against the plain loop dividing the gradients by their norms (plain_gd).
+
+    Steps of length <= 0.02 keep the softmax far from saturation over 30 steps: the plain loop's
+    ``v - f`` by subtraction loses digits once gaps pass ~20, and a normalised step, unlike a GD
+    step, magnifies the relative error of a small gradient to O(lr)."""
+    arrays, extra = make_problem(seed, n, T, d)
+    steps = 30
+    res = train(**arrays, **extra, lr=lr, steps=steps, trainable=trainable, engine=engine, optimizer="ngd",
+                ngd_norm=ngd_norm, save_at=SaveAt.linear(steps, steps + 1))
+    scores, W, p, nu = gd_trajectory(arrays["X"], arrays["y"], arrays["W0"], arrays["p0"], arrays["nu"], lr,
+                                     steps, trainable, final_nu=True, ngd=ngd_norm)
+    assert res.success, res.message
+    np.testing.assert_allclose(res.scores, scores, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(res.p, p, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(res.nu, nu, rtol=1e-9, atol=1e-11)
+    if trainable.startswith("Wp"):
+        np.testing.assert_allclose(res.W, W, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("engine", ["primal", "dual"])
+@pytest.mark.parametrize("trainable", ["p", "p+nu"])
+@pytest.mark.parametrize("ngd_norm", ["joint", "block"])
+def test_every_normalised_step_has_length_lr(engine, trainable, ngd_norm):
+    """Known answer: with identity probes p and nu are recorded whole at every step; each step
+    moves (p, nu) by exactly lr jointly, or p and nu by lr each."""
+    arrays, _ = make_problem(5, n=4, T=3, d=6)
+    steps, lr = 25, 0.07
+    res = train(**arrays, lr=lr, steps=steps, trainable=trainable, engine=engine, optimizer="ngd",
+                ngd_norm=ngd_norm, probes=np.eye(6), save_at=SaveAt.linear(steps, steps + 1))
+    dp = np.linalg.norm(np.diff(res.p_probe, axis=0), axis=1)
+    dnu = np.linalg.norm(np.diff(res.nu_probe, axis=0), axis=1)
+    if trainable == "p":
+        np.testing.assert_allclose(dp, lr, rtol=1e-9)
+        np.testing.assert_array_equal(dnu, 0.0)
+    elif ngd_norm == "joint":
+        np.testing.assert_allclose(np.hypot(dp, dnu), lr, rtol=1e-9)
+        assert np.all(dp < lr) and np.all(dnu < lr)
+    else:
+        np.testing.assert_allclose(dp, lr, rtol=1e-9)
+        np.testing.assert_allclose(dnu, lr, rtol=1e-9)
+
+
+def test_normalised_gd_leaves_a_zero_gradient_block_in_place():
+    """p0 = 0 makes grad_W = p g^T = 0 at the first step: with the block norm W does not move
+    then (no 0/0), p takes a step of length lr."""
+    arrays, _ = make_problem(6, n=4, T=3, d=5)
+    arrays["p0"] = np.zeros(5)
+    res = train(**arrays, lr=0.1, steps=1, trainable="Wp", engine="dual", optimizer="ngd", ngd_norm="block",
+                save_at=[0, 1])
+    assert res.success and res.w_dist[1] == 0.0
+    assert res.p_norm[1] == pytest.approx(0.1, rel=1e-12)
+
+
+@pytest.mark.parametrize("engine", ["primal", "dual"])
 @pytest.mark.parametrize("trainable", ["Wp", "p", "Wp+nu", "p+nu"])
 def test_numba_and_numpy_backends_agree(engine, trainable):
     arrays, extra = make_problem(3)

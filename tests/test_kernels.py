@@ -144,6 +144,49 @@ def args_dual_wp_nu_run(seed, n, T, d, steps):
             np.zeros(N), Sc, Hc)
 
 
+# ------------------------------------------------------------ normalised GD
+
+
+def _head_block(steps):
+    """Both flags from the step count, so hypothesis covers all four combinations."""
+    return steps % 2 == 0, (steps // 2) % 2 == 0
+
+
+def args_primal_p_ngd_run(seed, n, T, d, steps):
+    (p, z, nu, v, K, KT, X, XT, y, T, relevant, lr, steps, frak, s, c, h) = args_primal_p_nu_run(seed, n, T, d, steps)
+    head, block = _head_block(steps)
+    return (p, z, nu, v, K, KT, X, XT, y, T, relevant, lr, head, block, steps, frak, s, c, h, np.zeros(d), np.zeros(d))
+
+
+def args_primal_wp_ngd_run(seed, n, T, d, steps):
+    (W, p, u, z, nu, v, X, XT, y, T, relevant, lr, steps, frak, s, c, h, g) = \
+        args_primal_wp_nu_run(seed, n, T, d, steps)
+    head, block = _head_block(steps)
+    return (W, p, u, z, nu, v, X, XT, y, T, relevant, lr, head, block, steps, frak, s, c, h, g, np.zeros(d),
+            np.zeros(d))
+
+
+def args_dual_p_ngd_run(seed, n, T, d, steps):
+    (a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, steps, frak, s, c, h, eh) = args_dual_p_nu_run(seed, n, T, d, steps)
+    head, block = _head_block(steps)
+    return (a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, head, block, steps, frak, s, c, h, np.zeros(n * T), eh)
+
+
+def args_dual_wp_ngd_run(seed, n, T, d, steps):
+    (z, S, P, b, MT, CbT, Eb, nb, beta, v, Gxx, y, T, relevant, lr, steps, frak, s, c, h, e, eh, Sc, Hc) = \
+        args_dual_wp_nu_run(seed, n, T, d, steps)
+    head, block = _head_block(steps)
+    lrb = np.zeros((CbT.shape[1], 2))
+    return (z, S, P, b, MT, CbT, Eb, lrb, nb, beta, v, Gxx, y, T, relevant, lr, head, block, steps, frak, s, c, h,
+            e, eh, Sc, Hc)
+
+
+def args_dual_wp_ngd_flush(seed, n, T, d, steps):
+    b, MT, CbT, Eb, nb, lr, Hc = args_dual_wp_flush(seed, n, T, d, steps)
+    lrb = np.random.default_rng(seed + 1).uniform(0.1, 0.5, (CbT.shape[1], 2))
+    return (b, MT, CbT, Eb, lrb, nb, Hc)
+
+
 # ------------------------------------------------------------------ flow kernels
 
 
@@ -243,6 +286,11 @@ REGISTRY = {
     (gd, "primal_wp_nu_run"): args_primal_wp_nu_run,
     (gd, "dual_p_nu_run"): args_dual_p_nu_run,
     (gd, "dual_wp_nu_run"): args_dual_wp_nu_run,
+    (gd, "primal_p_ngd_run"): args_primal_p_ngd_run,
+    (gd, "primal_wp_ngd_run"): args_primal_wp_ngd_run,
+    (gd, "dual_p_ngd_run"): args_dual_p_ngd_run,
+    (gd, "dual_wp_ngd_run"): args_dual_wp_ngd_run,
+    (gd, "dual_wp_ngd_flush"): args_dual_wp_ngd_flush,
     (flow, "forward"): args_forward,
     (flow, "jvp_c"): args_jvp_c,
     (flow, "gd_p_run"): args_gd_p_run,

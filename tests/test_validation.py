@@ -70,6 +70,10 @@ CONFIG_CASES = [
     (dict(trainable="W"), r"^trainable must be one of 'Wp', 'p', 'Wp\+nu', 'p\+nu'; got 'W'"),
     (dict(trainable=["p"]), r"^trainable must be one of 'Wp', 'p', 'Wp\+nu', 'p\+nu'; got \['p'\]"),
     (dict(init="xavier"), r"^init must be one of 'official', 'gaussian'; got 'xavier'"),
+    (dict(optimizer="adam"), r"^optimizer must be one of 'gd', 'ngd'; got 'adam'"),
+    (dict(optimizer="ngd", ngd_norm="max"), r"^ngd_norm must be one of 'joint', 'block'; got 'max'"),
+    (dict(ngd_norm="block"), r"^ngd_norm applies only with optimizer='ngd'; got ngd_norm='block' with "
+                             r"optimizer='gd'; drop ngd_norm or set optimizer='ngd'"),
 ]
 
 
@@ -149,6 +153,10 @@ TRAIN_CASES = [
     (dict(save_at=[[1, 2]]), r"^save_at must be a non-empty 1-D sequence of steps; got shape \(1, 2\)"),
     (dict(save_at=SaveAt.log(20)), r"^save_at must run from step 0 to steps=10; got \[0, 20\]; build it with"),
     (dict(trainable="W"), r"^trainable must be one of 'Wp', 'p', 'Wp\+nu', 'p\+nu'; got 'W'"),
+    (dict(optimizer="ngd", dynamics="flow"), r"^optimizer='ngd' is not available with dynamics='flow' \(the flow "
+                                             r"follows plain GD\); use dynamics='gd' for normalised GD"),
+    (dict(optimizer="sgd"), r"^optimizer must be one of 'gd', 'ngd'; got 'sgd'"),
+    (dict(ngd_norm="block"), r"^ngd_norm applies only with optimizer='ngd'"),
     (dict(trainable="p+nu", dynamics="flow"), r"^dynamics='flow' is not available with a trained head; got "
                                               r"trainable='p\+nu'; use dynamics='gd'"),
     (dict(engine="gpu"), r"^engine must be one of 'auto', 'primal', 'dual'; got 'gpu'"),
@@ -190,7 +198,7 @@ INT_MINIMA = dict(n_train=2, n_test=0, T=1, d=2, n_relevant=1, n_weak=0, n_weak_
 FLOATS = dict(signal_norm="positive", rho="nonnegative", sigma_eps="nonnegative", sigma_p="nonnegative",
               sigma_w="nonnegative", lr="positive", head_scale="positive", eta="unit")
 CHOICES = dict(label_noise=("official", "random"), noise=("isotropic", "orthogonal"),
-               trainable=("Wp", "p", "Wp+nu", "p+nu"),
+               trainable=("Wp", "p", "Wp+nu", "p+nu"), optimizer=("gd", "ngd"), ngd_norm=("joint", "block"),
                init=("official", "gaussian"))
 
 not_a_number = st.one_of(st.text(max_size=5), st.booleans(), st.complex_numbers(allow_nan=False).filter(

@@ -14,6 +14,8 @@ LABEL_NOISE_MODES = ("official", "random")
 NOISE_MODES = ("isotropic", "orthogonal")
 TRAINABLE = ("Wp", "p", "Wp+nu", "p+nu")
 INITS = ("official", "gaussian")
+OPTIMIZERS = ("gd", "ngd")
+NGD_NORMS = ("joint", "block")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,7 +62,12 @@ class Config:
     head_scale : float or None
         ``||nu||``; ``None`` means the official ``1 / ||mu||``.
     lr : float
-        Gradient-descent step size alpha.
+        Gradient-descent step size alpha (with ``optimizer="ngd"``: the length of every step).
+    optimizer : {"gd", "ngd"}
+        Plain GD, or normalised GD (each step of Euclidean length ``lr``; not with the flow).
+    ngd_norm : {"joint", "block"}
+        With ``optimizer="ngd"``: one norm over all trained parameters, or each trained
+        block (W, p, nu) normalised separately.
     steps : int
         Number of GD updates.
     seed : int
@@ -97,6 +104,8 @@ class Config:
     sigma_w: float = 0.0
     head_scale: float | None = None
     lr: float = 5e-3
+    optimizer: str = "gd"
+    ngd_norm: str = "joint"
     steps: int = 1000
     seed: int = 0
     init_seed: int | None = None
@@ -135,6 +144,11 @@ class Config:
             put("head_scale", check_float("head_scale", self.head_scale, positive=True,
                                           hint="or None for the official 1/signal_norm"))
         put("lr", check_float("lr", self.lr, positive=True, hint="e.g. lr=5e-3 (the paper's setting)"))
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("ngd_norm", self.ngd_norm, NGD_NORMS)
+        if self.optimizer == "gd" and self.ngd_norm != "joint":
+            raise ConfigError(f"ngd_norm applies only with optimizer='ngd'; got ngd_norm={self.ngd_norm!r} with "
+                              "optimizer='gd'; drop ngd_norm or set optimizer='ngd'")
         put("steps", check_steps(self.steps))
         put("seed", check_int("seed", self.seed, minimum=0, hint="seeds are integers >= 0"))
         if self.init_seed is not None:

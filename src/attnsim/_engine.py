@@ -21,6 +21,8 @@ from ._validation import (ConfigError, check_array, check_choice, check_float, c
 
 ENGINES = ("auto", "primal", "dual")
 TRAINABLE = ("Wp", "p", "Wp+nu", "p+nu")
+OPTIMIZERS = ("gd", "ngd")
+NGD_NORMS = ("joint", "block")
 
 
 def _check_roles(roles, T):
@@ -34,7 +36,7 @@ def _check_roles(roles, T):
 
 def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
             relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto",
-            backend="numba", dynamics="gd", flow=None) -> Run:
+            backend="numba", dynamics="gd", flow=None, optimizer="gd", ngd_norm="joint") -> Run:
     """Validate the inputs and build a ``Run`` ready to advance (see ``train``)."""
     X = check_array("X", X, ndim=3, hint="X holds n samples of T tokens in R^d, shape (n, T, d)")
     n, T, d = X.shape
@@ -54,6 +56,14 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     if dynamics == "flow" and (engine == "primal" or backend != "numba"):
         raise ConfigError(f"dynamics='flow' runs in dual coordinates with numba; got engine={engine!r}, "
                           f"backend={backend!r}; use engine='auto' or 'dual' and backend='numba'")
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("ngd_norm", ngd_norm, NGD_NORMS)
+    if dynamics == "flow" and optimizer != "gd":
+        raise ConfigError(f"optimizer={optimizer!r} is not available with dynamics='flow' (the flow follows plain GD); "
+                          "use dynamics='gd' for normalised GD, or optimizer='gd' for the flow")
+    if optimizer == "gd" and ngd_norm != "joint":
+        raise ConfigError(f"ngd_norm applies only with optimizer='ngd'; got ngd_norm={ngd_norm!r} with "
+                          "optimizer='gd'; drop ngd_norm or set optimizer='ngd'")
     if dynamics == "flow" and trainable.endswith("+nu"):
         raise ConfigError(f"dynamics='flow' is not available with a trained head; got trainable={trainable!r}; "
                           "use dynamics='gd', or trainable='p' or 'Wp' for the flow")
@@ -76,19 +86,19 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
               else check_array("probes", probes, ndim=2, shape=(None, d), hint=f"probes are rows in R^d; {like_x}"))
     spec = as_saveat(save_at, steps)
 
-    pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes)
+    pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, ngd_block=ngd_norm == "block")
     if dynamics == "flow":
         engine = "dual"
     elif engine == "auto":
         engine = choose_engine(pb.N, d, pb.Xt.shape[0], steps, len(spec), trainable)
     coords = make_coordinates(pb, dynamics=dynamics, engine=engine, trainable=trainable, kern=BACKENDS[backend],
-                              options=flow)
+                              options=flow, optimizer=optimizer)
     return Run(pb, coords, spec.steps, noisy, {"y_true": y_true, "roles": roles})
 
 
 def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
           relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto", backend="numba",
-          progress=False, hooks=(), dynamics="gd", flow=None) -> Result:
+          progress=False, hooks=(), dynamics="gd", flow=None, optimizer="gd", ngd_norm="joint") -> Result:
     """Full-batch gradient descent on the paper's attention model.
 
     ``W`` and ``p`` (or ``p`` alone) are updated simultaneously from the same
@@ -139,6 +149,12 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
         (``attnsim.FlowOptions``); ``steps`` may then reach 10^15. Always dual coordinates.
     flow : None, FlowOptions or dict
         Settings of the flow (tolerances, correction, exact-GD start); default ``FlowOptions()``.
+    optimizer : {"gd", "ngd"}
+        ``ngd``: normalised GD, every step of Euclidean length ``lr`` (a block whose gradient is
+        exactly zero does not move). Not with ``dynamics="flow"``.
+    ngd_norm : {"joint", "block"}
+        ``joint``: the norm over all trained parameters together; ``block``: each trained
+        block (W, p, nu) normalised separately (Tarzanagh et al.'s joint p, v code).
 
     Returns
     -------
@@ -161,7 +177,8 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
     """
     run = prepare(X, y, W0, p0, nu, lr=lr, steps=steps, trainable=trainable, save_at=save_at, X_test=X_test,
                   y_test=y_test, relevant=relevant, noisy=noisy, y_true=y_true, roles=roles, probes=probes,
-                  engine=engine, backend=backend, dynamics=dynamics, flow=flow)
+                  engine=engine, backend=backend, dynamics=dynamics, flow=flow, optimizer=optimizer,
+                  ngd_norm=ngd_norm)
     run.warm_up()
     run.run(progress=progress, hooks=hooks)
     return run.result()

@@ -23,9 +23,11 @@ class Problem:
     lr : float
     probes : ndarray, shape (k, d)
     relevant : ndarray of bool, shape (T,)
+    ngd_block : bool
+        Normalised GD only: each trained block's step has length ``lr`` (else the joint step).
     """
 
-    def __init__(self, X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes):
+    def __init__(self, X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, ngd_block=False):
         self.n, self.T, self.d = X.shape
         self.N = self.n * self.T
         self.X = X.reshape(self.N, self.d)
@@ -39,3 +41,4 @@ class Problem:
         self.vt = self.Xt @ nu
         self.relevant = relevant
         self.probes = probes
+        self.ngd_block = ngd_block

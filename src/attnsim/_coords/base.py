@@ -4,7 +4,7 @@ A coordinate system holds the iterate of one run in its own variables
 (``state``), advances it with its kernel, and reports what the recorder needs.
 The engine (``attnsim._run.Run``), checkpoints and the recorder call only the
 methods defined here; members are looked up in ``REGISTRY`` by
-``(dynamics, engine, trainable)``.
+``(dynamics, engine, trainable, optimizer)``.
 """
 
 from __future__ import annotations
@@ -64,13 +64,13 @@ STATE_NAMES = {
     "nu": "head nu", "v": "token values v", "beta": "dual head coefficients beta",
 }
 
-#: ``(dynamics, engine, trainable) -> class``, filled by ``register``.
-REGISTRY: dict[tuple[str, str, str], type[Coordinates]] = {}
+#: ``(dynamics, engine, trainable, optimizer) -> class``, filled by ``register``.
+REGISTRY: dict[tuple[str, str, str, str], type[Coordinates]] = {}
 
 
 def register(cls):
     """Class decorator: enter a concrete coordinate system into ``REGISTRY``."""
-    key = (cls.dynamics, cls.engine, cls.trainable)
+    key = (cls.dynamics, cls.engine, cls.trainable, cls.optimizer)
     if key in REGISTRY:
         raise RuntimeError(f"coordinates {key} registered twice ({REGISTRY[key].__name__}, {cls.__name__})")
     REGISTRY[key] = cls
@@ -98,6 +98,7 @@ class Coordinates(abc.ABC):
     engine: ClassVar[str] = ""       # "primal" or "dual"
     trainable: ClassVar[str] = ""    # "p", "Wp", "p+nu" or "Wp+nu"
     dynamics: ClassVar[str] = "gd"   # "gd" or "flow"
+    optimizer: ClassVar[str] = "gd"  # "gd" or "ngd" (normalised GD, ``_coords.ngd``)
 
     def __init__(self, pb, kern, options=None):
         self.pb = pb

@@ -20,6 +20,8 @@ Every kernel has a slow NumPy twin with the same signature in ``gd_twins.py``;
 ``tests/test_kernels.py`` holds the registry that compares them.
 """
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -776,6 +778,285 @@ def dual_wp_flush(b, MT, CbT, Eb, nb, lr, Hc):
     Ce = np.empty((B, B))
     k = nb[0]
     _flush_dual_coefs(b, MT, CbT, Eb, k, lr, Y, Bb, Ce, Hc)
+    nb[0] = 0
+    return k
+
+
+# ------------------------------------------- normalised GD (DESIGN.md §8, Tarzanagh et al.)
+#
+# One kernel per coordinate system covers every trainable set: ``head`` says whether nu is
+# trained (when not, the nu/v/beta arguments are left untouched), W is trained by the Wp
+# kernels only. Each step has Euclidean length ``lr`` over all trained blocks jointly, or,
+# with ``block``, each trained block (W, p, nu) has length ``lr``. A block whose gradient is
+# exactly zero does not move (``p0 = 0`` gives ``grad_W = p g^T = 0`` at the first step).
+
+
+@njit(cache=True)
+def _ngd_steps(lr, block, n2p, n2w, n2nu):
+    """Step sizes ``(a_p, a_W, a_nu)`` from the squared gradient norms of the blocks (0 if untrained)."""
+    if block:
+        ap = lr / np.sqrt(n2p) if n2p > 0.0 else 0.0
+        aw = lr / np.sqrt(n2w) if n2w > 0.0 else 0.0
+        anu = lr / np.sqrt(n2nu) if n2nu > 0.0 else 0.0
+        return ap, aw, anu
+    tot = n2p + n2w + n2nu
+    a = lr / np.sqrt(tot) if tot > 0.0 else 0.0
+    return a, a, a
+
+
+@njit(cache=True)
+def _pow2_normalise(x):
+    """Scale ``x`` in place by the power of two that brings its largest entry into [0.5, 1)
+    (exact: ``ldexp``; nothing to do for an all-zero or non-finite ``x``)."""
+    m = 0.0
+    for j in range(x.shape[0]):
+        m = max(m, abs(x[j]))
+    if m == 0.0 or not np.isfinite(m):
+        return
+    k = -math.frexp(m)[1]                 # up to 1074 for a subnormal m: 2**k itself may overflow
+    for j in range(x.shape[0]):
+        x[j] = math.ldexp(x[j], k)
+
+
+@njit(cache=True)
+def _ngd_rescale(c, h, head, block):
+    """Rescale the coefficients before a normalised step: the step does not depend on the
+    gradient's scale, and the squared norms then neither underflow nor lose digits when the
+    softmax saturates (``c ~ exp(-gap)``). Jointly normalised blocks share one power of two;
+    with ``block`` each of ``c`` (W and p) and ``h`` (nu) gets its own."""
+    if block or not head:
+        _pow2_normalise(c)
+        if head:
+            _pow2_normalise(h)
+        return
+    m = 0.0
+    for j in range(c.shape[0]):
+        m = max(m, abs(c[j]), abs(h[j]))
+    if m == 0.0 or not np.isfinite(m):
+        return
+    k = -math.frexp(m)[1]
+    for j in range(c.shape[0]):
+        c[j] = math.ldexp(c[j], k)
+        h[j] = math.ldexp(h[j], k)
+
+
+@njit(cache=True)
+def _dot(x, w):
+    acc = 0.0
+    for j in range(x.shape[0]):
+        acc += x[j] * w[j]
+    return acc
+
+
+@njit(cache=True)
+def primal_p_ngd_run(p, z, nu, v, K, KT, X, XT, y, T, relevant, lr, head, block, n_steps, frak_sum, s, c, h,
+                     gp, gnu):
+    """Normalised GD on p (and nu if ``head``) with fixed keys ``K = X_all W0^T``, primal.
+
+    State as ``primal_p_nu_run``; ``gp``, ``gnu`` (d,) are scratch for the gradients
+    ``K^T c`` and ``X_all^T h``, whose norms set the step.
+    """
+    work = np.empty(3 * z.shape[0] + 7 * y.shape[0])
+    for step in range(n_steps):
+        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+            return step
+        _ngd_rescale(c, h, head, block)
+        _rows_gemv(gp, K, c)
+        n2nu = 0.0
+        if head:
+            _rows_gemv(gnu, X, h)
+            n2nu = _dot(gnu, gnu)
+        ap, _, anu = _ngd_steps(lr, block, _dot(gp, gp), 0.0, n2nu)
+        for k in range(p.shape[0]):
+            p[k] -= ap * gp[k]
+        _rows_gemv(z, KT, p)
+        if head:
+            for k in range(nu.shape[0]):
+                nu[k] -= anu * gnu[k]
+            _rows_gemv(v, XT, nu)
+    return n_steps
+
+
+@njit(cache=True)
+def primal_wp_ngd_run(W, p, u, z, nu, v, X, XT, y, T, relevant, lr, head, block, n_steps, frak_sum, s, c, h, g,
+                      gp, gnu):
+    """Normalised GD on W, p (and nu if ``head``), primal: ``||grad_p|| = ||W g||``,
+    ``||grad_W||_F = ||p|| ||g||``. Two sweeps over W a step (``W g``, then the update)."""
+    d = p.shape[0]
+    work = np.empty(3 * z.shape[0] + 7 * y.shape[0])
+    for step in range(n_steps):
+        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+            return step
+        _ngd_rescale(c, h, head, block)
+        _rows_gemv(g, X, c)
+        for r in range(d):
+            acc = 0.0
+            for k in range(d):
+                acc += W[r, k] * g[k]
+            gp[r] = acc
+        n2nu = 0.0
+        if head:
+            _rows_gemv(gnu, X, h)
+            n2nu = _dot(gnu, gnu)
+        ap, aw, anu = _ngd_steps(lr, block, _dot(gp, gp), _dot(p, p) * _dot(g, g), n2nu)
+        for k in range(d):
+            u[k] = 0.0
+        for r in range(d):
+            a = aw * p[r]
+            p_new = p[r] - ap * gp[r]
+            for k in range(d):
+                w = W[r, k] - a * g[k]
+                W[r, k] = w
+                u[k] += p_new * w
+            p[r] = p_new
+        _rows_gemv(z, XT, u)
+        if head:
+            for k in range(d):
+                nu[k] -= anu * gnu[k]
+            _rows_gemv(v, XT, nu)
+    return n_steps
+
+
+@njit(cache=True)
+def dual_p_ngd_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, head, block, n_steps, frak_sum, s, c, h, ek, eh):
+    """Normalised GD on p (and nu if ``head``) in dual coordinates: ``||grad_p||^2 = c^T Gkk c``,
+    ``||grad_nu||^2 = h^T Gxx h`` from the passes ``ek = Gkk c``, ``eh = Gxx h`` the step needs anyway."""
+    N = z.shape[0]
+    work = np.empty(3 * N + 7 * y.shape[0])
+    for step in range(n_steps):
+        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+            return step
+        _ngd_rescale(c, h, head, block)
+        _rows_gemv(ek, Gkk, c)
+        n2nu = 0.0
+        if head:
+            _rows_gemv(eh, Gxx, h)
+            n2nu = _dot(h, eh)
+        ap, _, anu = _ngd_steps(lr, block, _dot(c, ek), 0.0, n2nu)
+        for j in range(N):
+            a[j] -= ap * c[j]
+            z[j] -= ap * ek[j]
+        if head:
+            for j in range(N):
+                beta[j] -= anu * h[j]
+                v[j] -= anu * eh[j]
+    return n_steps
+
+
+@njit(cache=True)
+def _flush_dual_coefs_scaled(b, MT, CbT, Eb, lrb, nb, Y, Bb, Ce, Hc):
+    """``_flush_dual_coefs`` with a step size per pending step and block: ``lrb[t] = (a_p, a_W)``,
+
+        b_{t+1} = b_t - a_p,t (E c_t + M_t e_t),    M_{t+1} = M_t - a_W,t b_t c_t^T,
+
+    ``M_t e_t = M_0 e_t - sum_{s < t} a_W,s b_s (c_s . e_t)``.
+    """
+    N = MT.shape[0]
+    N1 = MT.shape[1]
+    for t in range(nb):
+        _rows_gemv(Y[t], MT, Eb[t])            # M_0 e_t = sum_j e_t[j] MT[j, :]
+    for t in range(nb):
+        ce = Ce[t]
+        for q in range(nb):
+            ce[q] = 0.0
+        for j in range(N):
+            x = Eb[t, j]
+            cj = CbT[j]
+            for q in range(nb):
+                ce[q] += x * cj[q]
+    for t in range(nb):
+        bt = Bb[t]
+        for r in range(N1):
+            bt[r] = b[r]
+        Hc[0] = Y[t, 0]
+        for j in range(N):
+            Hc[j + 1] = CbT[j, t] + Y[t, j + 1]
+        for q in range(t):
+            x = lrb[q, 1] * Ce[t, q]
+            bq = Bb[q]
+            for r in range(N1):
+                Hc[r] -= x * bq[r]
+        ap = lrb[t, 0]
+        for r in range(N1):
+            b[r] -= ap * Hc[r]
+    for j in range(N):
+        row = MT[j]
+        for t in range(nb):
+            x = lrb[t, 1] * CbT[j, t]
+            bt = Bb[t]
+            for r in range(N1):
+                row[r] -= x * bt[r]
+
+
+@njit(cache=True)
+def dual_wp_ngd_run(z, S, P, b, MT, CbT, Eb, lrb, nb, beta, v, Gxx, y, T, relevant, lr, head, block, n_steps,
+                    frak_sum, s, c, h, e, eh, Sc, Hc):
+    """Normalised GD on W, p (and nu if ``head``) in dual coordinates, O(N^2) a step.
+
+    ``||grad_p||^2 = c^T S c``, ``||grad_W||_F^2 = ||p||^2 c^T Gxx c = P (c . e)``,
+    ``||grad_nu||^2 = h^T Gxx h``. With step sizes ``a_p``, ``a_W`` (``W' = W - a_W p g^T``,
+    ``p' = p - a_p W g``) the closed state moves as
+
+        z' = z - a_p S c - a_W P e + a_W a_p (z.c) e
+        S' = S - a_W (e z^T + z e^T) + a_W^2 P e e^T
+        P' = P - 2 a_p z.c + a_p^2 c^T S c
+
+    and ``(b, M)`` as in ``dual_wp_run`` with each step's ``(a_p, a_W)`` kept in ``lrb`` (B, 2)
+    until its block is flushed (``dual_wp_ngd_flush``). ``S c`` is needed before S is
+    updated, so this costs one N x N pass more than GD.
+    """
+    N = z.shape[0]
+    B = CbT.shape[1]
+    work = np.empty(3 * N + 7 * y.shape[0])
+    Y = np.empty((B, N + 1))
+    Bb = np.empty((B, N + 1))
+    Ce = np.empty((B, B))
+    k = nb[0]
+    for step in range(n_steps):
+        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+            nb[0] = k
+            return step
+        _ngd_rescale(c, h, head, block)
+        _rows_gemv2(e, eh, Gxx, c, h)
+        _rows_gemv(Sc, S, c)
+        Pk = P[0]
+        n2nu = _dot(h, eh) if head else 0.0
+        cSc = _dot(c, Sc)
+        ap, aw, anu = _ngd_steps(lr, block, cSc, Pk * _dot(c, e), n2nu)
+        zc = _dot(z, c)
+        _key_gram_sweep(S, c, z, e, aw, aw * aw * Pk, Sc)
+        corr = aw * ap * zc
+        for j in range(N):
+            z[j] = z[j] - ap * Sc[j] - aw * Pk * e[j] + corr * e[j]
+        P[0] = Pk - 2.0 * ap * zc + ap * ap * cSc
+        if head:
+            for j in range(N):
+                beta[j] -= anu * h[j]
+                v[j] -= anu * eh[j]
+        eb = Eb[k]
+        for j in range(N):
+            CbT[j, k] = c[j]
+            eb[j] = e[j]
+        lrb[k, 0] = ap
+        lrb[k, 1] = aw
+        k += 1
+        if k == B:
+            _flush_dual_coefs_scaled(b, MT, CbT, Eb, lrb, k, Y, Bb, Ce, Hc)
+            k = 0
+    nb[0] = k
+    return n_steps
+
+
+@njit(cache=True)
+def dual_wp_ngd_flush(b, MT, CbT, Eb, lrb, nb, Hc):
+    """``dual_wp_flush`` for ``dual_wp_ngd_run``'s pending block (step sizes in ``lrb``)."""
+    N = MT.shape[0]
+    B = CbT.shape[1]
+    Y = np.empty((B, N + 1))
+    Bb = np.empty((B, N + 1))
+    Ce = np.empty((B, B))
+    k = nb[0]
+    _flush_dual_coefs_scaled(b, MT, CbT, Eb, lrb, k, Y, Bb, Ce, Hc)
     nb[0] = 0
     return k
 

@@ -214,3 +214,131 @@ def dual_w_dist2(MT, Gqq, Gxx):
     """Twin of ``gd.dual_w_dist2``: ``tr(M^T Gqq M Gxx)``."""
     M = MT.T
     return float(np.trace(M.T @ Gqq @ M @ Gxx))
+
+
+# ------------------------------------------------------------------ normalised GD
+
+
+def _ngd_steps(lr, block, n2p, n2w, n2nu):
+    """Twin of ``gd._ngd_steps``."""
+    if block:
+        return tuple(lr / np.sqrt(n2) if n2 > 0 else 0.0 for n2 in (n2p, n2w, n2nu))
+    tot = n2p + n2w + n2nu
+    a = lr / np.sqrt(tot) if tot > 0 else 0.0
+    return a, a, a
+
+
+def _pow2(x):
+    """``x`` scaled by the power of two that brings its largest entry into [0.5, 1)."""
+    m = float(np.max(np.abs(x), initial=0.0))
+    return x if m == 0.0 or not np.isfinite(m) else np.ldexp(x, -int(np.frexp(m)[1]))
+
+
+def _ngd_rescale(c, h, head, block):
+    """Twin of ``gd._ngd_rescale``."""
+    if block or not head:
+        c[:] = _pow2(c)
+        if head:
+            h[:] = _pow2(h)
+        return
+    ch = _pow2(np.concatenate([c, h]))
+    c[:], h[:] = ch[:c.size], ch[c.size:]
+
+
+def primal_p_ngd_run(p, z, nu, v, K, KT, X, XT, y, T, relevant, lr, head, block, n_steps, frak_sum, s, c, h,
+                     gp, gnu):
+    """Twin of ``gd.primal_p_ngd_run``: the gradients as vectors, their Euclidean norms."""
+    for step in range(n_steps):
+        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum):
+            return step
+        _ngd_rescale(c, h, head, block)
+        gp[:] = K.T @ c
+        gnu[:] = X.T @ h if head else 0.0
+        ap, _, anu = _ngd_steps(lr, block, gp @ gp, 0.0, gnu @ gnu if head else 0.0)
+        p -= ap * gp
+        z[:] = K @ p
+        if head:
+            nu -= anu * gnu
+            v[:] = X @ nu
+    return n_steps
+
+
+def primal_wp_ngd_run(W, p, u, z, nu, v, X, XT, y, T, relevant, lr, head, block, n_steps, frak_sum, s, c, h, g,
+                      gp, gnu):
+    """Twin of ``gd.primal_wp_ngd_run``: ``||grad_W||_F`` of the dense ``p g^T``."""
+    for step in range(n_steps):
+        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum):
+            return step
+        _ngd_rescale(c, h, head, block)
+        g[:] = X.T @ c
+        gp[:] = W @ g
+        grad_W = np.outer(p, g)
+        gnu[:] = X.T @ h if head else 0.0
+        ap, aw, anu = _ngd_steps(lr, block, gp @ gp, float(np.sum(grad_W * grad_W)), gnu @ gnu if head else 0.0)
+        W -= aw * grad_W
+        p -= ap * gp
+        u[:] = W.T @ p
+        z[:] = X @ u
+        if head:
+            nu -= anu * gnu
+            v[:] = X @ nu
+    return n_steps
+
+
+def dual_p_ngd_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, head, block, n_steps, frak_sum, s, c, h, ek, eh):
+    """Twin of ``gd.dual_p_ngd_run``."""
+    for step in range(n_steps):
+        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum):
+            return step
+        _ngd_rescale(c, h, head, block)
+        ek[:] = Gkk @ c
+        if head:
+            eh[:] = Gxx @ h
+        ap, _, anu = _ngd_steps(lr, block, c @ ek, 0.0, h @ eh if head else 0.0)
+        a -= ap * c
+        z -= ap * ek
+        if head:
+            beta -= anu * h
+            v -= anu * eh
+    return n_steps
+
+
+def dual_wp_ngd_run(z, S, P, b, MT, CbT, Eb, lrb, nb, beta, v, Gxx, y, T, relevant, lr, head, block, n_steps,
+                    frak_sum, s, c, h, e, eh, Sc, Hc):
+    """Twin of ``gd.dual_wp_ngd_run`` (see its docstring for the recurrences)."""
+    B = CbT.shape[1]
+    for step in range(n_steps):
+        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum):
+            return step
+        _ngd_rescale(c, h, head, block)
+        e[:] = Gxx @ c
+        eh[:] = Gxx @ h
+        Sc[:] = S @ c
+        Pk, zc, cSc = P[0], z @ c, c @ Sc
+        ap, aw, anu = _ngd_steps(lr, block, cSc, Pk * (c @ e), h @ eh if head else 0.0)
+        S[:] = S - aw * (np.outer(e, z) + np.outer(z, e)) + aw * aw * Pk * np.outer(e, e)
+        z[:] = z - ap * Sc - aw * Pk * e + aw * ap * zc * e
+        P[0] = Pk - 2.0 * ap * zc + ap * ap * cSc
+        if head:
+            beta -= anu * h
+            v -= anu * eh
+        CbT[:, nb[0]] = c
+        Eb[nb[0]] = e
+        lrb[nb[0]] = (ap, aw)
+        nb[0] += 1
+        if nb[0] == B:
+            dual_wp_ngd_flush(b, MT, CbT, Eb, lrb, nb, Hc)
+    return n_steps
+
+
+def dual_wp_ngd_flush(b, MT, CbT, Eb, lrb, nb, Hc):
+    """Twin of ``gd.dual_wp_ngd_flush``: the pending steps one after the other."""
+    for t in range(nb[0]):
+        c = CbT[:, t]
+        ap, aw = lrb[t]
+        Hc[:] = np.concatenate(([0.0], c)) + MT.T @ Eb[t]
+        MT -= aw * np.outer(c, b)
+        b -= ap * Hc
+    k = int(nb[0])
+    nb[0] = 0
+    return k
