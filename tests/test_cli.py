@@ -39,7 +39,7 @@ def test_plot_writes_a_png(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["run", "--preset", "nope"], "--preset must be one of balanced, large-noise, large-signal; got 'nope'"),
+    (["run", "--preset", "nope"], "--preset must be one of balanced, large-noise, large-signal, magen; got 'nope'"),
     (["run", "--d", "1"], "d must be >= 2; got 1"),
     (["run", "--steps", "ten"], "expected an integer such as 1000 or 1e6, got 'ten'"),
     (["plot", "missing.npz"], "missing.npz: no such file"),

@@ -44,7 +44,8 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
         raise ConfigError(f"X must have n, T, d >= 1; got shape {X.shape}; pass at least one sample and token")
     like_x = f"X has shape (n, T, d) = {X.shape}"
     y = check_labels("y", y, n, hint=like_x)
-    W0 = check_array("W0", W0, ndim=2, shape=(d, d), hint=like_x)
+    if W0 is not None:                 # None: the identity, never materialised while W is fixed
+        W0 = check_array("W0", W0, ndim=2, shape=(d, d), hint=like_x)
     p0 = check_array("p0", p0, ndim=1, shape=(d,), hint=like_x)
     nu = check_array("nu", nu, ndim=1, shape=(d,), hint=like_x)
     lr = check_float("lr", lr, positive=True, hint="the step size is a finite number > 0, e.g. lr=5e-3")
@@ -112,7 +113,8 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
         Training tokens.
     y : array_like, shape (n,)
         Labels in {-1, +1}.
-    W0 : array_like, shape (d, d)
+    W0 : array_like, shape (d, d), or None
+        None is the identity (W = I; DESIGN.md §8), never built as a d x d array unless W is trained.
     p0, nu : array_like, shape (d,)
         Initial parameters and the head (paper notation: scores ``X W^T p``); the head is
         fixed unless ``trainable`` ends in ``+nu``.
