@@ -184,3 +184,24 @@ def log_softmax(z, n, T):
 def to_float(a, shape=None):
     arr = np.array([float(x) for x in a])
     return arr.reshape(shape) if shape is not None else arr
+
+
+def head_gradient(X, y, W, p, nu):
+    """``dL/dnu`` (d,) rounded to float64, by the chain rule through ``f_i = sum_t s_it (x_it . nu)``:
+    ``dL/dnu_k = sum_i dL/df_i sum_t s_it X_itk``, evaluated at the same precision as ``gradients``."""
+    with mpmath.workdps(DIGITS + GUARD):
+        Xm, ym, Wm, pm, num, n, T, d = _unpack(X, y, W, p, nu)
+        gap = _gap_bound(_scores(Xm, _query(Wm, pm, d), n, T, d), n, T)
+    with mpmath.workdps(_digits_for(gap)):
+        z = _scores(Xm, _query(Wm, pm, d), n, T, d)
+        dnu = [mpmath.mpf(0)] * d
+        for i in range(n):
+            e = [mpmath.exp(zt) for zt in z[i * T:(i + 1) * T]]
+            total = mpmath.fsum(e)
+            s = [et / total for et in e]
+            v = [mpmath.fsum(Xm[(i * T + t) * d + k] * num[k] for k in range(d)) for t in range(T)]
+            f = mpmath.fsum(st * vt for st, vt in zip(s, v))
+            df = -ym[i] / (1 + mpmath.exp(ym[i] * f)) / n
+            for k in range(d):
+                dnu[k] += df * mpmath.fsum(s[t] * Xm[(i * T + t) * d + k] for t in range(T))
+        return np.array([float(x) for x in dnu])

@@ -205,3 +205,13 @@ def test_decompose_query_refuses_runs_without_noise_probes():
 def test_simulate_rejects_an_unknown_probe_name():
     with pytest.raises(attnsim.ConfigError, match="probes must be None, 'noise'"):
         attnsim.simulate(attnsim.Config(d=20, n_test=0, steps=2), probes="signal")
+
+
+def test_token_values_of_a_trained_head():
+    from attnsim import Config, make_data, simulate, token_values
+
+    cfg = Config(d=20, n_train=6, T=4, n_test=0, steps=40, trainable="p+nu")
+    data, res = make_data(cfg), simulate(cfg)
+    np.testing.assert_array_equal(token_values(data), data.X @ data.nu)
+    np.testing.assert_allclose(token_values(data, res.nu), np.einsum("itk,k->it", data.X, res.nu), rtol=1e-12)
+    assert not np.allclose(token_values(data, res.nu), token_values(data))

@@ -1,7 +1,7 @@
 """Checkpoints: a resumed run is bit-for-bit the uninterrupted run (issue #5, "Long runs").
 
 Every array of the Result is compared by its bytes; only ``wall_time`` and
-``compile_time`` may differ. Covered: both engines x both trainable sets, resume
+``compile_time`` may differ. Covered: both engines x the four trainable sets, resume
 in-process, via ``attnsim run --resume``, after Ctrl-C, and after SIGKILL.
 """
 
@@ -76,6 +76,26 @@ def test_chunk_boundaries_do_not_change_the_bits(references, engine, trainable, 
     while not run.done:
         run.advance(rate=float(rng.integers(1, 400)), max_seconds=1.0)
     assert_identical(run.result(cfg), references[engine, trainable], f"{engine}/{trainable}: ")
+
+
+NGD_CASES = [("dual", "Wp+nu", "block"), ("dual", "Wp", "joint"), ("dual", "p", "block"), ("primal", "p+nu", "joint"),
+             ("primal", "Wp", "block")]
+
+
+@pytest.mark.parametrize("engine,trainable,ngd_norm", NGD_CASES)
+def test_normalised_gd_resumes_and_splits_bit_identically(tmp_path, rng, engine, trainable, ngd_norm):
+    """optimizer="ngd": the pending block's step sizes (``lrb``) are part of the checkpointed state."""
+    cfg = small_config(trainable, optimizer="ngd", ngd_norm=ngd_norm, lr=2e-3)
+    ref = attnsim.simulate(cfg, SaveAt.log(cfg.steps, 40), engine=engine)
+    assert ref.success and ref.extra == {"optimizer": "ngd", "ngd_norm": ngd_norm}
+    run = prepare_run(cfg, SaveAt.log(cfg.steps, 40), engine=engine)
+    advance_to(run, 1237)
+    save_checkpoint(tmp_path / "ck.npz", run, cfg)
+    assert_identical(resume(tmp_path / "ck.npz"), ref, f"{engine}/{trainable}/{ngd_norm} resumed: ")
+    run = prepare_run(cfg, SaveAt.log(cfg.steps, 40), engine=engine)
+    while not run.done:
+        run.advance(rate=float(rng.integers(1, 400)), max_seconds=1.0)
+    assert_identical(run.result(cfg), ref, f"{engine}/{trainable}/{ngd_norm} chunks: ")
 
 
 def test_resume_at_every_kind_of_position(references, tmp_path):
@@ -269,6 +289,7 @@ SUBPROCESS_CASES = [
     ("dual", "Wp", signal.SIGKILL),
     pytest.param("dual", "Wp", signal.SIGINT, marks=pytest.mark.slow),  # in-process twin above is fast
     pytest.param("primal", "p", signal.SIGKILL, marks=pytest.mark.slow),
+    pytest.param("dual", "Wp+nu", signal.SIGKILL, marks=pytest.mark.slow),
     pytest.param("primal", "Wp", signal.SIGKILL, marks=pytest.mark.slow),
     pytest.param("dual", "p", signal.SIGKILL, marks=pytest.mark.slow),
 ]

@@ -39,7 +39,7 @@ def test_plot_writes_a_png(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["run", "--preset", "nope"], "--preset must be one of balanced, large-noise, large-signal; got 'nope'"),
+    (["run", "--preset", "nope"], "--preset must be one of balanced, large-noise, large-signal, magen; got 'nope'"),
     (["run", "--d", "1"], "d must be >= 2; got 1"),
     (["run", "--steps", "ten"], "expected an integer such as 1000 or 1e6, got 'ten'"),
     (["plot", "missing.npz"], "missing.npz: no such file"),
@@ -57,3 +57,21 @@ def test_console_script_runs_as_a_subprocess(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("attnsim: error: d must be >= 2; got 0; ")
     assert "Traceback" not in proc.stderr
+
+
+def test_run_the_neighbouring_models_from_the_command_line(tmp_path, capsys):
+    """The new Config fields are flags like the others: the magen preset scaled down, and
+    normalised GD on the trainable head."""
+    out = tmp_path / "magen.npz"
+    assert main(["run", "--preset", "magen", "--d", "300", "--n-train", "20", "--n-test", "20", "--steps", "40",
+                 "--no-progress", "--out", str(out)]) == 0
+    res = load(out)
+    assert (res.config.trainable, res.config.w0, res.config.head_init) == ("p+nu", "identity", "zero")
+    assert res.W is None and res.nu.shape == (300,) and res.nu_dist[-1] > 0
+    out2 = tmp_path / "ngd.npz"
+    assert main(["run", *SMALL, "--trainable", "Wp+nu", "--optimizer", "ngd", "--ngd-norm", "block",
+                 "--lr", "0.01", "--out", str(out2)]) == 0
+    res2 = load(out2)
+    assert res2.extra == {"optimizer": "ngd", "ngd_norm": "block"} and res2.config.optimizer == "ngd"
+    assert main(["run", *SMALL, "--ngd-norm", "block", "--out", str(tmp_path / "bad.npz")]) == 2
+    assert "ngd_norm applies only with optimizer='ngd'" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import attnsim
 from attnsim import Config, init_params, make_data
 from attnsim._data import ROLE_IRRELEVANT, ROLE_RELEVANT, ROLE_WEAK, ROLE_WEAK_OPPOSITE
 
@@ -129,3 +130,77 @@ def test_official_and_gaussian_initialisations():
     W0, p0 = init_params(Config(d=d, n_test=0, init="gaussian", sigma_w=0.3, sigma_p=2.0))
     assert W0.std() == pytest.approx(0.3, rel=0.01)
     assert p0.std() == pytest.approx(2.0, rel=0.1)
+
+
+# ------------------------------------------------- the neighbouring models' data and initialisation
+
+
+def test_identity_w0_is_not_materialised_and_trains_as_the_identity():
+    cfg = Config(d=12, n_train=4, T=3, n_test=5, steps=60, w0="identity", trainable="p+nu")
+    W0, p0 = attnsim.init_params(cfg)
+    assert W0 is None and np.array_equal(p0, np.zeros(12))
+    data = attnsim.make_data(cfg)
+    for engine in ("primal", "dual"):
+        res = attnsim.simulate(cfg, engine=engine)
+        ref = attnsim.train(data.X, data.y, np.eye(12), p0, data.nu, lr=cfg.lr, steps=cfg.steps, trainable="p+nu",
+                            X_test=data.X_test, y_test=data.y_test, engine=engine,
+                            probes=np.stack([data.mu_pos, data.mu_neg]), save_at=res.steps)
+        np.testing.assert_allclose(res.margins, ref.margins, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(res.nu, ref.nu, rtol=1e-12, atol=1e-15)
+    with_w = attnsim.simulate(cfg.replace(trainable="Wp"), engine="dual")
+    assert with_w.W.shape == (12, 12)          # built once W is trained
+
+
+@pytest.mark.parametrize("head_init", ["zero", "gaussian", "official"])
+def test_head_initialisations(head_init):
+    cfg = Config(d=40, n_train=4, n_test=0, head_init=head_init, sigma_nu=0.3, seed=3)
+    nu = attnsim.make_data(cfg).nu
+    if head_init == "zero":
+        np.testing.assert_array_equal(nu, 0.0)
+    elif head_init == "gaussian":
+        assert nu.std() == pytest.approx(0.3, rel=0.35) and abs(nu.mean()) < 0.2
+        # the head has its own stream: the tokens do not change with it
+        np.testing.assert_array_equal(attnsim.make_data(cfg).X, attnsim.make_data(cfg.replace(head_init="zero")).X)
+    else:
+        assert np.linalg.norm(nu) == pytest.approx(1 / 20) and nu[0] == -nu[1] > 0
+
+
+def test_noiseless_signal_token_keeps_the_other_tokens_noise():
+    cfg = Config(d=30, n_train=6, n_test=4, T=4, signal_noise="noiseless")
+    data, noisy = attnsim.make_data(cfg), attnsim.make_data(cfg.replace(signal_noise="noisy"))
+    mu = np.where(data.y_true[:, None] > 0, data.mu_pos, data.mu_neg)
+    np.testing.assert_array_equal(data.X[:, 0, :], mu)
+    np.testing.assert_array_equal(data.X[:, 1:, :], noisy.X[:, 1:, :])
+    assert np.std(noisy.X[:, 0, :] - mu) > 0.5
+
+
+def test_rademacher_labels_are_iid_signs():
+    cfg = Config(d=10, n_train=400, n_test=300, labels="rademacher", label_noise="random", eta=0.0)
+    data = attnsim.make_data(cfg)
+    for y in (data.y_true, data.y_test):
+        assert set(np.unique(y)) == {-1.0, 1.0} and abs(np.mean(y)) < 0.15
+    assert not np.array_equal(data.y_true[:200], np.ones(200))     # not the balanced layout
+    assert not np.any(data.noisy)
+
+
+def test_magen_preset_is_the_reproduction_setting():
+    cfg = attnsim.preset("magen")
+    assert (cfg.T, cfg.n_relevant, cfg.n_weak, cfg.n_weak_opposite) == (2, 1, 0, 0)
+    assert (cfg.n_train, cfg.n_test, cfg.d, cfg.signal_norm, cfg.eta, cfg.lr, cfg.steps) == \
+        (100, 100, 11000, 5.0, 0.1, 0.025, 150)
+    assert (cfg.noise, cfg.signal_noise, cfg.label_noise, cfg.labels) == \
+        ("orthogonal", "noiseless", "random", "rademacher")
+    assert (cfg.w0, cfg.trainable, cfg.head_init) == ("identity", "p+nu", "zero")
+    W0, p0 = attnsim.init_params(cfg)
+    assert W0 is None and not np.any(p0)
+
+
+def test_magen_model_first_step_moves_only_the_head():
+    """From p = 0 and nu = 0 every value v = x^T nu is 0, so c = dL/dz = 0 and only nu moves at the
+    first step, by lr * (1/n) sum_i y_i / 2 * (x_i1 + x_i2) (s = 1/2, -ell'(0) = 1/2)."""
+    cfg = attnsim.preset("magen", d=60, n_train=10, n_test=0, steps=1)
+    data = attnsim.make_data(cfg)
+    res = attnsim.simulate(cfg, save_at=[0, 1])
+    assert res.p_norm[1] == 0.0
+    expected = cfg.lr * np.mean(data.y[:, None] * 0.5 * 0.5 * data.X.sum(axis=1), axis=0)
+    np.testing.assert_allclose(res.nu, expected, rtol=1e-12, atol=1e-16)

@@ -39,8 +39,8 @@ def _problem(seed, n, T, d, n_test, lr_scale):
     return arrays, lr_scale
 
 
-def _run_all(arrays, lr, steps, trainable, n_saves=40, twin=True):
-    kw = dict(lr=lr, steps=steps, trainable=trainable, save_at=SaveAt.log(steps, n_saves))
+def _run_all(arrays, lr, steps, trainable, n_saves=40, twin=True, **opt):
+    kw = dict(lr=lr, steps=steps, trainable=trainable, save_at=SaveAt.log(steps, n_saves), **opt)
     out = {"dual": train(**arrays, **kw, engine="dual"), "primal": train(**arrays, **kw, engine="primal")}
     if twin:
         out["numpy dual"] = train(**arrays, **kw, engine="dual", backend="numpy")
@@ -63,6 +63,13 @@ def _assert_same_trajectory(results, has_test, where):
         np.testing.assert_allclose(res.w_dist, ref.w_dist, rtol=1e-7, atol=1e-12,
                                    err_msg=f"w_dist: {name} vs primal; {where}")
         np.testing.assert_allclose(res.p, ref.p, rtol=1e-9, atol=1e-11, err_msg=f"p: {name}; {where}")
+        np.testing.assert_allclose(res.nu, ref.nu, rtol=1e-9, atol=1e-11, err_msg=f"nu: {name}; {where}")
+        for field in ("nu_norm", "nu_probe"):
+            np.testing.assert_allclose(getattr(res, field), getattr(ref, field), **TOL,
+                                       err_msg=f"{field}: {name} vs primal; {where}")
+        # ||nu - nu0|| from beta^T Gxx beta: a difference of squares in the dual, as w_dist
+        np.testing.assert_allclose(res.nu_dist, ref.nu_dist, rtol=1e-7, atol=1e-12,
+                                   err_msg=f"nu_dist: {name} vs primal; {where}")
         assert (res.W is None) == (ref.W is None), f"W stored only when trained; {where}"
         if res.W is not None:
             np.testing.assert_allclose(res.W, ref.W, rtol=1e-9, atol=1e-11, err_msg=f"W: {name}; {where}")
@@ -90,6 +97,22 @@ def test_dual_primal_and_twin_agree_over_ten_thousand_steps(shape, trainable, wi
     _assert_same_trajectory(results, with_test, where)
 
 
+@pytest.mark.parametrize("trainable", ["Wp", "p", "Wp+nu", "p+nu"])
+@pytest.mark.parametrize("ngd_norm", ["joint", "block"])
+@settings(max_examples=1)
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1), shape=st.sampled_from(sorted(SHAPES)))
+def test_normalised_gd_dual_primal_and_twin_agree_over_ten_thousand_steps(trainable, ngd_norm, data, seed, shape):
+    """optimizer="ngd": the norms from the Grams (c^T Gkk c, c^T S c, P c^T Gxx c, h^T Gxx h) and the
+    per-step (a_p, a_W) of the blocked (b, M) recurrence against the primal norms of the vectors.
+    Steps of 2e-3 keep the softmax gaps moderate (every step has length lr, so the parameters
+    grow linearly; past gaps of ~700 the coefficients underflow and no float64 direction is exact)."""
+    n, T, d = (data.draw(SHAPES[shape][k], label=k) for k in ("n", "T", "d"))
+    arrays, _ = _problem(seed, n, T, d, n_test=5, lr_scale=2e-3)
+    results = _run_all(arrays, 2e-3, LONG, trainable, optimizer="ngd", ngd_norm=ngd_norm)
+    _assert_same_trajectory(results, True, f"_problem({seed}, {n}, {T}, {d}, 5, 2e-3), trainable={trainable!r}, "
+                                           f"optimizer='ngd', ngd_norm={ngd_norm!r}, steps={LONG}")
+
+
 def test_dual_tracks_primal_at_the_official_shape():
     """N = 160 tokens in d = 400: the dual Wp recurrences (S, ||p||^2, b, M) stay exact."""
     rng = np.random.default_rng(7)
@@ -108,6 +131,16 @@ def test_dual_and_primal_agree_over_a_hundred_thousand_steps(trainable, seed, n,
     arrays, _ = _problem(seed, n, T, d, n_test=7 if with_test else 0, lr_scale=0.5)
     results = _run_all(arrays, 0.5, 100_000, trainable, twin=False)
     _assert_same_trajectory(results, with_test, f"_problem({seed}, {n}, {T}, {d}, {7 if with_test else 0}, 0.5)")
+
+
+@pytest.mark.parametrize("trainable", ["Wp+nu", "p+nu"])
+def test_dual_tracks_primal_with_the_head_at_the_official_shape(trainable):
+    """N = 160 tokens in d = 400 with the head trained: beta, v = X nu0 + Gxx beta stay exact."""
+    rng = np.random.default_rng(8)
+    arrays, _ = _problem(int(rng.integers(2**31)), 20, 8, 400, n_test=30, lr_scale=1.0)
+    results = _run_all(arrays, 1.0, 2000, trainable, twin=False)
+    assert results["dual"].nu_dist[-1] > 0.1 * np.linalg.norm(arrays["nu"]), "the head must move"
+    _assert_same_trajectory(results, True, f"official shape, d=400, 2000 steps, trainable={trainable!r}")
 
 
 def test_dual_stops_at_the_same_non_finite_step_as_primal():

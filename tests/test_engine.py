@@ -64,12 +64,110 @@ def test_train_matches_plain_numpy_gd(engine, trainable, seed, n, T, d, lr):
 
 
 @pytest.mark.parametrize("engine, trainable", GD)
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 6), T=st.integers(1, 5), d=st.integers(2, 9),
+       lr=st.sampled_from([0.05, 0.5, 1.0]))
+def test_train_matches_plain_numpy_gd_with_the_head_recorded(engine, trainable, seed, n, T, d, lr):
+    """Every trainable set against the plain loop, whose head gradient is written from the formula
+    (``plain_gd.grad_head``); the head's figures (nu, nu_dist, nu_norm, nu_probe, nu_align) by hand."""
+    arrays, extra = make_problem(seed, n, T, d)
+    steps = 30
+    res = train(**arrays, **extra, lr=lr, steps=steps, trainable=trainable, engine=engine,
+                save_at=SaveAt.linear(steps, steps + 1))
+    scores, W, p, nu = gd_trajectory(arrays["X"], arrays["y"], arrays["W0"], arrays["p0"], arrays["nu"], lr,
+                                     steps, trainable, final_nu=True)
+    assert res.engine == engine and res.success
+    np.testing.assert_allclose(res.scores, scores, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(res.p, p, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(res.nu, nu, rtol=1e-9, atol=1e-11)
+    if trainable.startswith("Wp"):
+        np.testing.assert_allclose(res.W, W, rtol=1e-9, atol=1e-11)
+    else:
+        assert res.W is None
+    if trainable.endswith("+nu"):
+        assert res.nu_dist[-1] == pytest.approx(np.linalg.norm(nu - arrays["nu"]), rel=1e-7)
+        assert res.nu_dist[-1] > 0
+    else:
+        np.testing.assert_array_equal(res.nu, arrays["nu"])
+        np.testing.assert_array_equal(res.nu_dist, 0.0)
+    assert res.nu_norm[-1] == pytest.approx(np.linalg.norm(nu), rel=1e-9)
+    np.testing.assert_allclose(res.nu_probe[-1], extra["probes"] @ nu, rtol=1e-8, atol=1e-10)
+    r = extra["probes"][0] - extra["probes"][1]
+    assert res.nu_align[-1] == pytest.approx(nu @ r / np.linalg.norm(nu) / np.linalg.norm(r), rel=1e-8, abs=1e-12)
+    # the test set's outputs use the trained head
+    et = np.exp(extra["X_test"] @ (W.T @ p))
+    f_test = np.sum(et / et.sum(axis=1, keepdims=True) * (extra["X_test"] @ nu), axis=1)
+    assert res.test_loss[-1] == pytest.approx(np.mean(np.log(1.0 + np.exp(-extra["y_test"] * f_test))), rel=1e-9)
+    f = np.sum(np.exp(scores[-1]) / np.exp(scores[-1]).sum(axis=1, keepdims=True) * (arrays["X"] @ nu), axis=1)
+    np.testing.assert_allclose(res.margins[-1], arrays["y"] * f, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("engine", ["primal", "dual"])
+@pytest.mark.parametrize("trainable", ["Wp+nu", "p+nu", "Wp", "p"])
+@pytest.mark.parametrize("ngd_norm", ["joint", "block"])
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 6), T=st.integers(2, 5), d=st.integers(2, 9),
+       lr=st.sampled_from([0.003, 0.02]))
+def test_normalised_gd_matches_plain_numpy_loop(engine, trainable, ngd_norm, seed, n, T, d, lr):
+    """optimizer="ngd" against the plain loop dividing the gradients by their norms (plain_gd).
+
+    Steps of length <= 0.02 keep the softmax far from saturation over 30 steps: the plain loop's
+    ``v - f`` by subtraction loses digits once gaps pass ~20, and a normalised step, unlike a GD
+    step, magnifies the relative error of a small gradient to O(lr)."""
+    arrays, extra = make_problem(seed, n, T, d)
+    steps = 30
+    res = train(**arrays, **extra, lr=lr, steps=steps, trainable=trainable, engine=engine, optimizer="ngd",
+                ngd_norm=ngd_norm, save_at=SaveAt.linear(steps, steps + 1))
+    scores, W, p, nu = gd_trajectory(arrays["X"], arrays["y"], arrays["W0"], arrays["p0"], arrays["nu"], lr,
+                                     steps, trainable, final_nu=True, ngd=ngd_norm)
+    assert res.success, res.message
+    np.testing.assert_allclose(res.scores, scores, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(res.p, p, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(res.nu, nu, rtol=1e-9, atol=1e-11)
+    if trainable.startswith("Wp"):
+        np.testing.assert_allclose(res.W, W, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("engine", ["primal", "dual"])
+@pytest.mark.parametrize("trainable", ["p", "p+nu"])
+@pytest.mark.parametrize("ngd_norm", ["joint", "block"])
+def test_every_normalised_step_has_length_lr(engine, trainable, ngd_norm):
+    """Known answer: with identity probes p and nu are recorded whole at every step; each step
+    moves (p, nu) by exactly lr jointly, or p and nu by lr each."""
+    arrays, _ = make_problem(5, n=4, T=3, d=6)
+    steps, lr = 25, 0.07
+    res = train(**arrays, lr=lr, steps=steps, trainable=trainable, engine=engine, optimizer="ngd",
+                ngd_norm=ngd_norm, probes=np.eye(6), save_at=SaveAt.linear(steps, steps + 1))
+    dp = np.linalg.norm(np.diff(res.p_probe, axis=0), axis=1)
+    dnu = np.linalg.norm(np.diff(res.nu_probe, axis=0), axis=1)
+    if trainable == "p":
+        np.testing.assert_allclose(dp, lr, rtol=1e-9)
+        np.testing.assert_array_equal(dnu, 0.0)
+    elif ngd_norm == "joint":
+        np.testing.assert_allclose(np.hypot(dp, dnu), lr, rtol=1e-9)
+        assert np.all(dp < lr) and np.all(dnu < lr)
+    else:
+        np.testing.assert_allclose(dp, lr, rtol=1e-9)
+        np.testing.assert_allclose(dnu, lr, rtol=1e-9)
+
+
+def test_normalised_gd_leaves_a_zero_gradient_block_in_place():
+    """p0 = 0 makes grad_W = p g^T = 0 at the first step: with the block norm W does not move
+    then (no 0/0), p takes a step of length lr."""
+    arrays, _ = make_problem(6, n=4, T=3, d=5)
+    arrays["p0"] = np.zeros(5)
+    res = train(**arrays, lr=0.1, steps=1, trainable="Wp", engine="dual", optimizer="ngd", ngd_norm="block",
+                save_at=[0, 1])
+    assert res.success and res.w_dist[1] == 0.0
+    assert res.p_norm[1] == pytest.approx(0.1, rel=1e-12)
+
+
+@pytest.mark.parametrize("engine, trainable", GD)
 def test_numba_and_numpy_backends_agree(engine, trainable):
     arrays, extra = make_problem(3)
     kw = dict(lr=0.3, steps=200, trainable=trainable, engine=engine)
     fast = train(**arrays, **extra, **kw)
     slow = train(**arrays, **extra, **kw, backend="numpy")
-    for name in ("margins", "attention", "frak_cum", "test_loss", "p_norm", "w_dist", "query_probe"):
+    for name in ("margins", "attention", "frak_cum", "test_loss", "p_norm", "w_dist", "query_probe", "nu_norm",
+                 "nu_dist", "nu_probe", "nu"):
         np.testing.assert_allclose(getattr(fast, name), getattr(slow, name), rtol=1e-10, atol=1e-13,
                                    err_msg=name)
 

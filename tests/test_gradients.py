@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 
 from attnsim._kernels import gd as _kernels
 from attnsim._kernels import gd_twins as _reference
-from attnsim import loss_and_grads
+from attnsim import loss_and_grads, loss_and_grads_head
 
 IMPLEMENTATIONS = {"numba": _kernels.loss_and_grads, "numpy": _reference.loss_and_grads}
+HEAD_IMPLEMENTATIONS = {"numba": _kernels.loss_and_grads_head, "numpy": _reference.loss_and_grads_head}
 
 
 def autograd_loss(W, p, X, y, nu):
@@ -103,3 +104,48 @@ def test_gradients_are_zero_when_every_token_has_the_same_value(rng):
     _, grad_W, grad_p = loss_and_grads(X, np.ones(n), rng.standard_normal((d, d)), rng.standard_normal(d), nu)
     # f = sum_t s_t v equals v up to rounding, so c is rounding-sized.
     assert np.max(np.abs(grad_W)) < 1e-15 and np.max(np.abs(grad_p)) < 1e-15
+
+
+# ------------------------------------------------------------------ the head (DESIGN.md §8)
+
+
+@pytest.mark.parametrize("impl", sorted(HEAD_IMPLEMENTATIONS))
+@given(problems())
+def test_head_closed_form_matches_autograd(impl, problem):
+    """``(loss, grad_W, grad_p, grad_nu)`` against autograd's derivatives of the plain model."""
+    X, y, W, p, nu, scale = problem
+    loss, grad_W, grad_p, grad_nu = HEAD_IMPLEMENTATIONS[impl](X, y, W, p, nu)
+    assert loss == pytest.approx(autograd_loss(W, p, X, y, nu), rel=1e-12, abs=1e-15)
+    refs = {"grad_W": grad(autograd_loss, 0)(W, p, X, y, nu), "grad_p": grad(autograd_loss, 1)(W, p, X, y, nu),
+            "grad_nu": grad(autograd_loss, 4)(W, p, X, y, nu)}
+    for name, got in (("grad_W", grad_W), ("grad_p", grad_p), ("grad_nu", grad_nu)):
+        ref = refs[name]
+        assert np.linalg.norm(got - ref) <= 1e-9 * np.linalg.norm(ref), f"{name}, scale={scale}"
+
+
+@given(problems(scales=(0.0, 0.1, 1.0, 2.0)))
+def test_head_closed_form_matches_central_differences(problem):
+    """The directional derivative along (dW, dp, dnu) jointly, by central differences."""
+    X, y, W, p, nu, scale = problem
+    _, grad_W, grad_p, grad_nu = loss_and_grads_head(X, y, W, p, nu)
+    rng = np.random.default_rng(1)
+    h = 1e-5
+    for _ in range(3):
+        dW, dp, dnu = rng.standard_normal(W.shape), rng.standard_normal(p.shape), rng.standard_normal(nu.shape)
+        f_plus = _reference.loss_and_grads(X, y, W + h * dW, p + h * dp, nu + h * dnu)[0]
+        f_minus = _reference.loss_and_grads(X, y, W - h * dW, p - h * dp, nu - h * dnu)[0]
+        numeric = (f_plus - f_minus) / (2 * h)
+        analytic = np.sum(grad_W * dW) + grad_p @ dp + grad_nu @ dnu
+        assert numeric == pytest.approx(analytic, rel=1e-5, abs=1e-9)
+
+
+def test_head_gradient_keeps_loss_and_grads_compatible(rng):
+    """``loss_and_grads`` keeps its three outputs; ``loss_and_grads_head`` adds grad_nu to the same ones."""
+    X, y = rng.standard_normal((4, 3, 5)), np.array([1.0, -1.0, 1.0, -1.0])
+    W, p, nu = rng.standard_normal((5, 5)), rng.standard_normal(5), rng.standard_normal(5)
+    three = loss_and_grads(X, y, W, p, nu)
+    four = loss_and_grads_head(X, y, W, p, nu)
+    assert len(three) == 3 and len(four) == 4
+    assert three[0] == four[0]
+    np.testing.assert_array_equal(three[1], four[1])
+    np.testing.assert_array_equal(three[2], four[2])

@@ -100,6 +100,93 @@ def args_dual_w_dist2(seed, n, T, d, steps):
     return (rng.standard_normal((N, N + 1)), Q.T @ Q, X @ X.T)
 
 
+# ------------------------------------------------------------ trainable head
+
+
+def args__head_coefficients_work(seed, n, T, d, steps):
+    z, v, y, T, relevant, s, c, frak, work = args__coefficients_work(seed, n, T, d, steps)
+    return (z, v, y, T, relevant, s, c, np.zeros(n * T), frak, work)
+
+
+def args_loss_and_grads_head(seed, n, T, d, steps):
+    return args_loss_and_grads(seed, n, T, d, steps)
+
+
+def args_primal_p_nu_run(seed, n, T, d, steps):
+    rng, X, y, W0, p0, nu, relevant = _problem(seed, n, T, d)
+    K = X @ W0.T
+    N = n * T
+    return (p0.copy(), K @ p0, nu.copy(), X @ nu, K, np.ascontiguousarray(K.T), X, np.ascontiguousarray(X.T), y, T,
+            relevant, 0.3, steps, np.zeros(n), np.zeros(N), np.zeros(N), np.zeros(N))
+
+
+def args_primal_wp_nu_run(seed, n, T, d, steps):
+    rng, X, y, W0, p0, nu, relevant = _problem(seed, n, T, d)
+    u = W0.T @ p0
+    N = n * T
+    return (W0.copy(), p0.copy(), u, X @ u, nu.copy(), X @ nu, X, np.ascontiguousarray(X.T), y, T, relevant, 0.3,
+            steps, np.zeros(n), np.zeros(N), np.zeros(N), np.zeros(N), np.zeros(d))
+
+
+def args_dual_p_nu_run(seed, n, T, d, steps):
+    rng, X, y, W0, p0, nu, relevant = _problem(seed, n, T, d)
+    K = X @ W0.T
+    N = n * T
+    return (np.zeros(N), K @ p0, np.zeros(N), X @ nu, K @ K.T, X @ X.T, y, T, relevant, 0.3, steps, np.zeros(n),
+            np.zeros(N), np.zeros(N), np.zeros(N), np.zeros(N))
+
+
+def args_dual_wp_nu_run(seed, n, T, d, steps):
+    (z, S, P, b, MT, CbT, Eb, nb, Gxx, v, y, T, relevant, lr, steps, frak, s, c, e, Sc, Hc) = \
+        args_dual_wp_run(seed, n, T, d, steps)
+    N = n * T
+    return (z, S, P, b, MT, CbT, Eb, nb, np.zeros(N), v, Gxx, y, T, relevant, lr, steps, frak, s, c, np.zeros(N), e,
+            np.zeros(N), Sc, Hc)
+
+
+# ------------------------------------------------------------ normalised GD
+
+
+def _head_block(steps):
+    """Both flags from the step count, so hypothesis covers all four combinations."""
+    return steps % 2 == 0, (steps // 2) % 2 == 0
+
+
+def args_primal_p_ngd_run(seed, n, T, d, steps):
+    (p, z, nu, v, K, KT, X, XT, y, T, relevant, lr, steps, frak, s, c, h) = args_primal_p_nu_run(seed, n, T, d, steps)
+    head, block = _head_block(steps)
+    return (p, z, nu, v, K, KT, X, XT, y, T, relevant, lr, head, block, steps, frak, s, c, h, np.zeros(d), np.zeros(d))
+
+
+def args_primal_wp_ngd_run(seed, n, T, d, steps):
+    (W, p, u, z, nu, v, X, XT, y, T, relevant, lr, steps, frak, s, c, h, g) = \
+        args_primal_wp_nu_run(seed, n, T, d, steps)
+    head, block = _head_block(steps)
+    return (W, p, u, z, nu, v, X, XT, y, T, relevant, lr, head, block, steps, frak, s, c, h, g, np.zeros(d),
+            np.zeros(d))
+
+
+def args_dual_p_ngd_run(seed, n, T, d, steps):
+    (a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, steps, frak, s, c, h, eh) = args_dual_p_nu_run(seed, n, T, d, steps)
+    head, block = _head_block(steps)
+    return (a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, head, block, steps, frak, s, c, h, np.zeros(n * T), eh)
+
+
+def args_dual_wp_ngd_run(seed, n, T, d, steps):
+    (z, S, P, b, MT, CbT, Eb, nb, beta, v, Gxx, y, T, relevant, lr, steps, frak, s, c, h, e, eh, Sc, Hc) = \
+        args_dual_wp_nu_run(seed, n, T, d, steps)
+    head, block = _head_block(steps)
+    lrb = np.zeros((CbT.shape[1], 2))
+    return (z, S, P, b, MT, CbT, Eb, lrb, nb, beta, v, Gxx, y, T, relevant, lr, head, block, steps, frak, s, c, h,
+            e, eh, Sc, Hc)
+
+
+def args_dual_wp_ngd_flush(seed, n, T, d, steps):
+    b, MT, CbT, Eb, nb, lr, Hc = args_dual_wp_flush(seed, n, T, d, steps)
+    lrb = np.random.default_rng(seed + 1).uniform(0.1, 0.5, (CbT.shape[1], 2))
+    return (b, MT, CbT, Eb, lrb, nb, Hc)
+
+
 # ------------------------------------------------------------------ flow kernels
 
 
@@ -193,6 +280,17 @@ REGISTRY = {
     (gd, "dual_p_run"): args_dual_p_run,
     (gd, "dual_wp_run"): args_dual_wp_run,
     (gd, "dual_wp_flush"): args_dual_wp_flush,
+    (gd, "_head_coefficients_work"): args__head_coefficients_work,
+    (gd, "loss_and_grads_head"): args_loss_and_grads_head,
+    (gd, "primal_p_nu_run"): args_primal_p_nu_run,
+    (gd, "primal_wp_nu_run"): args_primal_wp_nu_run,
+    (gd, "dual_p_nu_run"): args_dual_p_nu_run,
+    (gd, "dual_wp_nu_run"): args_dual_wp_nu_run,
+    (gd, "primal_p_ngd_run"): args_primal_p_ngd_run,
+    (gd, "primal_wp_ngd_run"): args_primal_wp_ngd_run,
+    (gd, "dual_p_ngd_run"): args_dual_p_ngd_run,
+    (gd, "dual_wp_ngd_run"): args_dual_wp_ngd_run,
+    (gd, "dual_wp_ngd_flush"): args_dual_wp_ngd_flush,
     (flow, "forward"): args_forward,
     (flow, "jvp_c"): args_jvp_c,
     (flow, "gd_p_run"): args_gd_p_run,

@@ -59,6 +59,22 @@ def _check_against_oracle(prob):
     _assert_close("grad_p", grad_p, ref_p, prob, rtol)
 
 
+@settings(max_examples=15)
+@given(problems(n=(1, 6), T=(2, 12), d=(1, 8), scale=(0.1, 1.0), max_gap=700.0))
+def test_loss_and_grads_head_match_mp_oracle_up_to_gap_700(prob):
+    """The head's gradient (and the other three outputs) of ``loss_and_grads_head``, numba and twin."""
+    from attnsim._kernels import gd_twins
+
+    ref_loss, ref_W, ref_p = mp_oracle.gradients(*prob.arrays())
+    ref_nu = mp_oracle.head_gradient(*prob.arrays())
+    for impl in (attnsim.loss_and_grads_head, gd_twins.loss_and_grads_head):
+        loss, grad_W, grad_p, grad_nu = impl(*prob.arrays())
+        _assert_close("loss", loss, ref_loss, prob)
+        _assert_close("grad_W", grad_W, ref_W, prob)
+        _assert_close("grad_p", grad_p, ref_p, prob)
+        _assert_close("grad_nu", grad_nu, ref_nu, prob)
+
+
 @settings(max_examples=25)
 @given(problems(n=(1, 6), T=(2, 12), d=(1, 8), scale=(0.1, 1.0), max_gap=700.0))
 def test_loss_and_grads_match_mp_oracle_up_to_gap_700(prob):

@@ -211,3 +211,17 @@ def test_testing_module_never_imports_torch_or_jax():
     code = "import sys, attnsim.testing; print(any(m in sys.modules for m in ('torch', 'jax')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False"]
+
+
+def test_trajectory_helper_refuses_a_trained_head():
+    import numpy as np
+    import pytest
+
+    from attnsim import ConfigError
+    from attnsim.testing import Problem, assert_trajectory_matches
+
+    rng = np.random.default_rng(0)
+    prob = Problem(rng.standard_normal((2, 3, 2)), np.array([1.0, -1.0]), np.eye(2), np.zeros(2), np.ones(2))
+    with pytest.raises(ConfigError, match=r"^trainable must be 'Wp' or 'p' here \(step_fn returns \(W, p\)\); "
+                                          r"got 'p\+nu'; .*loss_and_grads_head"):
+        assert_trajectory_matches(lambda *a: None, prob, 1, trainable="p+nu")

@@ -67,9 +67,20 @@ CONFIG_CASES = [
     (dict(init_seed="a"), r"^init_seed must be an integer; got 'a'"),
     (dict(label_noise="flip"), r"^label_noise must be one of 'official', 'random'; got 'flip'"),
     (dict(noise="gauss"), r"^noise must be one of 'isotropic', 'orthogonal'; got 'gauss'"),
-    (dict(trainable="W"), r"^trainable must be one of 'Wp', 'p'; got 'W'"),
-    (dict(trainable=["p"]), r"^trainable must be one of 'Wp', 'p'; got \['p'\]"),
+    (dict(trainable="W"), r"^trainable must be one of 'Wp', 'p', 'Wp\+nu', 'p\+nu'; got 'W'"),
+    (dict(trainable=["p"]), r"^trainable must be one of 'Wp', 'p', 'Wp\+nu', 'p\+nu'; got \['p'\]"),
     (dict(init="xavier"), r"^init must be one of 'official', 'gaussian'; got 'xavier'"),
+    (dict(optimizer="adam"), r"^optimizer must be one of 'gd', 'ngd'; got 'adam'"),
+    (dict(w0="eye"), r"^w0 must be one of 'random', 'identity'; got 'eye'"),
+    (dict(head_init="ones"), r"^head_init must be one of 'official', 'zero', 'gaussian'; got 'ones'"),
+    (dict(sigma_nu=-1.0), r"^sigma_nu must be >= 0; got -1\.0"),
+    (dict(signal_noise="clean"), r"^signal_noise must be one of 'noisy', 'noiseless'; got 'clean'"),
+    (dict(labels="random"), r"^labels must be one of 'balanced', 'rademacher'; got 'random'"),
+    (dict(labels="rademacher"), r"^labels='rademacher' needs label_noise='random' when eta > 0; got "
+                                r"label_noise='official', eta=0\.2"),
+    (dict(optimizer="ngd", ngd_norm="max"), r"^ngd_norm must be one of 'joint', 'block'; got 'max'"),
+    (dict(ngd_norm="block"), r"^ngd_norm applies only with optimizer='ngd'; got ngd_norm='block' with "
+                             r"optimizer='gd'; drop ngd_norm or set optimizer='ngd'"),
 ]
 
 
@@ -80,7 +91,8 @@ def test_config_rejects_bad_field(kwargs, message):
 
 
 def test_unknown_preset_lists_the_allowed_ones():
-    with pytest.raises(ConfigError, match=r"^preset must be one of 'balanced', 'large-noise', 'large-signal'; "
+    with pytest.raises(ConfigError, match=r"^preset must be one of 'balanced', 'large-noise', 'large-signal', "
+                                          r"'magen'; "
                                           r"got 'nope'"):
         attnsim.preset("nope")
 
@@ -126,7 +138,6 @@ TRAIN_CASES = [
     (dict(y=np.array([1.0, np.inf, -1.0, 1.0])), r"^y must be finite; got inf at index \(1,\)"),
     (dict(W0=np.eye(4)), r"^W0 must have shape \(5, 5\); got \(4, 4\) \(axis 0 is 4, expected 5\)"),
     (dict(W0=np.ones((5, 4))), r"^W0 must have shape \(5, 5\); got \(5, 4\) \(axis 1 is 4, expected 5\)"),
-    (dict(W0=None), r"^W0 is required; got None"),
     (dict(W0=_nan_at((5, 5), (2, 2))), r"^W0 must be finite; got nan at index \(2, 2\)"),
     (dict(p0=np.zeros(4)), r"^p0 must have shape \(5,\); got \(4,\)"),
     (dict(p0=np.full(5, -np.inf)), r"^p0 must be finite; got -inf at index \(0,\) \(5 non-finite entries\)"),
@@ -148,7 +159,13 @@ TRAIN_CASES = [
     (dict(save_at=[1e30]), r"^save_at steps must be below 2\*\*62; got 1e\+30"),
     (dict(save_at=[[1, 2]]), r"^save_at must be a non-empty 1-D sequence of steps; got shape \(1, 2\)"),
     (dict(save_at=SaveAt.log(20)), r"^save_at must run from step 0 to steps=10; got \[0, 20\]; build it with"),
-    (dict(trainable="W"), r"^trainable must be one of 'Wp', 'p'; got 'W'"),
+    (dict(trainable="W"), r"^trainable must be one of 'Wp', 'p', 'Wp\+nu', 'p\+nu'; got 'W'"),
+    (dict(optimizer="ngd", dynamics="flow"), r"^optimizer='ngd' is not available with dynamics='flow' \(the flow "
+                                             r"follows plain GD\); use dynamics='gd' for normalised GD"),
+    (dict(optimizer="sgd"), r"^optimizer must be one of 'gd', 'ngd'; got 'sgd'"),
+    (dict(ngd_norm="block"), r"^ngd_norm applies only with optimizer='ngd'"),
+    (dict(trainable="p+nu", dynamics="flow"), r"^dynamics='flow' is not available with a trained head; got "
+                                              r"trainable='p\+nu'; use dynamics='gd'"),
     (dict(engine="gpu"), r"^engine must be one of 'auto', 'primal', 'dual'; got 'gpu'"),
     (dict(backend="jax"), r"^backend must be one of 'numba', 'numpy'; got 'jax'"),
     (dict(X_test=np.ones((2, 3, 5))), r"^X_test and y_test must be given together"),
@@ -186,8 +203,11 @@ def test_train_never_mutates_its_inputs_even_when_refusing(problem):
 INT_MINIMA = dict(n_train=2, n_test=0, T=1, d=2, n_relevant=1, n_weak=0, n_weak_opposite=0, steps=1, seed=0,
                   init_seed=0)
 FLOATS = dict(signal_norm="positive", rho="nonnegative", sigma_eps="nonnegative", sigma_p="nonnegative",
-              sigma_w="nonnegative", lr="positive", head_scale="positive", eta="unit")
-CHOICES = dict(label_noise=("official", "random"), noise=("isotropic", "orthogonal"), trainable=("Wp", "p"),
+              sigma_w="nonnegative", sigma_nu="nonnegative", lr="positive", head_scale="positive", eta="unit")
+CHOICES = dict(label_noise=("official", "random"), noise=("isotropic", "orthogonal"),
+               trainable=("Wp", "p", "Wp+nu", "p+nu"), optimizer=("gd", "ngd"), ngd_norm=("joint", "block"),
+               w0=("random", "identity"), head_init=("official", "zero", "gaussian"),
+               signal_noise=("noisy", "noiseless"), labels=("balanced", "rademacher"),
                init=("official", "gaussian"))
 
 not_a_number = st.one_of(st.text(max_size=5), st.booleans(), st.complex_numbers(allow_nan=False).filter(
@@ -251,7 +271,7 @@ CLI_CASES = [
     (["--n-train", "3", "--eta", "0.6"], r"leaving a class with no clean sample"),
     (["--T", "2"], r"T must be >= n_relevant \+ n_weak \+ n_weak_opposite = 3; got T=2"),
     (["--t", "2"], r"unrecognized arguments: --t 2"),  # no silent prefix matching (--trainable)
-    (["--preset", "foo"], r"--preset must be one of balanced, large-noise, large-signal; got 'foo'"),
+    (["--preset", "foo"], r"--preset must be one of balanced, large-noise, large-signal, magen; got 'foo'"),
     (["--engine", "gpu"], r"--engine must be one of auto, primal, dual; got 'gpu'"),
     (["--saves", "1"], r"--saves must be between 2 and 1000000; got 1"),
     (["--label-noise", "x"], r"label_noise must be one of 'official', 'random'; got 'x'"),
@@ -294,7 +314,7 @@ letters = st.text(alphabet=string.ascii_letters + string.punctuation + " ", min_
 INT_FLAGS = {"--n-train": 2, "--d": 2, "--steps": 1, "--T": 3, "--seed": 0, "--n-test": 0}
 FLOAT_FLAGS = {"--lr": "positive", "--eta": "unit", "--signal-norm": "positive", "--rho": "nonnegative",
                "--sigma-eps": "nonnegative"}
-CHOICE_FLAGS = {"--preset": ("balanced", "large-noise", "large-signal"), "--engine": ("auto", "primal", "dual"),
+CHOICE_FLAGS = {"--preset": ("balanced", "large-noise", "large-signal", "magen"), "--engine": ("auto", "primal", "dual"),
                 "--label-noise": CHOICES["label_noise"], "--noise": CHOICES["noise"],
                 "--trainable": CHOICES["trainable"], "--init": CHOICES["init"]}
 
@@ -346,7 +366,7 @@ def test_cli_refuses_random_invalid_flags(tmp_path_factory, case):
 SUBPROCESS_CASES = [
     (["--lr", "inf"], "lr must be finite; got inf"),
     pytest.param(["--eta", "-0.5"], "eta must be >= 0.0; got -0.5", marks=pytest.mark.slow),
-    (["--preset", "nope"], "--preset must be one of balanced, large-noise, large-signal"),
+    (["--preset", "nope"], "--preset must be one of balanced, large-noise, large-signal, magen"),
     pytest.param(["--engine", "tpu"], "--engine must be one of auto, primal, dual", marks=pytest.mark.slow),
 ]
 

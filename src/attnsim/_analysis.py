@@ -169,9 +169,10 @@ def growth(x, T):
     return 2.0 * x + 2.0 * np.sinh(x - np.log(T))
 
 
-def token_values(data: Data) -> np.ndarray:
-    """Token values ``nu^T x_it``, shape (n, T)."""
-    return data.X @ data.nu
+def token_values(data: Data, nu=None) -> np.ndarray:
+    """Token values ``nu^T x_it``, shape (n, T), of the data's head or of ``nu`` (d,) if given:
+    with a trained head (``trainable="p+nu"``, ``"Wp+nu"``) pass ``result.nu``, the final head."""
+    return data.X @ (data.nu if nu is None else np.asarray(nu, dtype=float))
 
 
 def anchor_tokens(result, values=None) -> np.ndarray:

@@ -58,7 +58,8 @@ def fingerprint(run) -> str:
     """
     pb = run.pb
     h = hashlib.sha256()
-    for name, arr in (("X", pb.X), ("y", pb.y), ("W0", pb.W0), ("p0", pb.p0), ("nu", pb.nu), ("Xt", pb.Xt),
+    W0 = np.array([]) if pb.W0 is None else pb.W0          # None: the identity
+    for name, arr in (("X", pb.X), ("y", pb.y), ("W0", W0), ("p0", pb.p0), ("nu", pb.nu), ("Xt", pb.Xt),
                       ("yt", pb.yt), ("relevant", pb.relevant), ("probes", pb.probes),
                       ("lr", np.array([pb.lr])), ("save_steps", run.save_steps)):
         arr = np.ascontiguousarray(arr)

@@ -12,8 +12,14 @@ from ._validation import ConfigError, check_choice, check_float, check_int, chec
 
 LABEL_NOISE_MODES = ("official", "random")
 NOISE_MODES = ("isotropic", "orthogonal")
-TRAINABLE = ("Wp", "p")
+TRAINABLE = ("Wp", "p", "Wp+nu", "p+nu")
 INITS = ("official", "gaussian")
+OPTIMIZERS = ("gd", "ngd")
+W0_MODES = ("random", "identity")
+HEAD_INITS = ("official", "zero", "gaussian")
+SIGNAL_NOISE = ("noisy", "noiseless")
+LABELS = ("balanced", "rademacher")
+NGD_NORMS = ("joint", "block")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,17 +55,38 @@ class Config:
         ``random`` flips each training label independently with probability ``eta``.
     noise : {"isotropic", "orthogonal"}
         ``orthogonal`` projects the token noise off the span of ``mu_+`` and ``mu_-``.
-    trainable : {"Wp", "p"}
-        Train ``W`` and ``p`` together, or ``p`` alone.
+    signal_noise : {"noisy", "noiseless"}
+        ``noiseless``: the relevant tokens are exactly ``mu_{y*}`` (Magen et al.'s signal token);
+        the other roles keep their noise.
+    labels : {"balanced", "rademacher"}
+        True labels: the first half +1 (official), or i.i.d. uniform on {-1, +1} (training and
+        test sets). ``rademacher`` needs ``label_noise="random"`` when ``eta > 0``.
+    trainable : {"Wp", "p", "Wp+nu", "p+nu"}
+        Train ``W`` and ``p`` together, or ``p`` alone; ``+nu`` trains the head ``nu`` as well
+        (from the head initialisation below), all from the same old iterate.
     init : {"official", "gaussian"}
         ``official``: ``p0 = 0``, ``W0`` entries uniform on ``[-1/sqrt(d), 1/sqrt(d)]``;
         ``gaussian``: ``p0 ~ N(0, sigma_p^2 I)``, ``W0`` entries ``N(0, sigma_w^2)``.
     sigma_p, sigma_w : float
         Standard deviations of the gaussian initialisation.
+    w0 : {"random", "identity"}
+        ``random``: W0 as ``init`` says; ``identity``: ``W0 = I`` (the theory's W = I), never
+        built as a d x d array while W is fixed.
+    head_init : {"official", "zero", "gaussian"}
+        The (initial) head: ``official`` is ``(mu_+ - mu_-)/||mu_+ - mu_-||`` times ``head_scale``;
+        ``zero``; ``gaussian`` has entries ``N(0, sigma_nu^2)``. Fixed unless ``trainable``
+        ends in ``+nu``.
+    sigma_nu : float
+        Standard deviation of the gaussian head.
     head_scale : float or None
-        ``||nu||``; ``None`` means the official ``1 / ||mu||``.
+        ``||nu||`` of the official head; ``None`` means the official ``1 / ||mu||``.
     lr : float
-        Gradient-descent step size alpha.
+        Gradient-descent step size alpha (with ``optimizer="ngd"``: the length of every step).
+    optimizer : {"gd", "ngd"}
+        Plain GD, or normalised GD (each step of Euclidean length ``lr``; not with the flow).
+    ngd_norm : {"joint", "block"}
+        With ``optimizer="ngd"``: one norm over all trained parameters, or each trained
+        block (W, p, nu) normalised separately.
     steps : int
         Number of GD updates.
     seed : int
@@ -90,12 +117,19 @@ class Config:
     n_weak_opposite: int = 1
     label_noise: str = "official"
     noise: str = "isotropic"
+    signal_noise: str = "noisy"
+    labels: str = "balanced"
     trainable: str = "Wp"
     init: str = "official"
     sigma_p: float = 0.0
     sigma_w: float = 0.0
+    w0: str = "random"
+    head_init: str = "official"
+    sigma_nu: float = 0.0
     head_scale: float | None = None
     lr: float = 5e-3
+    optimizer: str = "gd"
+    ngd_norm: str = "joint"
     steps: int = 1000
     seed: int = 0
     init_seed: int | None = None
@@ -126,19 +160,34 @@ class Config:
             )
         check_choice("label_noise", self.label_noise, LABEL_NOISE_MODES)
         check_choice("noise", self.noise, NOISE_MODES)
+        check_choice("signal_noise", self.signal_noise, SIGNAL_NOISE)
+        check_choice("labels", self.labels, LABELS)
         check_choice("trainable", self.trainable, TRAINABLE)
         check_choice("init", self.init, INITS)
         put("sigma_p", check_float("sigma_p", self.sigma_p, nonnegative=True, hint="a standard deviation, e.g. 0.01"))
         put("sigma_w", check_float("sigma_w", self.sigma_w, nonnegative=True, hint="a standard deviation, e.g. 0.01"))
+        check_choice("w0", self.w0, W0_MODES)
+        check_choice("head_init", self.head_init, HEAD_INITS)
+        put("sigma_nu", check_float("sigma_nu", self.sigma_nu, nonnegative=True,
+                                    hint="a standard deviation, e.g. 0.01"))
         if self.head_scale is not None:
             put("head_scale", check_float("head_scale", self.head_scale, positive=True,
                                           hint="or None for the official 1/signal_norm"))
         put("lr", check_float("lr", self.lr, positive=True, hint="e.g. lr=5e-3 (the paper's setting)"))
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("ngd_norm", self.ngd_norm, NGD_NORMS)
+        if self.optimizer == "gd" and self.ngd_norm != "joint":
+            raise ConfigError(f"ngd_norm applies only with optimizer='ngd'; got ngd_norm={self.ngd_norm!r} with "
+                              "optimizer='gd'; drop ngd_norm or set optimizer='ngd'")
         put("steps", check_steps(self.steps))
         put("seed", check_int("seed", self.seed, minimum=0, hint="seeds are integers >= 0"))
         if self.init_seed is not None:
             put("init_seed", check_int("init_seed", self.init_seed, minimum=0,
                                        hint="seeds are integers >= 0, or None to derive it from seed"))
+        if self.labels == "rademacher" and self.label_noise == "official" and self.eta > 0:
+            raise ConfigError(f"labels='rademacher' needs label_noise='random' when eta > 0; got "
+                              f"label_noise='official', eta={self.eta} (the official flips assume the balanced "
+                              "layout); set label_noise='random' or labels='balanced'")
         if self.label_noise == "official" and self.n_train_noisy_official >= min(self.n_pos, self.n_neg) * 2:
             raise ConfigError(
                 f"eta={self.eta} flips {self.n_train_noisy_official} of n_train={self.n_train} labels, "
@@ -262,16 +311,38 @@ def parse_field(name: str, text: str):
     return token
 
 
-#: The paper's three synthetic settings (REFERENCE.md); everything else is official.
+#: Magen, Shang, Xu, Frei, Hu, Vardi, "Benign Overfitting in Single-Head Attention" (arXiv
+#: 2410.07746): f = v^T X^T softmax(X p), W = I, p and the head v trained by GD from zero; T = 2,
+#: a noiseless signal token mu_{y*} and a noise token orthogonal to mu_+, mu_-; i.i.d. labels
+#: flipped independently with probability eta. Known (REFERENCE.md): the model, the data
+#: model, the zero initialisation, and the reproduction setting of public code (n = 100 train
+#: and 100 test, d = 11000, ||mu|| = 5, eta = 0.1, step 0.025, 150 steps). NOT known: the
+#: paper's own step sizes and constants (its theory takes two large GD steps; the public loop
+#: applies its step twice, which this preset does not copy), the noise level sigma (1 here:
+#: SNR = 5/sqrt(11000) ~ 0.048, about 0.48/sqrt(n)), and the seeds.
+MAGEN = dict(T=2, n_relevant=1, n_weak=0, n_weak_opposite=0, noise="orthogonal", signal_noise="noiseless",
+             labels="rademacher", label_noise="random", eta=0.1, w0="identity", init="official",
+             head_init="zero", trainable="p+nu", n_train=100, n_test=100, d=11000, signal_norm=5.0,
+             sigma_eps=1.0, lr=0.025, steps=150)
+
+#: The paper's three synthetic settings (REFERENCE.md; everything else is official), and the
+#: neighbouring model of Magen et al. (``MAGEN``).
 PRESETS = {
     "balanced": dict(d=2000, signal_norm=20.0),
     "large-noise": dict(d=4500, signal_norm=5.0),
     "large-signal": dict(d=1000, signal_norm=80.0),
+    "magen": MAGEN,
 }
 
 
 def preset(name: str, **overrides) -> Config:
     """The named paper preset, with optional field overrides.
+
+    ``balanced``, ``large-noise``, ``large-signal``: Sakamoto & Sato's three regimes.
+    ``magen``: Magen et al. (2024), W = I, p and the head trained from zero, T = 2 with a
+    noiseless signal token, orthogonal noise, random label flips (eta = 0.1), at the
+    reproduction setting of public code; the paper's own step sizes, noise level and seeds
+    are not known (see ``MAGEN`` in ``attnsim._config``).
 
     Examples
     --------

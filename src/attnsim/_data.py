@@ -12,15 +12,17 @@ from ._config import Config
 ROLE_RELEVANT, ROLE_WEAK, ROLE_WEAK_OPPOSITE, ROLE_IRRELEVANT = 0, 1, 2, 3
 ROLE_NAMES = ("R", "W_{Y*}", "W_{-Y*}", "I")
 
-_STREAMS = ("train", "test", "init")
+_STREAMS = ("train", "test", "init", "head")
 
 
 def _rngs(config: Config) -> dict:
-    """Independent generators for the training data, the test data and the initialisation."""
-    train, test, init = np.random.SeedSequence(config.seed).spawn(3)
+    """Independent generators for the training data, the test data, the initialisation of W and p,
+    and the head's (a fourth child: the first three are those of ``spawn(3)``, as before)."""
+    train, test, init, head = np.random.SeedSequence(config.seed).spawn(4)
     if config.init_seed is not None:
         init = np.random.SeedSequence([config.init_seed, 2])
-    return {name: np.random.default_rng(ss) for name, ss in zip(_STREAMS, (train, test, init))}
+        head = np.random.SeedSequence([config.init_seed, 3])
+    return {name: np.random.default_rng(ss) for name, ss in zip(_STREAMS, (train, test, init, head))}
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,7 +47,7 @@ class Data:
     relevant : ndarray of bool, shape (T,)
         The relevant set R.
     mu_pos, mu_neg, nu : ndarray, shape (d,)
-        Class signals and the fixed linear head.
+        Class signals and the linear head (its initial value when the head is trained).
     """
 
     X: np.ndarray
@@ -83,10 +85,28 @@ def _tokens(rng, y_true, roles, config, mu_pos, mu_neg) -> np.ndarray:
         X -= (X @ basis.T) @ basis
     same = np.where(y_true[:, None] > 0, mu_pos, mu_neg)  # mu_{y*}, shape (n, d)
     other = np.where(y_true[:, None] > 0, mu_neg, mu_pos)  # mu_{-y*}
+    if config.signal_noise == "noiseless":
+        X[:, roles == ROLE_RELEVANT, :] = 0.0      # drawn all the same: the other tokens keep their noise
     X[:, roles == ROLE_RELEVANT, :] += same[:, None, :]
     X[:, roles == ROLE_WEAK, :] += config.rho * same[:, None, :]
     X[:, roles == ROLE_WEAK_OPPOSITE, :] += config.rho * other[:, None, :]
     return X
+
+
+def _labels(rng, n, config) -> np.ndarray:
+    """True labels: balanced (first half +1), or i.i.d. uniform on {-1, +1}."""
+    if config.labels == "rademacher":
+        return np.where(rng.random(n) < 0.5, 1.0, -1.0)
+    return _balanced_labels(n)
+
+
+def _head(rng, config, mu_pos, mu_neg) -> np.ndarray:
+    if config.head_init == "zero":
+        return np.zeros(config.d)
+    if config.head_init == "gaussian":
+        return rng.standard_normal(config.d) * config.sigma_nu
+    diff = mu_pos - mu_neg
+    return diff / np.linalg.norm(diff) * config.effective_head_scale
 
 
 def _flip_mask(rng, y_true, config) -> np.ndarray:
@@ -119,16 +139,15 @@ def make_data(config: Config) -> Data:
     mu_pos[0] = config.signal_norm
     mu_neg = np.zeros(d)
     mu_neg[1] = config.signal_norm
-    diff = mu_pos - mu_neg
-    nu = diff / np.linalg.norm(diff) * config.effective_head_scale
+    nu = _head(rngs["head"], config, mu_pos, mu_neg)
     roles = token_roles(config)
 
-    y_true = _balanced_labels(config.n_train)
+    y_true = _labels(rngs["train"], config.n_train, config)
     X = _tokens(rngs["train"], y_true, roles, config, mu_pos, mu_neg)
     noisy = _flip_mask(rngs["train"], y_true, config)
     y = np.where(noisy, -y_true, y_true)
 
-    y_test = _balanced_labels(config.n_test)
+    y_test = _labels(rngs["test"], config.n_test, config)
     X_test = _tokens(rngs["test"], y_test, roles, config, mu_pos, mu_neg)
     return Data(
         X=X, y=y, y_true=y_true, noisy=noisy, X_test=X_test, y_test=y_test,
@@ -136,13 +155,19 @@ def make_data(config: Config) -> Data:
     )
 
 
-def init_params(config: Config) -> tuple[np.ndarray, np.ndarray]:
-    """Initial ``(W0, p0)`` of shapes (d, d) and (d,), from the initialisation stream."""
+def init_params(config: Config) -> tuple[np.ndarray | None, np.ndarray]:
+    """Initial ``(W0, p0)`` of shapes (d, d) and (d,), from the initialisation stream.
+
+    ``W0`` is None for ``w0="identity"``: ``train`` reads it as the identity, which it never
+    builds while W is fixed (d = 11000 would be a 1 GB matrix)."""
     rng = _rngs(config)["init"]
     d = config.d
+    identity = config.w0 == "identity"
     if config.init == "official":
+        if identity:
+            return None, np.zeros(d)
         bound = 1.0 / np.sqrt(d)
         return rng.uniform(-bound, bound, size=(d, d)), np.zeros(d)
-    W0 = rng.standard_normal((d, d)) * config.sigma_w
+    W0 = None if identity else rng.standard_normal((d, d)) * config.sigma_w
     p0 = rng.standard_normal(d) * config.sigma_p
     return W0, p0

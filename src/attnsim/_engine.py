@@ -21,7 +21,9 @@ from ._validation import (ConfigError, check_array, check_choice, check_float, c
                           check_steps)
 
 ENGINES = ("auto", "primal", "dual")
-TRAINABLE = ("Wp", "p")
+TRAINABLE = ("Wp", "p", "Wp+nu", "p+nu")
+OPTIMIZERS = ("gd", "ngd")
+NGD_NORMS = ("joint", "block")
 
 
 def _check_roles(roles, T):
@@ -35,7 +37,7 @@ def _check_roles(roles, T):
 
 def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
             relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto",
-            backend="numba", dynamics="gd", flow=None, max_margin=False) -> Run:
+            backend="numba", dynamics="gd", flow=None, optimizer="gd", ngd_norm="joint", max_margin=False) -> Run:
     """Validate the inputs and build a ``Run`` ready to advance (see ``train``)."""
     X = check_array("X", X, ndim=3, hint="X holds n samples of T tokens in R^d, shape (n, T, d)")
     n, T, d = X.shape
@@ -43,7 +45,8 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
         raise ConfigError(f"X must have n, T, d >= 1; got shape {X.shape}; pass at least one sample and token")
     like_x = f"X has shape (n, T, d) = {X.shape}"
     y = check_labels("y", y, n, hint=like_x)
-    W0 = check_array("W0", W0, ndim=2, shape=(d, d), hint=like_x)
+    if W0 is not None:                 # None: the identity, never materialised while W is fixed
+        W0 = check_array("W0", W0, ndim=2, shape=(d, d), hint=like_x)
     p0 = check_array("p0", p0, ndim=1, shape=(d,), hint=like_x)
     nu = check_array("nu", nu, ndim=1, shape=(d,), hint=like_x)
     lr = check_float("lr", lr, positive=True, hint="the step size is a finite number > 0, e.g. lr=5e-3")
@@ -55,6 +58,17 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     if dynamics == "flow" and (engine == "primal" or backend != "numba"):
         raise ConfigError(f"dynamics='flow' runs in dual coordinates with numba; got engine={engine!r}, "
                           f"backend={backend!r}; use engine='auto' or 'dual' and backend='numba'")
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("ngd_norm", ngd_norm, NGD_NORMS)
+    if dynamics == "flow" and optimizer != "gd":
+        raise ConfigError(f"optimizer={optimizer!r} is not available with dynamics='flow' (the flow follows plain GD); "
+                          "use dynamics='gd' for normalised GD, or optimizer='gd' for the flow")
+    if optimizer == "gd" and ngd_norm != "joint":
+        raise ConfigError(f"ngd_norm applies only with optimizer='ngd'; got ngd_norm={ngd_norm!r} with "
+                          "optimizer='gd'; drop ngd_norm or set optimizer='ngd'")
+    if dynamics == "flow" and trainable.endswith("+nu"):
+        raise ConfigError(f"dynamics='flow' is not available with a trained head; got trainable={trainable!r}; "
+                          "use dynamics='gd', or trainable='p' or 'Wp' for the flow")
     if dynamics == "gd" and flow is not None:
         raise ConfigError("flow options apply only with dynamics='flow'; got dynamics='gd' and flow set")
     if (X_test is None) != (y_test is None):
@@ -75,23 +89,25 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     spec = as_saveat(save_at, steps)
     max_margin = check_max_margin(max_margin, n, T)
 
-    pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes)
+    pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, ngd_block=ngd_norm == "block")
     if dynamics == "flow":
         engine = "dual"
     elif engine == "auto":
         engine = choose_engine(pb.N, d, pb.Xt.shape[0], steps, len(spec), trainable)
     coords = make_coordinates(pb, dynamics=dynamics, engine=engine, trainable=trainable, kern=BACKENDS[backend],
-                              options=flow)
+                              options=flow, optimizer=optimizer)
     return Run(pb, coords, spec.steps, noisy, {"y_true": y_true, "roles": roles}, max_margin=max_margin)
 
 
 def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
           relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto", backend="numba",
-          progress=False, hooks=(), dynamics="gd", flow=None, max_margin=False) -> Result:
+          progress=False, hooks=(), dynamics="gd", flow=None, optimizer="gd", ngd_norm="joint",
+          max_margin=False) -> Result:
     """Full-batch gradient descent on the paper's attention model.
 
     ``W`` and ``p`` (or ``p`` alone) are updated simultaneously from the same
-    iterate with step ``lr`` on ``L = mean_i log(1 + exp(-y_i f(X_i)))``,
+    iterate (with the head ``nu`` too for ``trainable="p+nu"``, ``"Wp+nu"``) with step ``lr`` on
+    ``L = mean_i log(1 + exp(-y_i f(X_i)))``,
     ``f(X) = nu^T X^T softmax(X W^T p)``. Inputs are never mutated.
 
     Parameters
@@ -100,14 +116,18 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
         Training tokens.
     y : array_like, shape (n,)
         Labels in {-1, +1}.
-    W0 : array_like, shape (d, d)
+    W0 : array_like, shape (d, d), or None
+        None is the identity (W = I; DESIGN.md §8), never built as a d x d array unless W is trained.
     p0, nu : array_like, shape (d,)
-        Initial parameters and the fixed head (paper notation: scores ``X W^T p``).
+        Initial parameters and the head (paper notation: scores ``X W^T p``); the head is
+        fixed unless ``trainable`` ends in ``+nu``.
     lr : float
         Step size, > 0.
     steps : int
         Number of GD updates, >= 1.
-    trainable : {"Wp", "p"}
+    trainable : {"Wp", "p", "Wp+nu", "p+nu"}
+        The trained parameters: ``W`` and ``p``, ``p`` alone, and either with the head ``nu``
+        (``dL/dnu = X_all^T h``, ``h_it = (1/n) ell'(y_i f_i) y_i s_it``; DESIGN.md §8).
     save_at : None, SaveAt or sequence of int
         Save times; default ``SaveAt.log(steps)``. Steps 0 and ``steps`` are always included.
     X_test : array_like, shape (n_test, T, d), optional
@@ -118,7 +138,8 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
         Which samples carry flipped labels (for the clean/noisy split).
     y_true, roles : optional bookkeeping copied into the Result.
     probes : array_like, shape (k, d), optional
-        Directions ``r`` whose ``<p, r>`` and ``<W^T p, r>`` are recorded.
+        Directions ``r`` whose ``<p, r>``, ``<W^T p, r>`` and ``<nu, r>`` are recorded;
+        ``Result.nu_align`` is the cosine of ``nu`` with ``r_0 - r_1``.
     engine : {"auto", "primal", "dual"}
         ``auto`` compares the estimated costs (``step_costs``).
     backend : {"numba", "numpy"}
@@ -133,6 +154,12 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
         (``attnsim.FlowOptions``); ``steps`` may then reach 10^15. Always dual coordinates.
     flow : None, FlowOptions or dict
         Settings of the flow (tolerances, correction, exact-GD start); default ``FlowOptions()``.
+    optimizer : {"gd", "ngd"}
+        ``ngd``: normalised GD, every step of Euclidean length ``lr`` (a block whose gradient is
+        exactly zero does not move). Not with ``dynamics="flow"``.
+    ngd_norm : {"joint", "block"}
+        ``joint``: the norm over all trained parameters together; ``block``: each trained
+        block (W, p, nu) normalised separately (Tarzanagh et al.'s joint p, v code).
     max_margin : bool, {"final", "optimal"} or array_like of int, shape (n,)
         Track the implicit-bias limit of Tarzanagh et al. (DESIGN.md §9): record
         ``Result.mm_cos`` (S,), the cosine between the iterate and the att-SVM direction, and
@@ -183,7 +210,8 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
     """
     run = prepare(X, y, W0, p0, nu, lr=lr, steps=steps, trainable=trainable, save_at=save_at, X_test=X_test,
                   y_test=y_test, relevant=relevant, noisy=noisy, y_true=y_true, roles=roles, probes=probes,
-                  engine=engine, backend=backend, dynamics=dynamics, flow=flow, max_margin=max_margin)
+                  engine=engine, backend=backend, dynamics=dynamics, flow=flow, optimizer=optimizer,
+                  ngd_norm=ngd_norm, max_margin=max_margin)
     run.warm_up()
     run.run(progress=progress, hooks=hooks)
     return run.result()

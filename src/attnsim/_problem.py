@@ -18,14 +18,17 @@ class Problem:
     Xt : ndarray, shape (Nt, d)    test tokens (Nt = 0 without a test set)
     vt : ndarray, shape (Nt,)
     yt : ndarray, shape (n_test,)
-    W0 : ndarray, shape (d, d)
+    W0 : ndarray, shape (d, d), or None
+        None is the identity, never materialised while W is fixed (``w0_mul``, ``w0t_mul``).
     p0, nu : ndarray, shape (d,)
     lr : float
     probes : ndarray, shape (k, d)
     relevant : ndarray of bool, shape (T,)
+    ngd_block : bool
+        Normalised GD only: each trained block's step has length ``lr`` (else the joint step).
     """
 
-    def __init__(self, X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes):
+    def __init__(self, X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, ngd_block=False):
         self.n, self.T, self.d = X.shape
         self.N = self.n * self.T
         self.X = X.reshape(self.N, self.d)
@@ -39,3 +42,20 @@ class Problem:
         self.vt = self.Xt @ nu
         self.relevant = relevant
         self.probes = probes
+        self.ngd_block = ngd_block
+
+    def keys_of(self, A):
+        """``A @ W0^T`` for A of shape (..., d): the keys of the tokens in the rows of A."""
+        return A if self.W0 is None else A @ self.W0.T
+
+    def w0_mul(self, A):
+        """``W0 @ A`` for A of shape (d, ...)."""
+        return A if self.W0 is None else self.W0 @ A
+
+    def w0t_mul(self, A):
+        """``W0^T @ A`` for A of shape (d, ...)."""
+        return A if self.W0 is None else self.W0.T @ A
+
+    def W0_dense(self):
+        """``W0`` as a (d, d) array (the identity built only here, when W is trained)."""
+        return np.eye(self.d) if self.W0 is None else self.W0

@@ -70,12 +70,22 @@ class Result:
     p_probe, query_probe : ndarray, shape (S, k)
         ``<p, r_j>`` and ``<W^T p, r_j>`` for the probe directions ``r_j`` given to
         ``train`` (for ``simulate``: ``mu_+`` and ``mu_-``); ``k = 0`` without probes.
+    nu_norm, nu_dist : ndarray, shape (S,)
+        ``||nu||`` and ``||nu - nu0||`` (``nu_dist`` is 0 unless the head is trained).
+    nu_align : ndarray, shape (S,)
+        Cosine of ``nu`` with ``r_0 - r_1``, the first two probe directions: for ``simulate``
+        ``mu_+ - mu_-``, the direction of the official head. NaN with fewer than two probes.
+    nu_probe : ndarray, shape (S, k)
+        ``<nu, r_j>``.
     p : ndarray, shape (d,)
     W : ndarray, shape (d, d), or None
         Final parameters (after the last recorded step). For a diverged run they are the
         iterate at the step named in ``message``, where something became non-finite.
         ``W`` is None when it was not trained (it is ``W0``, which the caller has): a
         d x d matrix is 32 MB at d = 2000.
+    nu : ndarray, shape (d,), or None
+        Final head (the initial head when it was not trained). None only for files written
+        before attnsim stored it.
     y, y_true : ndarray, shape (n,)
         Observed and true training labels (``y_true = y`` when unknown).
     noisy : ndarray of bool, shape (n,)
@@ -139,6 +149,12 @@ class Result:
     noisy: np.ndarray
     relevant: np.ndarray
     roles: np.ndarray
+    # the head's record; None only in Results built by hand or files written before it existed
+    nu: np.ndarray | None = None
+    nu_norm: np.ndarray | None = None
+    nu_dist: np.ndarray | None = None
+    nu_align: np.ndarray | None = None
+    nu_probe: np.ndarray | None = None
     config: Config | None = None
     engine: str = ""
     status: str = FINISHED
@@ -179,6 +195,7 @@ class Result:
                 "att_svm": f"{self.extra['max_margin']['status']}, selected "
                            f"{self.extra['max_margin']['selected']}"}),
             "w_dist": float(self.w_dist[-1]),
+            "nu_dist": float(self.nu_dist[-1]) if self.nu_dist is not None else float("nan"),
             "wall_time_s": self.wall_time,
             "compile_time_s": self.compile_time,
         }
@@ -222,6 +239,12 @@ def load(path) -> Result:
     arrays.setdefault("mm_margin", None)
     if "steps" in arrays and "query_norm" not in arrays:   # written before query_norm was recorded
         arrays["query_norm"] = np.full(arrays["steps"].shape[:1], np.nan)
+    if "nu_norm" not in arrays and "steps" in arrays and "p_probe" in arrays:
+        # written before the head was recorded: the head was fixed, its figures unknown
+        S, k = arrays["p_probe"].shape
+        arrays.update(nu_norm=np.full(S, np.nan), nu_dist=np.zeros(S), nu_align=np.full(S, np.nan),
+                      nu_probe=np.full((S, k), np.nan))
+    arrays.setdefault("nu", None)          # absent in files written before the head was stored
     missing = [name for name in names if name not in arrays]
     if missing:
         raise ResultFileError(f"{path}: missing arrays {missing}")
@@ -230,7 +253,7 @@ def load(path) -> Result:
                               f"{arrays['steps'].shape}")
     S = arrays["steps"].shape[0]
     for name in names:
-        if name in ("p", "W", "y", "y_true", "noisy", "relevant", "roles") or arrays[name] is None:
+        if name in ("p", "W", "nu", "y", "y_true", "noisy", "relevant", "roles") or arrays[name] is None:
             continue
         if arrays[name].shape[:1] != (S,):
             raise ResultFileError(f"{path}: array {name!r} has shape {arrays[name].shape}, expected leading {S}")

@@ -39,7 +39,7 @@ class _Recorder:
     """Preallocated ``(n_saves, ...)`` buffers, filled one save time at a time."""
 
     SCALARS = ("train_loss", "train_acc", "train_acc_clean", "train_acc_noisy", "test_loss", "test_acc",
-               "p_norm", "w_dist", "query_norm")
+               "p_norm", "w_dist", "query_norm", "nu_norm", "nu_dist", "nu_align")
 
     def __init__(self, n_saves, pb: Problem, noisy):
         n, T, k = pb.n, pb.T, pb.probes.shape[0]
@@ -53,8 +53,11 @@ class _Recorder:
             frak_cum=np.full((n_saves, n), np.nan),
             p_probe=np.full((n_saves, k), np.nan),
             query_probe=np.full((n_saves, k), np.nan),
+            nu_probe=np.full((n_saves, k), np.nan),
         )
         self.noisy = noisy
+        # nu_align = cos(nu, r_0 - r_1): mu_+ - mu_- for simulate's probes
+        self.align_norm = float(np.linalg.norm(pb.probes[0] - pb.probes[1])) if k >= 2 else 0.0
         self.count = 0
 
     def record(self, idx, coords: Coordinates, frak_sum) -> str | None:
@@ -66,7 +69,8 @@ class _Recorder:
     def _record(self, idx, coords, frak_sum):
         pb, buf = coords.pb, self.buffers
         z, zt, p_norm, w_dist, p_probe, q_probe, q_norm = coords.observe()
-        s, f = _outputs(z, pb.v, pb.y, pb.T)
+        head = coords.observe_head()
+        s, f = _outputs(z, head.v, pb.y, pb.T)
         margins = pb.y * f
         buf["margins"][idx] = margins
         buf["scores"][idx] = z.reshape(pb.n, pb.T)
@@ -84,7 +88,7 @@ class _Recorder:
         if np.any(self.noisy):
             buf["train_acc_noisy"][idx] = np.mean(correct[self.noisy])
         if pb.n_test:
-            _, ft = _outputs(zt, pb.vt, pb.yt, pb.T)
+            _, ft = _outputs(zt, head.v_test, pb.yt, pb.T)
             mt = pb.yt * ft
             buf["test_loss"][idx] = np.mean(logistic_loss(mt))
             buf["test_acc"][idx] = np.mean(mt > 0)
@@ -93,8 +97,14 @@ class _Recorder:
         buf["query_norm"][idx] = q_norm
         buf["p_probe"][idx] = p_probe
         buf["query_probe"][idx] = q_probe
+        buf["nu_norm"][idx] = head.nu_norm
+        buf["nu_dist"][idx] = head.nu_dist
+        buf["nu_probe"][idx] = head.nu_probe
+        if self.align_norm > 0 and head.nu_norm > 0:
+            buf["nu_align"][idx] = (head.nu_probe[0] - head.nu_probe[1]) / (head.nu_norm * self.align_norm)
         self.count = idx + 1
         checks = (("attention scores", z), ("test scores", zt), ("||p||", p_norm), ("||W - W0||", w_dist),
+                  ("token values", head.v), ("||nu||", head.nu_norm),
                   ("train loss", buf["train_loss"][idx]))
         for label, value in checks:
             if not np.all(np.isfinite(value)):
@@ -277,6 +287,7 @@ class Run:
             **arrays,
             p=p,
             W=W,
+            nu=self.coords.final_nu(),
             y=self.pb.y.copy(),
             y_true=self.meta["y_true"],
             noisy=self.recorder.noisy.copy(),
@@ -307,6 +318,7 @@ class Run:
         for k in self.coords.state:
             self.coords.state[k][...] = sd[f"state/{k}"]
         for k in self.recorder.buffers:
-            self.recorder.buffers[k][...] = sd[f"rec/{k}"]
+            if f"rec/{k}" in sd:         # checkpoints written before the head was recorded lack nu_*
+                self.recorder.buffers[k][...] = sd[f"rec/{k}"]
         self.frak_sum[...] = sd["frak_sum"]
         self.step, self.next_save, self.recorder.count = (int(x) for x in sd["counters"])

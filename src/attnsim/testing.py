@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 from ._engine import train
 from ._kernels.gd import loss_and_grads
+from ._validation import ConfigError
 
 __all__ = ["DEFAULT_MAX_GAP", "DEFAULT_RTOL", "Problem", "assert_gradients_match",
            "assert_trajectory_matches", "problems"]
@@ -337,6 +338,10 @@ def assert_trajectory_matches(step_fn, problem, steps, *, lr=0.1, trainable="Wp"
     ...                rng.standard_normal((2, 2)), rng.standard_normal(2), rng.standard_normal(2))
     >>> assert_trajectory_matches(step, prob, 50, lr=0.5)
     """
+    if trainable not in ("Wp", "p"):
+        raise ConfigError(f"trainable must be 'Wp' or 'p' here (step_fn returns (W, p)); got {trainable!r}; "
+                          "a model with a trained head can check its gradients against "
+                          "attnsim.loss_and_grads_head")
     W, p = np.array(problem.W), np.array(problem.p)
     X, y, nu = problem.X, problem.y, problem.nu
     for k in range(steps):

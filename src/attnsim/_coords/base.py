@@ -4,7 +4,7 @@ A coordinate system holds the iterate of one run in its own variables
 (``state``), advances it with its kernel, and reports what the recorder needs.
 The engine (``attnsim._run.Run``), checkpoints and the recorder call only the
 methods defined here; members are looked up in ``REGISTRY`` by
-``(dynamics, engine, trainable)``.
+``(dynamics, engine, trainable, optimizer)``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 from .._kernels import gd as _gd
+from .._numerics import norm
 
 
 class Observation(NamedTuple):
@@ -39,20 +40,39 @@ class Observation(NamedTuple):
     query_norm: float
 
 
+class HeadObservation(NamedTuple):
+    """The head's part of what the recorder reads at a save time.
+
+    Attributes
+    ----------
+    v : ndarray, shape (N,)          training token values ``X nu``
+    v_test : ndarray, shape (Nt,)    test token values
+    nu_norm, nu_dist : float         ``||nu||`` and ``||nu - nu0||``
+    nu_probe : ndarray, shape (k,)   ``<nu, r_j>``
+    """
+
+    v: np.ndarray
+    v_test: np.ndarray
+    nu_norm: float
+    nu_dist: float
+    nu_probe: np.ndarray
+
+
 #: Readable names of state arrays, for divergence messages.
 STATE_NAMES = {
     "p": "p", "W": "W", "u": "query W^T p", "z": "attention scores z", "a": "dual coefficients a",
     "S": "key Gram matrix S", "P": "||p||^2", "b": "dual coefficients b", "MT": "dual coefficients M",
     "ys": "flow state (z, ||p||^2, dual coefficients)",
+    "nu": "head nu", "v": "token values v", "beta": "dual head coefficients beta",
 }
 
-#: ``(dynamics, engine, trainable) -> class``, filled by ``register``.
-REGISTRY: dict[tuple[str, str, str], type[Coordinates]] = {}
+#: ``(dynamics, engine, trainable, optimizer) -> class``, filled by ``register``.
+REGISTRY: dict[tuple[str, str, str, str], type[Coordinates]] = {}
 
 
 def register(cls):
     """Class decorator: enter a concrete coordinate system into ``REGISTRY``."""
-    key = (cls.dynamics, cls.engine, cls.trainable)
+    key = (cls.dynamics, cls.engine, cls.trainable, cls.optimizer)
     if key in REGISTRY:
         raise RuntimeError(f"coordinates {key} registered twice ({REGISTRY[key].__name__}, {cls.__name__})")
     REGISTRY[key] = cls
@@ -91,10 +111,11 @@ class Coordinates(abc.ABC):
     """
 
     engine: ClassVar[str] = ""       # "primal" or "dual"
-    trainable: ClassVar[str] = ""    # "p" or "Wp"
+    trainable: ClassVar[str] = ""    # "p", "Wp", "p+nu" or "Wp+nu"
     dynamics: ClassVar[str] = "gd"   # "gd" or "flow"
     #: State entries that are bookkeeping, not the iterate: NaN there is not divergence.
     diagnostics: ClassVar[frozenset] = frozenset()
+    optimizer: ClassVar[str] = "gd"  # "gd" or "ngd" (normalised GD, ``_coords.ngd``)
 
     def __init__(self, pb, kern, options=None):
         self.pb = pb
@@ -122,6 +143,16 @@ class Coordinates(abc.ABC):
     @abc.abstractmethod
     def final_params(self) -> tuple[np.ndarray | None, np.ndarray]:
         """``(W, p)`` at the current iterate, materialised; ``W`` is None when it is not trained."""
+
+    def observe_head(self) -> HeadObservation:
+        """The head's quantities at the current iterate; here the fixed head ``nu0``.
+        Members that train the head override it (``_coords.head``)."""
+        pb = self.pb
+        return HeadObservation(pb.v, pb.vt, norm(pb.nu), 0.0, pb.probes @ pb.nu)
+
+    def final_nu(self) -> np.ndarray:
+        """The head ``nu`` (d,) at the current iterate, materialised."""
+        return self.pb.nu.copy()
 
     def warm_up(self) -> None:
         """Compile (or load from cache) the kernels that ``advance`` and ``observe`` call."""

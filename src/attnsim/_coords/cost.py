@@ -23,6 +23,17 @@ def step_costs(N: int, d: int, n_test_tokens: int, steps: int, n_saves: int, tra
         ``{"primal": flops, "dual": flops}``.
     """
     Nt = n_test_tokens
+    head = trainable.endswith("+nu")
+    costs = _costs(N, d, Nt, steps, n_saves, trainable.removesuffix("+nu"))
+    if head:
+        # the head adds an N x d sweep and a gemv to the primal step, one N x N pass to the dual
+        # (shared with Gxx c when W is trained), and its cross terms to the set-up
+        costs["primal"] += steps * 4.0 * N * d + n_saves * Nt * d
+        costs["dual"] += (steps * 2.0 * N * N + 0.1 * 2.0 * (N + Nt) * N * d) + n_saves * 2.0 * Nt * N
+    return costs
+
+
+def _costs(N, d, Nt, steps, n_saves, trainable):
     if trainable == "Wp":
         primal = steps * (15.0 * d * d + 4.0 * N * d) + n_saves * (Nt * d + 2.0 * d * d)
         dual = (steps * 7.0 * N * N + 0.1 * (2.0 * N * d * d + 2.0 * Nt * d * N + 2.0 * N * N * d)

@@ -28,18 +28,18 @@ class DualPSetup(Coordinates):
 
     def __init__(self, pb, kern, options=None):
         super().__init__(pb, kern, options)
-        self.K = pb.X @ pb.W0.T                      # (N, d)
+        self.K = pb.keys_of(pb.X)                    # (N, d)
         self.Gkk = np.ascontiguousarray(self.K @ self.K.T)   # (N, N)
         self.z0, self.P0 = self.K @ pb.p0, float(pb.p0 @ pb.p0)
-        W0T_K = pb.W0.T @ self.K.T                   # (d, N)
+        W0T_K = pb.w0t_mul(self.K.T)                 # (d, N)
         # Test scores' dependence on a, stored transposed (N, Nt) for the serial
         # save-time kernel (a threaded BLAS matvec here stalls when the cores are busy).
         self.AtT = np.ascontiguousarray((pb.Xt @ W0T_K).T)
-        self.zt0 = pb.Xt @ (pb.W0.T @ pb.p0)
+        self.zt0 = pb.Xt @ pb.w0t_mul(pb.p0)
         self.R_p = (pb.probes @ pb.p0, pb.probes @ self.K.T)           # <p0, r>, <k_j, r>
-        self.R_q = (pb.probes @ (pb.W0.T @ pb.p0), pb.probes @ W0T_K)  # <W0^T p0, r>, <W0^T k_j, r>
+        self.R_q = (pb.probes @ pb.w0t_mul(pb.p0), pb.probes @ W0T_K)  # <W0^T p0, r>, <W0^T k_j, r>
         # ||W0^T p||^2 = |q0|^2 + 2 a.(B^T q0) + a^T (B^T B) a with q0 = W0^T p0, B = W0^T K^T
-        q0 = pb.W0.T @ pb.p0
+        q0 = pb.w0t_mul(pb.p0)
         with np.errstate(over="ignore", invalid="ignore"):   # huge inputs: the diagnostic may be inf, not the run
             self.Q_norm = (float(q0 @ q0), W0T_K.T @ q0, W0T_K.T @ W0T_K)
 
@@ -74,10 +74,10 @@ class DualWpSetup(Coordinates):
 
     def __init__(self, pb, kern, options=None):
         super().__init__(pb, kern, options)
-        self.Q = np.concatenate([pb.p0[:, None], pb.W0 @ pb.X.T], axis=1)  # (d, N+1)
+        self.Q = np.concatenate([pb.p0[:, None], pb.w0_mul(pb.X.T)], axis=1)  # (d, N+1)
         self.Gqq = np.ascontiguousarray(self.Q.T @ self.Q)
         self.Gxx = np.ascontiguousarray(pb.X @ pb.X.T)
-        W0T_Q = pb.W0.T @ self.Q                     # (d, N+1)
+        W0T_Q = pb.w0t_mul(self.Q)                   # (d, N+1)
         # Test scores z_t = A1 b + A2 (M^T Gqq b) with A1 = Xt W0^T Q (Nt, N+1) and
         # A2 = Xt X^T (Nt, N), stored stacked and transposed, (2N+1, Nt), for the
         # serial save-time kernel.
@@ -112,7 +112,7 @@ class DualWpSetup(Coordinates):
 
     def final_params(self):
         _, _, b, MT = self._current()
-        return self.pb.W0 + (self.Q @ MT.T) @ self.pb.X, self.Q @ b
+        return self.pb.W0_dense() + (self.Q @ MT.T) @ self.pb.X, self.Q @ b
 
     def key_gram(self):
         return self.Gxx

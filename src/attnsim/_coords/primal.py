@@ -16,7 +16,7 @@ class PrimalP(Coordinates):
 
     def __init__(self, pb, kern, options=None):
         super().__init__(pb, kern, options)
-        self.K = pb.X @ pb.W0.T
+        self.K = pb.keys_of(pb.X)
         self.KT = np.ascontiguousarray(self.K.T)
         self.s = np.empty(pb.N)
         self.c = np.empty(pb.N)
@@ -29,7 +29,7 @@ class PrimalP(Coordinates):
 
     def observe(self):
         pb, p = self.pb, self.state["p"]
-        u = pb.W0.T @ p
+        u = pb.w0t_mul(p)
         return Observation(self.state["z"], pb.Xt @ u, norm(p), 0.0, pb.probes @ p, pb.probes @ u, norm(u))
 
     def final_params(self):
@@ -48,8 +48,9 @@ class PrimalWp(Coordinates):
     def __init__(self, pb, kern, options=None):
         super().__init__(pb, kern, options)
         self.XT = np.ascontiguousarray(pb.X.T)
-        u = pb.W0.T @ pb.p0
-        self.state = {"W": pb.W0.copy(), "p": pb.p0.copy(), "u": u, "z": pb.X @ u}
+        self.W0 = pb.W0_dense()
+        u = self.W0.T @ pb.p0
+        self.state = {"W": self.W0.copy(), "p": pb.p0.copy(), "u": u, "z": pb.X @ u}
         self.s = np.empty(pb.N)
         self.c = np.empty(pb.N)
         self.g = np.empty(pb.d)
@@ -62,7 +63,7 @@ class PrimalWp(Coordinates):
     def observe(self):
         pb, st = self.pb, self.state
         u, p = st["u"], st["p"]
-        return Observation(st["z"], pb.Xt @ u, norm(p), norm(st["W"] - pb.W0), pb.probes @ p, pb.probes @ u,
+        return Observation(st["z"], pb.Xt @ u, norm(p), norm(st["W"] - self.W0), pb.probes @ p, pb.probes @ u,
                            norm(u))
 
     def final_params(self):

@@ -20,6 +20,8 @@ Every kernel has a slow NumPy twin with the same signature in ``gd_twins.py``;
 ``tests/test_kernels.py`` holds the registry that compares them.
 """
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -220,6 +222,68 @@ def loss_and_grads(X, y, W, p, nu):
     return loss, grad_W, grad_p
 
 
+@njit(cache=True)
+def loss_and_grads_head(X, y, W, p, nu):
+    """``loss_and_grads`` and the head's gradient ``grad_nu = X_all^T h`` (d,),
+    ``h_it = (1/n) ell'(y_i f_i) y_i s_it`` (DESIGN.md §8).
+
+    Returns
+    -------
+    loss : float
+    grad_W : ndarray, shape (d, d)
+    grad_p, grad_nu : ndarray, shape (d,)
+    """
+    n, T, d = X.shape
+    u = np.zeros(d)
+    for r in range(d):
+        pr = p[r]
+        for k in range(d):
+            u[k] += pr * W[r, k]
+    N = n * T
+    z = np.empty(N)
+    v = np.empty(N)
+    for i in range(n):
+        for t in range(T):
+            zt = 0.0
+            vt = 0.0
+            for k in range(d):
+                zt += X[i, t, k] * u[k]
+                vt += X[i, t, k] * nu[k]
+            z[i * T + t] = zt
+            v[i * T + t] = vt
+    s = np.empty(N)
+    c = np.empty(N)
+    h = np.empty(N)
+    relevant = np.zeros(T, dtype=np.bool_)
+    loss = 0.0
+    inv_n = 1.0 / n
+    for i in range(n):
+        f, _, _ = _sample_coefficients(z, v, y[i], i * T, T, inv_n, relevant, s, c)
+        loss += _logistic_loss(y[i] * f)
+        coef = -inv_n * _neg_dloss(y[i] * f) * y[i]
+        for t in range(T):
+            h[i * T + t] = coef * s[i * T + t]
+    loss /= n
+    g = np.zeros(d)
+    grad_nu = np.zeros(d)
+    for i in range(n):
+        for t in range(T):
+            cj = c[i * T + t]
+            hj = h[i * T + t]
+            for k in range(d):
+                g[k] += cj * X[i, t, k]
+                grad_nu[k] += hj * X[i, t, k]
+    grad_p = np.zeros(d)
+    grad_W = np.empty((d, d))
+    for r in range(d):
+        acc = 0.0
+        for k in range(d):
+            acc += W[r, k] * g[k]
+            grad_W[r, k] = p[r] * g[k]
+        grad_p[r] = acc
+    return loss, grad_W, grad_p, grad_nu
+
+
 # ------------------------------------------------------------ sweep helpers
 #
 # The N x N passes of the dual loops are unrolled by four rows: each element of
@@ -347,6 +411,27 @@ def primal_p_run(p, z, K, KT, v, y, T, relevant, lr, n_steps, frak_sum, s, c):
 
 
 @njit(cache=True)
+def _primal_wp_sweep(W, p, u, g, lr):
+    """One sweep over W (d, d): for each row r, ``(W g)_r`` from the old row, the rank-one
+    update ``-lr p_r g^T``, ``p_r -= lr (W g)_r``, and ``u = W'^T p'`` accumulated from the new row."""
+    d = p.shape[0]
+    for k in range(d):
+        u[k] = 0.0
+    for r in range(d):
+        wg = 0.0
+        for k in range(d):
+            wg += W[r, k] * g[k]
+        pr = p[r]
+        p_new = pr - lr * wg
+        a = lr * pr
+        for k in range(d):
+            w = W[r, k] - a * g[k]
+            W[r, k] = w
+            u[k] += p_new * w
+        p[r] = p_new
+
+
+@njit(cache=True)
 def primal_wp_run(W, p, u, z, X, XT, v, y, T, relevant, lr, n_steps, frak_sum, s, c, g):
     """Simultaneous GD on W and p in primal coordinates.
 
@@ -356,27 +441,69 @@ def primal_wp_run(W, p, u, z, X, XT, v, y, T, relevant, lr, n_steps, frak_sum, s
     ``-lr p_r g^T``, and the new ``u = W'^T p'`` is accumulated from the new row.
     ``X`` is (N, d) and ``XT`` its transpose (d, N).
     """
-    d = p.shape[0]
     work = np.empty(3 * z.shape[0] + 7 * y.shape[0])
     for step in range(n_steps):
         if not _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work):
             return step
         _rows_gemv(g, X, c)
-        for k in range(d):
-            u[k] = 0.0
-        for r in range(d):
-            wg = 0.0
-            for k in range(d):
-                wg += W[r, k] * g[k]
-            pr = p[r]
-            p_new = pr - lr * wg
-            a = lr * pr
-            for k in range(d):
-                w = W[r, k] - a * g[k]
-                W[r, k] = w
-                u[k] += p_new * w
-            p[r] = p_new
+        _primal_wp_sweep(W, p, u, g, lr)
         _rows_gemv(z, XT, u)
+    return n_steps
+
+
+# ------------------------------------------------- trainable head (DESIGN.md §8)
+
+
+@njit(cache=True)
+def _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+    """``_coefficients_work`` and also ``h = dL/dv`` (N,): ``h_it = (1/n) ell'(y_i f_i) y_i s_it``.
+
+    The per-sample factor ``(1/n) ell'(y_i f_i) y_i`` is the one ``_coefficients_work`` left in
+    its scratch (``work[3N + 5n : 3N + 6n]``), so ``c`` and ``h`` come from the same bits of f.
+    ``h`` has no difference in it, so it keeps its relative digits in saturation.
+    """
+    finite = _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work)
+    n = y.shape[0]
+    o = 3 * n * T + 5 * n
+    for i in range(n):
+        ci = work[o + i]
+        for t in range(T):
+            h[i * T + t] = ci * s[i * T + t]
+    return finite
+
+
+@njit(cache=True)
+def primal_p_nu_run(p, z, nu, v, K, KT, X, XT, y, T, relevant, lr, n_steps, frak_sum, s, c, h):
+    """Simultaneous GD on p and the head nu with fixed keys ``K = X_all W0^T``.
+
+    State: ``p``, ``nu`` (d,), scores ``z = K p`` and values ``v = X_all nu`` (N,), in place.
+    ``grad_p = K^T c``, ``grad_nu = X_all^T h``, both from the old iterate. ``K``, ``X`` are
+    (N, d), ``KT``, ``XT`` their transposes (d, N).
+    """
+    work = np.empty(3 * z.shape[0] + 7 * y.shape[0])
+    for step in range(n_steps):
+        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+            return step
+        _rows_axpy(p, K, c, lr)
+        _rows_axpy(nu, X, h, lr)
+        _rows_gemv(z, KT, p)
+        _rows_gemv(v, XT, nu)
+    return n_steps
+
+
+@njit(cache=True)
+def primal_wp_nu_run(W, p, u, z, nu, v, X, XT, y, T, relevant, lr, n_steps, frak_sum, s, c, h, g):
+    """Simultaneous GD on W, p and nu in primal coordinates (``primal_wp_run`` plus the head:
+    ``nu -= lr X_all^T h``, ``v = X_all nu``)."""
+    work = np.empty(3 * z.shape[0] + 7 * y.shape[0])
+    for step in range(n_steps):
+        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+            return step
+        _rows_gemv(g, X, c)
+        _rows_axpy(nu, X, h, lr)
+        _primal_wp_sweep(W, p, u, g, lr)
+        _rows_gemv(z, XT, u)
+        _rows_gemv(v, XT, nu)
     return n_steps
 
 
@@ -523,28 +650,117 @@ def dual_wp_run(z, S, P, b, MT, CbT, Eb, nb, Gxx, v, y, T, relevant, lr, n_steps
             nb[0] = k
             return step
         _rows_gemv(e, Gxx, c)
-        zc = 0.0
+        k = _dual_wp_step(z, S, P, b, MT, CbT, Eb, k, c, e, Sc, Hc, lr, Y, Bb, Ce)
+    nb[0] = k
+    return n_steps
+
+
+@njit(cache=True)
+def _dual_wp_step(z, S, P, b, MT, CbT, Eb, k, c, e, Sc, Hc, lr, Y, Bb, Ce):
+    """The joint (W, p) step of ``dual_wp_run`` once ``c`` and ``e = Gxx c`` are known:
+    ``(z, S, P)`` now, ``(c, e)`` into the pending block (flushed when full). Returns the
+    new count of pending steps."""
+    N = z.shape[0]
+    B = CbT.shape[1]
+    zc = 0.0
+    for j in range(N):
+        zc += z[j] * c[j]
+    Pk = P[0]
+    # Sc accumulates from each old row before that row is overwritten; S is
+    # symmetric, so row l also serves as column l.
+    _key_gram_sweep(S, c, z, e, lr, lr * lr * Pk, Sc)
+    cSc = 0.0
+    for j in range(N):
+        cSc += c[j] * Sc[j]
+    corr = lr * lr * zc
+    for j in range(N):
+        z[j] = z[j] - lr * Sc[j] - lr * Pk * e[j] + corr * e[j]
+    P[0] = Pk - 2.0 * lr * zc + lr * lr * cSc
+    eb = Eb[k]
+    for j in range(N):
+        CbT[j, k] = c[j]
+        eb[j] = e[j]
+    k += 1
+    if k == B:
+        _flush_dual_coefs(b, MT, CbT, Eb, k, lr, Y, Bb, Ce, Hc)
+        k = 0
+    return k
+
+
+@njit(cache=True)
+def _rows_gemv2(out1, out2, G, w1, w2):
+    """``out1 = G^T w1`` and ``out2 = G^T w2`` in one pass over the rows of ``G`` (k, m)
+    (same per-element order as ``_rows_gemv``, unrolled by two rows)."""
+    k = G.shape[0]
+    m = out1.shape[0]
+    k2 = k - k % 2
+    for j in range(m):
+        out1[j] = 0.0
+        out2[j] = 0.0
+    for l in range(0, k2, 2):
+        a0 = w1[l]
+        a1 = w1[l + 1]
+        b0 = w2[l]
+        b1 = w2[l + 1]
+        g0 = G[l]
+        g1 = G[l + 1]
+        for j in range(m):
+            x0 = g0[j]
+            x1 = g1[j]
+            out1[j] = out1[j] + a0 * x0 + a1 * x1
+            out2[j] = out2[j] + b0 * x0 + b1 * x1
+    for l in range(k2, k):
+        a = w1[l]
+        bb = w2[l]
+        g = G[l]
+        for j in range(m):
+            out1[j] += a * g[j]
+            out2[j] += bb * g[j]
+
+
+@njit(cache=True)
+def dual_p_nu_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, n_steps, frak_sum, s, c, h, eh):
+    """GD on p and the head nu in dual coordinates ``p = p0 + K^T a``, ``nu = nu0 + X_all^T beta``.
+
+    State: ``a``, ``z = K p0 + Gkk a``, ``beta``, ``v = X_all nu0 + Gxx beta`` (N,), in place:
+    ``a -= lr c``, ``z -= lr Gkk c``, ``beta -= lr h``, ``v -= lr Gxx h`` (DESIGN.md §8).
+    ``eh`` (N,) is scratch for ``Gxx h``. Cost per step two N x N passes, independent of d.
+    """
+    N = z.shape[0]
+    work = np.empty(3 * N + 7 * y.shape[0])
+    for step in range(n_steps):
+        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+            return step
+        for l in range(N):
+            a[l] -= lr * c[l]
+            beta[l] -= lr * h[l]
+        _rows_axpy(z, Gkk, c, lr)
+        _rows_axpy(v, Gxx, h, lr)
+    return n_steps
+
+
+@njit(cache=True)
+def dual_wp_nu_run(z, S, P, b, MT, CbT, Eb, nb, beta, v, Gxx, y, T, relevant, lr, n_steps, frak_sum, s, c, h,
+                   e, eh, Sc, Hc):
+    """Simultaneous GD on W, p and nu in dual coordinates: ``dual_wp_run`` plus the head,
+    ``beta -= lr h``, ``v -= lr Gxx h`` (``nu = nu0 + X_all^T beta``). ``e = Gxx c`` and
+    ``eh = Gxx h`` come from one pass over ``Gxx`` (DESIGN.md §8)."""
+    N = z.shape[0]
+    B = CbT.shape[1]
+    work = np.empty(3 * N + 7 * y.shape[0])
+    Y = np.empty((B, N + 1))
+    Bb = np.empty((B, N + 1))
+    Ce = np.empty((B, B))
+    k = nb[0]
+    for step in range(n_steps):
+        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+            nb[0] = k
+            return step
+        _rows_gemv2(e, eh, Gxx, c, h)
         for j in range(N):
-            zc += z[j] * c[j]
-        Pk = P[0]
-        # Sc accumulates from each old row before that row is overwritten; S is
-        # symmetric, so row l also serves as column l.
-        _key_gram_sweep(S, c, z, e, lr, lr * lr * Pk, Sc)
-        cSc = 0.0
-        for j in range(N):
-            cSc += c[j] * Sc[j]
-        corr = lr * lr * zc
-        for j in range(N):
-            z[j] = z[j] - lr * Sc[j] - lr * Pk * e[j] + corr * e[j]
-        P[0] = Pk - 2.0 * lr * zc + lr * lr * cSc
-        eb = Eb[k]
-        for j in range(N):
-            CbT[j, k] = c[j]
-            eb[j] = e[j]
-        k += 1
-        if k == B:
-            _flush_dual_coefs(b, MT, CbT, Eb, k, lr, Y, Bb, Ce, Hc)
-            k = 0
+            beta[j] -= lr * h[j]
+            v[j] -= lr * eh[j]
+        k = _dual_wp_step(z, S, P, b, MT, CbT, Eb, k, c, e, Sc, Hc, lr, Y, Bb, Ce)
     nb[0] = k
     return n_steps
 
@@ -562,6 +778,285 @@ def dual_wp_flush(b, MT, CbT, Eb, nb, lr, Hc):
     Ce = np.empty((B, B))
     k = nb[0]
     _flush_dual_coefs(b, MT, CbT, Eb, k, lr, Y, Bb, Ce, Hc)
+    nb[0] = 0
+    return k
+
+
+# ------------------------------------------- normalised GD (DESIGN.md §8, Tarzanagh et al.)
+#
+# One kernel per coordinate system covers every trainable set: ``head`` says whether nu is
+# trained (when not, the nu/v/beta arguments are left untouched), W is trained by the Wp
+# kernels only. Each step has Euclidean length ``lr`` over all trained blocks jointly, or,
+# with ``block``, each trained block (W, p, nu) has length ``lr``. A block whose gradient is
+# exactly zero does not move (``p0 = 0`` gives ``grad_W = p g^T = 0`` at the first step).
+
+
+@njit(cache=True)
+def _ngd_steps(lr, block, n2p, n2w, n2nu):
+    """Step sizes ``(a_p, a_W, a_nu)`` from the squared gradient norms of the blocks (0 if untrained)."""
+    if block:
+        ap = lr / np.sqrt(n2p) if n2p > 0.0 else 0.0
+        aw = lr / np.sqrt(n2w) if n2w > 0.0 else 0.0
+        anu = lr / np.sqrt(n2nu) if n2nu > 0.0 else 0.0
+        return ap, aw, anu
+    tot = n2p + n2w + n2nu
+    a = lr / np.sqrt(tot) if tot > 0.0 else 0.0
+    return a, a, a
+
+
+@njit(cache=True)
+def _pow2_normalise(x):
+    """Scale ``x`` in place by the power of two that brings its largest entry into [0.5, 1)
+    (exact: ``ldexp``; nothing to do for an all-zero or non-finite ``x``)."""
+    m = 0.0
+    for j in range(x.shape[0]):
+        m = max(m, abs(x[j]))
+    if m == 0.0 or not np.isfinite(m):
+        return
+    k = -math.frexp(m)[1]                 # up to 1074 for a subnormal m: 2**k itself may overflow
+    for j in range(x.shape[0]):
+        x[j] = math.ldexp(x[j], k)
+
+
+@njit(cache=True)
+def _ngd_rescale(c, h, head, block):
+    """Rescale the coefficients before a normalised step: the step does not depend on the
+    gradient's scale, and the squared norms then neither underflow nor lose digits when the
+    softmax saturates (``c ~ exp(-gap)``). Jointly normalised blocks share one power of two;
+    with ``block`` each of ``c`` (W and p) and ``h`` (nu) gets its own."""
+    if block or not head:
+        _pow2_normalise(c)
+        if head:
+            _pow2_normalise(h)
+        return
+    m = 0.0
+    for j in range(c.shape[0]):
+        m = max(m, abs(c[j]), abs(h[j]))
+    if m == 0.0 or not np.isfinite(m):
+        return
+    k = -math.frexp(m)[1]
+    for j in range(c.shape[0]):
+        c[j] = math.ldexp(c[j], k)
+        h[j] = math.ldexp(h[j], k)
+
+
+@njit(cache=True)
+def _dot(x, w):
+    acc = 0.0
+    for j in range(x.shape[0]):
+        acc += x[j] * w[j]
+    return acc
+
+
+@njit(cache=True)
+def primal_p_ngd_run(p, z, nu, v, K, KT, X, XT, y, T, relevant, lr, head, block, n_steps, frak_sum, s, c, h,
+                     gp, gnu):
+    """Normalised GD on p (and nu if ``head``) with fixed keys ``K = X_all W0^T``, primal.
+
+    State as ``primal_p_nu_run``; ``gp``, ``gnu`` (d,) are scratch for the gradients
+    ``K^T c`` and ``X_all^T h``, whose norms set the step.
+    """
+    work = np.empty(3 * z.shape[0] + 7 * y.shape[0])
+    for step in range(n_steps):
+        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+            return step
+        _ngd_rescale(c, h, head, block)
+        _rows_gemv(gp, K, c)
+        n2nu = 0.0
+        if head:
+            _rows_gemv(gnu, X, h)
+            n2nu = _dot(gnu, gnu)
+        ap, _, anu = _ngd_steps(lr, block, _dot(gp, gp), 0.0, n2nu)
+        for k in range(p.shape[0]):
+            p[k] -= ap * gp[k]
+        _rows_gemv(z, KT, p)
+        if head:
+            for k in range(nu.shape[0]):
+                nu[k] -= anu * gnu[k]
+            _rows_gemv(v, XT, nu)
+    return n_steps
+
+
+@njit(cache=True)
+def primal_wp_ngd_run(W, p, u, z, nu, v, X, XT, y, T, relevant, lr, head, block, n_steps, frak_sum, s, c, h, g,
+                      gp, gnu):
+    """Normalised GD on W, p (and nu if ``head``), primal: ``||grad_p|| = ||W g||``,
+    ``||grad_W||_F = ||p|| ||g||``. Two sweeps over W a step (``W g``, then the update)."""
+    d = p.shape[0]
+    work = np.empty(3 * z.shape[0] + 7 * y.shape[0])
+    for step in range(n_steps):
+        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+            return step
+        _ngd_rescale(c, h, head, block)
+        _rows_gemv(g, X, c)
+        for r in range(d):
+            acc = 0.0
+            for k in range(d):
+                acc += W[r, k] * g[k]
+            gp[r] = acc
+        n2nu = 0.0
+        if head:
+            _rows_gemv(gnu, X, h)
+            n2nu = _dot(gnu, gnu)
+        ap, aw, anu = _ngd_steps(lr, block, _dot(gp, gp), _dot(p, p) * _dot(g, g), n2nu)
+        for k in range(d):
+            u[k] = 0.0
+        for r in range(d):
+            a = aw * p[r]
+            p_new = p[r] - ap * gp[r]
+            for k in range(d):
+                w = W[r, k] - a * g[k]
+                W[r, k] = w
+                u[k] += p_new * w
+            p[r] = p_new
+        _rows_gemv(z, XT, u)
+        if head:
+            for k in range(d):
+                nu[k] -= anu * gnu[k]
+            _rows_gemv(v, XT, nu)
+    return n_steps
+
+
+@njit(cache=True)
+def dual_p_ngd_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, head, block, n_steps, frak_sum, s, c, h, ek, eh):
+    """Normalised GD on p (and nu if ``head``) in dual coordinates: ``||grad_p||^2 = c^T Gkk c``,
+    ``||grad_nu||^2 = h^T Gxx h`` from the passes ``ek = Gkk c``, ``eh = Gxx h`` the step needs anyway."""
+    N = z.shape[0]
+    work = np.empty(3 * N + 7 * y.shape[0])
+    for step in range(n_steps):
+        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+            return step
+        _ngd_rescale(c, h, head, block)
+        _rows_gemv(ek, Gkk, c)
+        n2nu = 0.0
+        if head:
+            _rows_gemv(eh, Gxx, h)
+            n2nu = _dot(h, eh)
+        ap, _, anu = _ngd_steps(lr, block, _dot(c, ek), 0.0, n2nu)
+        for j in range(N):
+            a[j] -= ap * c[j]
+            z[j] -= ap * ek[j]
+        if head:
+            for j in range(N):
+                beta[j] -= anu * h[j]
+                v[j] -= anu * eh[j]
+    return n_steps
+
+
+@njit(cache=True)
+def _flush_dual_coefs_scaled(b, MT, CbT, Eb, lrb, nb, Y, Bb, Ce, Hc):
+    """``_flush_dual_coefs`` with a step size per pending step and block: ``lrb[t] = (a_p, a_W)``,
+
+        b_{t+1} = b_t - a_p,t (E c_t + M_t e_t),    M_{t+1} = M_t - a_W,t b_t c_t^T,
+
+    ``M_t e_t = M_0 e_t - sum_{s < t} a_W,s b_s (c_s . e_t)``.
+    """
+    N = MT.shape[0]
+    N1 = MT.shape[1]
+    for t in range(nb):
+        _rows_gemv(Y[t], MT, Eb[t])            # M_0 e_t = sum_j e_t[j] MT[j, :]
+    for t in range(nb):
+        ce = Ce[t]
+        for q in range(nb):
+            ce[q] = 0.0
+        for j in range(N):
+            x = Eb[t, j]
+            cj = CbT[j]
+            for q in range(nb):
+                ce[q] += x * cj[q]
+    for t in range(nb):
+        bt = Bb[t]
+        for r in range(N1):
+            bt[r] = b[r]
+        Hc[0] = Y[t, 0]
+        for j in range(N):
+            Hc[j + 1] = CbT[j, t] + Y[t, j + 1]
+        for q in range(t):
+            x = lrb[q, 1] * Ce[t, q]
+            bq = Bb[q]
+            for r in range(N1):
+                Hc[r] -= x * bq[r]
+        ap = lrb[t, 0]
+        for r in range(N1):
+            b[r] -= ap * Hc[r]
+    for j in range(N):
+        row = MT[j]
+        for t in range(nb):
+            x = lrb[t, 1] * CbT[j, t]
+            bt = Bb[t]
+            for r in range(N1):
+                row[r] -= x * bt[r]
+
+
+@njit(cache=True)
+def dual_wp_ngd_run(z, S, P, b, MT, CbT, Eb, lrb, nb, beta, v, Gxx, y, T, relevant, lr, head, block, n_steps,
+                    frak_sum, s, c, h, e, eh, Sc, Hc):
+    """Normalised GD on W, p (and nu if ``head``) in dual coordinates, O(N^2) a step.
+
+    ``||grad_p||^2 = c^T S c``, ``||grad_W||_F^2 = ||p||^2 c^T Gxx c = P (c . e)``,
+    ``||grad_nu||^2 = h^T Gxx h``. With step sizes ``a_p``, ``a_W`` (``W' = W - a_W p g^T``,
+    ``p' = p - a_p W g``) the closed state moves as
+
+        z' = z - a_p S c - a_W P e + a_W a_p (z.c) e
+        S' = S - a_W (e z^T + z e^T) + a_W^2 P e e^T
+        P' = P - 2 a_p z.c + a_p^2 c^T S c
+
+    and ``(b, M)`` as in ``dual_wp_run`` with each step's ``(a_p, a_W)`` kept in ``lrb`` (B, 2)
+    until its block is flushed (``dual_wp_ngd_flush``). ``S c`` is needed before S is
+    updated, so this costs one N x N pass more than GD.
+    """
+    N = z.shape[0]
+    B = CbT.shape[1]
+    work = np.empty(3 * N + 7 * y.shape[0])
+    Y = np.empty((B, N + 1))
+    Bb = np.empty((B, N + 1))
+    Ce = np.empty((B, B))
+    k = nb[0]
+    for step in range(n_steps):
+        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+            nb[0] = k
+            return step
+        _ngd_rescale(c, h, head, block)
+        _rows_gemv2(e, eh, Gxx, c, h)
+        _rows_gemv(Sc, S, c)
+        Pk = P[0]
+        n2nu = _dot(h, eh) if head else 0.0
+        cSc = _dot(c, Sc)
+        ap, aw, anu = _ngd_steps(lr, block, cSc, Pk * _dot(c, e), n2nu)
+        zc = _dot(z, c)
+        _key_gram_sweep(S, c, z, e, aw, aw * aw * Pk, Sc)
+        corr = aw * ap * zc
+        for j in range(N):
+            z[j] = z[j] - ap * Sc[j] - aw * Pk * e[j] + corr * e[j]
+        P[0] = Pk - 2.0 * ap * zc + ap * ap * cSc
+        if head:
+            for j in range(N):
+                beta[j] -= anu * h[j]
+                v[j] -= anu * eh[j]
+        eb = Eb[k]
+        for j in range(N):
+            CbT[j, k] = c[j]
+            eb[j] = e[j]
+        lrb[k, 0] = ap
+        lrb[k, 1] = aw
+        k += 1
+        if k == B:
+            _flush_dual_coefs_scaled(b, MT, CbT, Eb, lrb, k, Y, Bb, Ce, Hc)
+            k = 0
+    nb[0] = k
+    return n_steps
+
+
+@njit(cache=True)
+def dual_wp_ngd_flush(b, MT, CbT, Eb, lrb, nb, Hc):
+    """``dual_wp_flush`` for ``dual_wp_ngd_run``'s pending block (step sizes in ``lrb``)."""
+    N = MT.shape[0]
+    B = CbT.shape[1]
+    Y = np.empty((B, N + 1))
+    Bb = np.empty((B, N + 1))
+    Ce = np.empty((B, B))
+    k = nb[0]
+    _flush_dual_coefs_scaled(b, MT, CbT, Eb, lrb, k, Y, Bb, Ce, Hc)
     nb[0] = 0
     return k
 
