@@ -42,21 +42,27 @@ def _tarzanagh(seed, n=6, T=8, d=30):
 
 def _materialised(X, W0, res, trainable):
     """``(iterate, keys)``: p and K = X W0^T, or q = W^T p and the tokens."""
-    if trainable == "p":
+    if not trainable.startswith("Wp"):
         return res.p, X @ W0.T
     return res.W.T @ res.p, X
 
 
 RUNS = [("gd", "primal", "p", 3000), ("gd", "dual", "p", 3000), ("flow", "dual", "p", 10**6),
         ("gd", "primal", "Wp", 3000), ("gd", "dual", "Wp", 3000), ("flow", "dual", "Wp", 3000),
-        ("flow", "dual", "Wp", 10**6)]
+        ("flow", "dual", "Wp", 10**6),
+        # the neighbouring models: a trained head, and normalised GD (lr is then a step length)
+        ("gd", "dual", "p+nu", 3000), ("gd", "primal", "Wp+nu", 3000), ("ngd", "dual", "p", 3000),
+        ("ngd", "primal", "Wp+nu", 3000)]
 
 
 @pytest.mark.parametrize("dynamics,engine,trainable,steps", RUNS)
 def test_mm_cos_equals_cosine_of_materialised_iterate_and_att_svm(rng, dynamics, engine, trainable, steps):
     X, y, W0, p0, nu = _problem(rng)
-    res = attnsim.train(X, y, W0, p0, nu, lr=0.5, steps=steps, trainable=trainable, engine=engine,
-                        dynamics=dynamics, max_margin=True, save_at=SaveAt.log(steps, 12))
+    optimizer = "ngd" if dynamics == "ngd" else "gd"
+    dynamics = "gd" if dynamics == "ngd" else dynamics
+    res = attnsim.train(X, y, W0, p0, nu, lr=0.5 if optimizer == "gd" else 0.05, steps=steps, trainable=trainable,
+                        engine=engine, dynamics=dynamics, optimizer=optimizer, max_margin=True,
+                        save_at=SaveAt.log(steps, 12))
     it, keys = _materialised(X, W0, res, trainable)
     sel = attnsim.selected_tokens(res)
     svm = attnsim.att_svm(keys, sel)

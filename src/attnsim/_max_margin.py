@@ -106,7 +106,7 @@ def max_margin_record(spec, scores, norms, gram, y, values, trainable):
     sample_margin = np.where(others, svm.margins, np.inf).min(axis=1) if svm.feasible else np.full(n, np.nan)
     summary = {
         "selection": how,
-        "keys": KEYS[trainable],
+        "keys": KEYS["Wp" if trainable.startswith("Wp") else "p"],
         "selected": [int(t) for t in selected],
         "feasible": bool(svm.feasible),
         "status": svm.status,

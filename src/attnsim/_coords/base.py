@@ -181,8 +181,8 @@ class Coordinates(abc.ABC):
         hold it already return theirs; this default forms it once, O(N^2 d).
         """
         pb = self.pb
-        if self.trainable == "p":
-            K = pb.X @ pb.W0.T
+        if not self.trainable.startswith("Wp"):
+            K = pb.keys_of(pb.X)
             return K @ K.T
         return pb.X @ pb.X.T
 
