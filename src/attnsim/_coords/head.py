@@ -21,6 +21,10 @@ from .primal import PrimalP, PrimalWp
 class _PrimalHead:
     """Read-out of a head carried as ``state["nu"]`` (d,) with ``state["v"] = X_all nu``."""
 
+    def __init__(self, pb, kern, options=None):
+        super().__init__(pb, kern, options)
+        self._init_head()
+
     def _init_head(self):
         pb = self.pb
         self.state.update(nu=pb.nu.copy(), v=pb.v.copy())
@@ -38,6 +42,10 @@ class _DualHead:
     """Read-out of a head carried as ``nu = nu0 + X_all^T beta``: ``state["beta"]`` (N,) and
     ``state["v"] = X_all nu0 + Gxx beta``. Needs ``self.Gxx``; sets up the test values' and the
     probes' cross terms once."""
+
+    def __init__(self, pb, kern, options=None):
+        super().__init__(pb, kern, options)
+        self._init_head()
 
     def _init_head(self):
         pb = self.pb
@@ -70,7 +78,6 @@ class PrimalPNu(_PrimalHead, PrimalP):
     def __init__(self, pb, kern, options=None):
         super().__init__(pb, kern, options)
         self.XT = np.ascontiguousarray(pb.X.T)
-        self._init_head()
 
     def advance(self, n_steps, frak_sum):
         st, pb = self.state, self.pb
@@ -83,10 +90,6 @@ class PrimalWpNu(_PrimalHead, PrimalWp):
     """``W``, ``p`` and ``nu`` (``_kernels.gd.primal_wp_nu_run``)."""
 
     trainable = "Wp+nu"
-
-    def __init__(self, pb, kern, options=None):
-        super().__init__(pb, kern, options)
-        self._init_head()
 
     def advance(self, n_steps, frak_sum):
         st, pb = self.state, self.pb
@@ -104,7 +107,6 @@ class DualPNu(_DualHead, DualP):
     def __init__(self, pb, kern, options=None):
         super().__init__(pb, kern, options)
         self.Gxx = np.ascontiguousarray(pb.X @ pb.X.T)     # DualPSetup needs only Gkk
-        self._init_head()
 
     def advance(self, n_steps, frak_sum):
         st, pb = self.state, self.pb
@@ -118,10 +120,6 @@ class DualWpNu(_DualHead, DualWp):
     (``_kernels.gd.dual_wp_nu_run``)."""
 
     trainable = "Wp+nu"
-
-    def __init__(self, pb, kern, options=None):
-        super().__init__(pb, kern, options)
-        self._init_head()
 
     def advance(self, n_steps, frak_sum):
         st, pb = self.state, self.pb

@@ -35,7 +35,7 @@ from numba import njit
 
 # The scalar loss helpers and the two W,p sweeps are shared with the GD kernels. numba's on-disk cache keys
 # a function on its own file only; the Makefile clears the caches whenever a file of _kernels/ changes.
-from .gd import _dual_coef_sweep, _key_gram_sweep, _logistic_loss, _rows_axpy
+from .gd import _dot, _dual_coef_sweep, _key_gram_sweep, _logistic_loss, _rows_axpy
 from .gd import _neg_dloss as _sigmoid_neg
 
 #: Rows of the per-stage factor array ``FAC`` (8, 12, N+1), mode 1.
@@ -47,14 +47,6 @@ _MODE_P, _MODE_WP = 0, 1
 
 
 # ------------------------------------------------------------------ scalar helpers
-
-
-@njit(cache=True)
-def _dot(x, y):
-    acc = 0.0
-    for j in range(x.shape[0]):
-        acc += x[j] * y[j]
-    return acc
 
 
 @njit(cache=True)

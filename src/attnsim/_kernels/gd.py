@@ -179,46 +179,7 @@ def loss_and_grads(X, y, W, p, nu):
     grad_p : ndarray, shape (d,)
         ``W g``.
     """
-    n, T, d = X.shape
-    u = np.zeros(d)
-    for r in range(d):
-        pr = p[r]
-        for k in range(d):
-            u[k] += pr * W[r, k]
-    N = n * T
-    z = np.empty(N)
-    v = np.empty(N)
-    for i in range(n):
-        for t in range(T):
-            zt = 0.0
-            vt = 0.0
-            for k in range(d):
-                zt += X[i, t, k] * u[k]
-                vt += X[i, t, k] * nu[k]
-            z[i * T + t] = zt
-            v[i * T + t] = vt
-    s = np.empty(N)
-    c = np.empty(N)
-    relevant = np.zeros(T, dtype=np.bool_)
-    loss = 0.0
-    for i in range(n):
-        f, _, _ = _sample_coefficients(z, v, y[i], i * T, T, 1.0 / n, relevant, s, c)
-        loss += _logistic_loss(y[i] * f)
-    loss /= n
-    g = np.zeros(d)
-    for i in range(n):
-        for t in range(T):
-            cj = c[i * T + t]
-            for k in range(d):
-                g[k] += cj * X[i, t, k]
-    grad_p = np.zeros(d)
-    grad_W = np.empty((d, d))
-    for r in range(d):
-        acc = 0.0
-        for k in range(d):
-            acc += W[r, k] * g[k]
-            grad_W[r, k] = p[r] * g[k]
-        grad_p[r] = acc
+    loss, grad_W, grad_p, _ = loss_and_grads_head(X, y, W, p, nu)
     return loss, grad_W, grad_p
 
 
@@ -531,20 +492,44 @@ def dual_p_run(a, z, Gkk, v, y, T, relevant, lr, n_steps, frak_sum, s, c):
 
 
 @njit(cache=True)
-def _flush_dual_coefs(b, MT, CbT, Eb, nb, lr, Y, Bb, Ce, Hc):
+def _flush_scratch(N, B):
+    """Scratch of a block flush of the (b, M) recurrence: ``Y``, ``Bb`` (B, N+1), ``Ce`` (B, B), ``wb`` (B,)."""
+    return np.empty((B, N + 1)), np.empty((B, N + 1)), np.empty((B, B)), np.empty(B)
+
+
+@njit(cache=True)
+def _block_ce(Ce, Eb, CbT, nb):
+    """``Ce[t, sigma] = c_sigma . e_t`` over a pending block, accumulated over j across sigma
+    (vectorises, no reassociation)."""
+    N = CbT.shape[0]
+    for t in range(nb):
+        ce = Ce[t]
+        for q in range(nb):
+            ce[q] = 0.0
+        for j in range(N):
+            a = Eb[t, j]
+            cj = CbT[j]
+            for q in range(nb):
+                ce[q] += a * cj[q]
+
+
+@njit(cache=True)
+def _flush_dual_coefs(b, MT, CbT, Eb, nb, lrb, Y, Bb, Ce, Hc, w):
     """Apply ``nb`` deferred steps of the ``(b, M)`` recurrence in one go.
 
     Over a block of steps ``tau = 0 .. nb-1`` with coefficients ``c_tau`` (columns of
     ``CbT`` (N, B)) and ``e_tau = Gxx c_tau`` (rows of ``Eb`` (B, N)),
 
-        b_{tau+1} = b_tau - lr (E c_tau + M_tau e_tau),    M_{tau+1} = M_tau - lr b_tau c_tau^T,
+        b_{tau+1} = b_tau - a_p,tau (E c_tau + M_tau e_tau),    M_{tau+1} = M_tau - a_W,tau b_tau c_tau^T,
 
-    and ``M_tau e_tau = M_0 e_tau - lr sum_{sigma < tau} b_sigma (c_sigma . e_tau)``. So one
+    with the step sizes ``lrb[tau] = (a_p, a_W)`` (``lr`` for both under GD, normalised GD's
+    per-step sizes otherwise), and ``M_tau e_tau = M_0 e_tau - sum_{sigma < tau} a_W,sigma
+    b_sigma (c_sigma . e_tau)``. So one
     pass over ``MT`` gives every ``M_0 e_tau`` (``Y``), a small sequential loop gives the
     ``b_tau`` (``Bb``), and a second pass applies the ``nb`` rank-one updates of ``M``
     together. Each ``MT`` element is read twice and written once per *block* instead of
     read and written every step, which keeps the per-step working set (``Gxx``, ``S``)
-    in L2. Scratch: ``Y``, ``Bb`` (B, N+1), ``Ce`` (B, B). ``Hc`` receives the last
+    in L2. Scratch: ``Y``, ``Bb`` (B, N+1), ``Ce`` (B, B), ``w`` (B,). ``Hc`` receives the last
     ``E c + M e``.
     """
     N = MT.shape[0]
@@ -575,16 +560,7 @@ def _flush_dual_coefs(b, MT, CbT, Eb, nb, lr, Y, Bb, Ce, Hc):
             yt = Y[t]
             for r in range(N1):
                 yt[r] += a * row[r]
-    # Ce[t, sigma] = c_sigma . e_t, accumulated over j across sigma (vectorises, no reassociation)
-    for t in range(nb):
-        ce = Ce[t]
-        for q in range(nb):
-            ce[q] = 0.0
-        for j in range(N):
-            a = Eb[t, j]
-            cj = CbT[j]
-            for q in range(nb):
-                ce[q] += a * cj[q]
+    _block_ce(Ce, Eb, CbT, nb)
     # the b_tau, in order
     for t in range(nb):
         bt = Bb[t]
@@ -594,15 +570,18 @@ def _flush_dual_coefs(b, MT, CbT, Eb, nb, lr, Y, Bb, Ce, Hc):
         for j in range(N):
             Hc[j + 1] = CbT[j, t] + Y[t, j + 1]
         for q in range(t):
-            a = lr * Ce[t, q]
+            a = lrb[q, 1] * Ce[t, q]
             bq = Bb[q]
             for r in range(N1):
                 Hc[r] -= a * bq[r]
+        ap = lrb[t, 0]
         for r in range(N1):
-            b[r] -= lr * Hc[r]
-    # M_nb = M_0 - lr sum_t b_t c_t^T: row j of MT takes -lr sum_t c_t[j] b_t
+            b[r] -= ap * Hc[r]
+    # M_nb = M_0 - sum_t a_W,t b_t c_t^T: row j of MT takes -sum_t a_W,t c_t[j] b_t
     for j in range(N):
-        _rows_axpy(MT[j], Bb[:nb], CbT[j], lr)
+        for t in range(nb):
+            w[t] = lrb[t, 1] * CbT[j, t]
+        _rows_axpy(MT[j], Bb[:nb], w, 1.0)
 
 
 @njit(cache=True)
@@ -641,25 +620,24 @@ def dual_wp_run(z, S, P, b, MT, CbT, Eb, nb, Gxx, v, y, T, relevant, lr, n_steps
     N = z.shape[0]
     B = CbT.shape[1]
     work = np.empty(3 * N + 7 * y.shape[0])
-    Y = np.empty((B, N + 1))
-    Bb = np.empty((B, N + 1))
-    Ce = np.empty((B, B))
+    Y, Bb, Ce, wb = _flush_scratch(N, B)
+    lrb = np.full((B, 2), lr)                      # every step of the block: (a_p, a_W) = (lr, lr)
     k = nb[0]
     for step in range(n_steps):
         if not _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work):
             nb[0] = k
             return step
         _rows_gemv(e, Gxx, c)
-        k = _dual_wp_step(z, S, P, b, MT, CbT, Eb, k, c, e, Sc, Hc, lr, Y, Bb, Ce)
+        k = _dual_wp_step(z, S, P, b, MT, CbT, Eb, k, c, e, Sc, Hc, lr, Y, Bb, Ce, lrb, wb)
     nb[0] = k
     return n_steps
 
 
 @njit(cache=True)
-def _dual_wp_step(z, S, P, b, MT, CbT, Eb, k, c, e, Sc, Hc, lr, Y, Bb, Ce):
+def _dual_wp_step(z, S, P, b, MT, CbT, Eb, k, c, e, Sc, Hc, lr, Y, Bb, Ce, lrb, wb):
     """The joint (W, p) step of ``dual_wp_run`` once ``c`` and ``e = Gxx c`` are known:
     ``(z, S, P)`` now, ``(c, e)`` into the pending block (flushed when full). Returns the
-    new count of pending steps."""
+    new count of pending steps. ``lrb`` (B, 2) holds ``lr`` for every step of the block."""
     N = z.shape[0]
     B = CbT.shape[1]
     zc = 0.0
@@ -682,7 +660,7 @@ def _dual_wp_step(z, S, P, b, MT, CbT, Eb, k, c, e, Sc, Hc, lr, Y, Bb, Ce):
         eb[j] = e[j]
     k += 1
     if k == B:
-        _flush_dual_coefs(b, MT, CbT, Eb, k, lr, Y, Bb, Ce, Hc)
+        _flush_dual_coefs(b, MT, CbT, Eb, k, lrb, Y, Bb, Ce, Hc, wb)
         k = 0
     return k
 
@@ -748,9 +726,8 @@ def dual_wp_nu_run(z, S, P, b, MT, CbT, Eb, nb, beta, v, Gxx, y, T, relevant, lr
     N = z.shape[0]
     B = CbT.shape[1]
     work = np.empty(3 * N + 7 * y.shape[0])
-    Y = np.empty((B, N + 1))
-    Bb = np.empty((B, N + 1))
-    Ce = np.empty((B, B))
+    Y, Bb, Ce, wb = _flush_scratch(N, B)
+    lrb = np.full((B, 2), lr)
     k = nb[0]
     for step in range(n_steps):
         if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
@@ -760,7 +737,7 @@ def dual_wp_nu_run(z, S, P, b, MT, CbT, Eb, nb, beta, v, Gxx, y, T, relevant, lr
         for j in range(N):
             beta[j] -= lr * h[j]
             v[j] -= lr * eh[j]
-        k = _dual_wp_step(z, S, P, b, MT, CbT, Eb, k, c, e, Sc, Hc, lr, Y, Bb, Ce)
+        k = _dual_wp_step(z, S, P, b, MT, CbT, Eb, k, c, e, Sc, Hc, lr, Y, Bb, Ce, lrb, wb)
     nb[0] = k
     return n_steps
 
@@ -771,13 +748,15 @@ def dual_wp_flush(b, MT, CbT, Eb, nb, lr, Hc):
     ``b`` (N+1,) and ``MT`` (N, N+1) in place and set ``nb[0] = 0``. Call it on copies
     to read the current ``p = Q b`` and ``W = W0 + Q M X_all`` without changing the
     run's state. Returns the number of steps applied."""
-    N = MT.shape[0]
-    B = CbT.shape[1]
-    Y = np.empty((B, N + 1))
-    Bb = np.empty((B, N + 1))
-    Ce = np.empty((B, B))
+    return _apply_pending(b, MT, CbT, Eb, np.full((CbT.shape[1], 2), lr), nb, Hc)
+
+
+@njit(cache=True)
+def _apply_pending(b, MT, CbT, Eb, lrb, nb, Hc):
+    """Flush the ``nb[0]`` pending steps with their step sizes ``lrb`` (B, 2) and reset the counter."""
+    Y, Bb, Ce, wb = _flush_scratch(MT.shape[0], CbT.shape[1])
     k = nb[0]
-    _flush_dual_coefs(b, MT, CbT, Eb, k, lr, Y, Bb, Ce, Hc)
+    _flush_dual_coefs(b, MT, CbT, Eb, k, lrb, Y, Bb, Ce, Hc, wb)
     nb[0] = 0
     return k
 
@@ -841,6 +820,16 @@ def _ngd_rescale(c, h, head, block):
 
 
 @njit(cache=True)
+def _ngd_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, work, head, block):
+    """``c`` and ``h`` of a normalised step: ``_head_coefficients_work``, then rescaled by a power
+    of two (``_ngd_rescale``: the direction is all that matters). False if non-finite."""
+    if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+        return False
+    _ngd_rescale(c, h, head, block)
+    return True
+
+
+@njit(cache=True)
 def _dot(x, w):
     acc = 0.0
     for j in range(x.shape[0]):
@@ -858,9 +847,8 @@ def primal_p_ngd_run(p, z, nu, v, K, KT, X, XT, y, T, relevant, lr, head, block,
     """
     work = np.empty(3 * z.shape[0] + 7 * y.shape[0])
     for step in range(n_steps):
-        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+        if not _ngd_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, work, head, block):
             return step
-        _ngd_rescale(c, h, head, block)
         _rows_gemv(gp, K, c)
         n2nu = 0.0
         if head:
@@ -885,9 +873,8 @@ def primal_wp_ngd_run(W, p, u, z, nu, v, X, XT, y, T, relevant, lr, head, block,
     d = p.shape[0]
     work = np.empty(3 * z.shape[0] + 7 * y.shape[0])
     for step in range(n_steps):
-        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+        if not _ngd_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, work, head, block):
             return step
-        _ngd_rescale(c, h, head, block)
         _rows_gemv(g, X, c)
         for r in range(d):
             acc = 0.0
@@ -924,9 +911,8 @@ def dual_p_ngd_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, head, block, n_s
     N = z.shape[0]
     work = np.empty(3 * N + 7 * y.shape[0])
     for step in range(n_steps):
-        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+        if not _ngd_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, work, head, block):
             return step
-        _ngd_rescale(c, h, head, block)
         _rows_gemv(ek, Gkk, c)
         n2nu = 0.0
         if head:
@@ -941,51 +927,6 @@ def dual_p_ngd_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, head, block, n_s
                 beta[j] -= anu * h[j]
                 v[j] -= anu * eh[j]
     return n_steps
-
-
-@njit(cache=True)
-def _flush_dual_coefs_scaled(b, MT, CbT, Eb, lrb, nb, Y, Bb, Ce, Hc):
-    """``_flush_dual_coefs`` with a step size per pending step and block: ``lrb[t] = (a_p, a_W)``,
-
-        b_{t+1} = b_t - a_p,t (E c_t + M_t e_t),    M_{t+1} = M_t - a_W,t b_t c_t^T,
-
-    ``M_t e_t = M_0 e_t - sum_{s < t} a_W,s b_s (c_s . e_t)``.
-    """
-    N = MT.shape[0]
-    N1 = MT.shape[1]
-    for t in range(nb):
-        _rows_gemv(Y[t], MT, Eb[t])            # M_0 e_t = sum_j e_t[j] MT[j, :]
-    for t in range(nb):
-        ce = Ce[t]
-        for q in range(nb):
-            ce[q] = 0.0
-        for j in range(N):
-            x = Eb[t, j]
-            cj = CbT[j]
-            for q in range(nb):
-                ce[q] += x * cj[q]
-    for t in range(nb):
-        bt = Bb[t]
-        for r in range(N1):
-            bt[r] = b[r]
-        Hc[0] = Y[t, 0]
-        for j in range(N):
-            Hc[j + 1] = CbT[j, t] + Y[t, j + 1]
-        for q in range(t):
-            x = lrb[q, 1] * Ce[t, q]
-            bq = Bb[q]
-            for r in range(N1):
-                Hc[r] -= x * bq[r]
-        ap = lrb[t, 0]
-        for r in range(N1):
-            b[r] -= ap * Hc[r]
-    for j in range(N):
-        row = MT[j]
-        for t in range(nb):
-            x = lrb[t, 1] * CbT[j, t]
-            bt = Bb[t]
-            for r in range(N1):
-                row[r] -= x * bt[r]
 
 
 @njit(cache=True)
@@ -1008,15 +949,12 @@ def dual_wp_ngd_run(z, S, P, b, MT, CbT, Eb, lrb, nb, beta, v, Gxx, y, T, releva
     N = z.shape[0]
     B = CbT.shape[1]
     work = np.empty(3 * N + 7 * y.shape[0])
-    Y = np.empty((B, N + 1))
-    Bb = np.empty((B, N + 1))
-    Ce = np.empty((B, B))
+    Y, Bb, Ce, wb = _flush_scratch(N, B)
     k = nb[0]
     for step in range(n_steps):
-        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
+        if not _ngd_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, work, head, block):
             nb[0] = k
             return step
-        _ngd_rescale(c, h, head, block)
         _rows_gemv2(e, eh, Gxx, c, h)
         _rows_gemv(Sc, S, c)
         Pk = P[0]
@@ -1041,7 +979,7 @@ def dual_wp_ngd_run(z, S, P, b, MT, CbT, Eb, lrb, nb, beta, v, Gxx, y, T, releva
         lrb[k, 1] = aw
         k += 1
         if k == B:
-            _flush_dual_coefs_scaled(b, MT, CbT, Eb, lrb, k, Y, Bb, Ce, Hc)
+            _flush_dual_coefs(b, MT, CbT, Eb, k, lrb, Y, Bb, Ce, Hc, wb)
             k = 0
     nb[0] = k
     return n_steps
@@ -1050,15 +988,7 @@ def dual_wp_ngd_run(z, S, P, b, MT, CbT, Eb, lrb, nb, beta, v, Gxx, y, T, releva
 @njit(cache=True)
 def dual_wp_ngd_flush(b, MT, CbT, Eb, lrb, nb, Hc):
     """``dual_wp_flush`` for ``dual_wp_ngd_run``'s pending block (step sizes in ``lrb``)."""
-    N = MT.shape[0]
-    B = CbT.shape[1]
-    Y = np.empty((B, N + 1))
-    Bb = np.empty((B, N + 1))
-    Ce = np.empty((B, B))
-    k = nb[0]
-    _flush_dual_coefs_scaled(b, MT, CbT, Eb, lrb, k, Y, Bb, Ce, Hc)
-    nb[0] = 0
-    return k
+    return _apply_pending(b, MT, CbT, Eb, lrb, nb, Hc)
 
 
 # ------------------------------------------------------------ save-time kernels

@@ -43,13 +43,8 @@ def _coefficients_work(z, v, y, T, relevant, s, c, frak_sum, work=None):
 
 def loss_and_grads(X, y, W, p, nu):
     """Twin of ``gd.loss_and_grads``: scores ``X W^T p``, DESIGN.md §2."""
-    n, T, d = X.shape
-    z = X @ (W.T @ p)
-    v = X @ nu
-    s, f, c = forward(z, v, y)
-    loss = float(np.mean(logistic_loss(y * f)))
-    g = np.einsum("it,itk->k", c, X)
-    return loss, np.outer(p, g), W @ g
+    loss, grad_W, grad_p, _ = loss_and_grads_head(X, y, W, p, nu)
+    return loss, grad_W, grad_p
 
 
 def _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work=None):
@@ -245,13 +240,20 @@ def _ngd_rescale(c, h, head, block):
     c[:], h[:] = ch[:c.size], ch[c.size:]
 
 
+def _ngd_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, head, block):
+    """Twin of ``gd._ngd_coefficients``."""
+    if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum):
+        return False
+    _ngd_rescale(c, h, head, block)
+    return True
+
+
 def primal_p_ngd_run(p, z, nu, v, K, KT, X, XT, y, T, relevant, lr, head, block, n_steps, frak_sum, s, c, h,
                      gp, gnu):
     """Twin of ``gd.primal_p_ngd_run``: the gradients as vectors, their Euclidean norms."""
     for step in range(n_steps):
-        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum):
+        if not _ngd_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, head, block):
             return step
-        _ngd_rescale(c, h, head, block)
         gp[:] = K.T @ c
         gnu[:] = X.T @ h if head else 0.0
         ap, _, anu = _ngd_steps(lr, block, gp @ gp, 0.0, gnu @ gnu if head else 0.0)
@@ -267,9 +269,8 @@ def primal_wp_ngd_run(W, p, u, z, nu, v, X, XT, y, T, relevant, lr, head, block,
                       gp, gnu):
     """Twin of ``gd.primal_wp_ngd_run``: ``||grad_W||_F`` of the dense ``p g^T``."""
     for step in range(n_steps):
-        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum):
+        if not _ngd_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, head, block):
             return step
-        _ngd_rescale(c, h, head, block)
         g[:] = X.T @ c
         gp[:] = W @ g
         grad_W = np.outer(p, g)
@@ -288,9 +289,8 @@ def primal_wp_ngd_run(W, p, u, z, nu, v, X, XT, y, T, relevant, lr, head, block,
 def dual_p_ngd_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, head, block, n_steps, frak_sum, s, c, h, ek, eh):
     """Twin of ``gd.dual_p_ngd_run``."""
     for step in range(n_steps):
-        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum):
+        if not _ngd_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, head, block):
             return step
-        _ngd_rescale(c, h, head, block)
         ek[:] = Gkk @ c
         if head:
             eh[:] = Gxx @ h
@@ -308,9 +308,8 @@ def dual_wp_ngd_run(z, S, P, b, MT, CbT, Eb, lrb, nb, beta, v, Gxx, y, T, releva
     """Twin of ``gd.dual_wp_ngd_run`` (see its docstring for the recurrences)."""
     B = CbT.shape[1]
     for step in range(n_steps):
-        if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum):
+        if not _ngd_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, head, block):
             return step
-        _ngd_rescale(c, h, head, block)
         e[:] = Gxx @ c
         eh[:] = Gxx @ h
         Sc[:] = S @ c
