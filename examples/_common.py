@@ -69,6 +69,14 @@ def time_axis(ax, steps, log=True):
     ax.grid(True, which="major", alpha=0.3)
 
 
+def random_instance(seed, d, n=6, T=8):
+    """Tarzanagh et al.'s random instance: unit-norm tokens, random labels and fixed head, W = I."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, T, d))
+    X /= np.linalg.norm(X, axis=2, keepdims=True)
+    return X, rng.choice([-1.0, 1.0], n), rng.standard_normal(d)
+
+
 def preset_run(args, name: str, steps: int):
     """The preset ``name`` (seed 0) trained for ``steps`` (a power of ten), through the cached
     ``presets`` sweep so that scripts sharing a run compute it once."""

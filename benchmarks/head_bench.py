@@ -1,0 +1,151 @@
+"""Trainable-head benchmark (issue 11): "p+nu" and "Wp+nu" against "p" and "Wp", dual coordinates.
+
+    python benchmarks/head_bench.py                 # official setting + flatness in d, 5 repeats
+    python benchmarks/head_bench.py --repeats 3 --budget 0.5
+
+1. Agreement first: for every trainable set, 20 GD steps of the dual engine against the primal
+   one at the official setting (``attnsim.preset("balanced", trainable=..., n_test=0)``,
+   n = 20, T = 8, d = 2000): the loss at every step and the final p, W, nu must agree to
+   1e-9 relative, or nothing is timed.
+2. Speed: steady-state GD steps per CPU-second (``time.process_time``) of the dual engine,
+   stepping only (``attnsim.prepare_run(...)`` then ``run.warm_up()``, then
+   ``run.coords.advance(k, np.zeros(n))`` with k sized to take ``--budget`` CPU-seconds), at
+   d = 2000 and, for flatness in d, d = 500 and d = 8000. One fresh process per measurement,
+   with one BLAS/numba thread; the repeats are interleaved over the cases (so that a change
+   in the shared machine's load hits every case alike) and the median is reported, with the
+   ratio of each head set to its head-less twin at the same d.
+
+Prints a Markdown table; append it by hand to ``benchmarks/RESULTS.md`` (``bench.py`` rewrites
+that file, so this script does not touch it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import attnsim
+
+SETS = ("p", "p+nu", "Wp", "Wp+nu")
+TWIN = {"p+nu": "p", "Wp+nu": "Wp"}
+OFFICIAL_D = 2000
+FLAT_DS = (500, 8000)
+AGREE_STEPS = 20
+AGREE_RTOL = 1e-9
+ONE_THREAD = {k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
+
+
+def config(trainable, d, steps=10**9):
+    return attnsim.preset("balanced", trainable=trainable, d=d, n_test=0, steps=steps)
+
+
+def relative(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def agreement(trainable, d=OFFICIAL_D):
+    """Worst relative difference between the dual and primal engines over AGREE_STEPS steps."""
+    cfg = config(trainable, d, steps=AGREE_STEPS)
+    save = attnsim.SaveAt.linear(AGREE_STEPS, AGREE_STEPS + 1)
+    dual = attnsim.simulate(cfg, save, engine="dual")
+    primal = attnsim.simulate(cfg, save, engine="primal")
+    worst = {"loss": relative(dual.train_loss, primal.train_loss), "p": relative(dual.p, primal.p)}
+    if dual.W is not None:
+        worst["W"] = relative(dual.W, primal.W)
+    if dual.nu is not None:
+        worst["nu"] = relative(dual.nu, primal.nu)
+    return dual.engine, primal.engine, worst
+
+
+def measure(trainable, d, budget):
+    """Run in a child process: steady-state dual steps per CPU-second, and the warm-up time."""
+    cfg = config(trainable, d)
+    t0 = time.perf_counter()
+    run = attnsim.prepare_run(cfg, save_at=attnsim.SaveAt.explicit([0, cfg.steps], cfg.steps), engine="dual")
+    setup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run.warm_up()
+    warm = time.perf_counter() - t0
+    frak = np.zeros(cfg.n_train)
+    k = 64
+    while True:        # size the block: double until one block takes a tenth of the budget
+        c0 = time.process_time()
+        run.coords.advance(k, frak)
+        spent = time.process_time() - c0
+        if spent >= budget / 10:
+            break
+        k *= 2
+    k = max(1, int(k * budget / spent))
+    c0 = time.process_time()
+    done = run.coords.advance(k, frak)
+    spent = time.process_time() - c0
+    assert done == k, f"stopped after {done} of {k} steps"
+    return {"rate": k / spent, "steps": k, "setup": setup, "warm_up": warm}
+
+
+def child(trainable, d, budget):
+    out = subprocess.run([sys.executable, __file__, "--child", trainable, str(d), str(budget)],
+                         env={**os.environ, **ONE_THREAD}, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--budget", type=float, default=1.0, help="CPU-seconds per timed block")
+    parser.add_argument("--child", nargs=3, metavar=("TRAINABLE", "D", "BUDGET"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        tr, d, budget = args.child
+        print(json.dumps(measure(tr, int(d), float(budget))))
+        return
+
+    print(f"# head_bench: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}, attnsim {attnsim.__version__}, "
+          f"{time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"agreement, dual vs primal, {AGREE_STEPS} steps at the official setting (d = {OFFICIAL_D}):")
+    for tr in SETS:
+        de, pe, worst = agreement(tr)
+        ok = max(worst.values()) <= AGREE_RTOL
+        print(f"  {tr:6s} ({de} vs {pe}): " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items())
+              + ("  ok" if ok else "  DISAGREE"))
+        if not ok:
+            sys.exit(f"{tr}: dual and primal disagree beyond {AGREE_RTOL}; nothing timed")
+
+    cases = [(tr, OFFICIAL_D) for tr in SETS] + [(tr, d) for d in FLAT_DS for tr in SETS]
+    rates = {c: [] for c in cases}
+    warm = {}
+    for rep in range(args.repeats):
+        for c in cases:
+            m = child(*c, args.budget)
+            rates[c].append(m["rate"])
+            warm[c] = m["warm_up"]
+        print(f"  repeat {rep + 1}/{args.repeats} done, load average {os.getloadavg()[0]:.1f}", flush=True)
+    med = {c: statistics.median(v) for c, v in rates.items()}
+
+    print()
+    print("| d | trainable | steps / CPU-s (median) | min–max | vs head-less twin | warm-up s |")
+    print("|---|---|---|---|---|---|")
+    for c in cases:
+        tr, d = c
+        ratio = f"{med[c] / med[(TWIN[tr], d)]:.0%}" if tr in TWIN else ""
+        print(f"| {d} | {tr} | {med[c]:,.0f} | {min(rates[c]):,.0f}–{max(rates[c]):,.0f} | {ratio} | "
+              f"{warm[c]:.2f} |")
+    print()
+    print("flatness in d (median rate at d = 8000 / d = 500): " + ", ".join(
+        f"{tr} {med[(tr, 8000)] / med[(tr, 500)]:.2f}" for tr in SETS))
+    target = all(med[(tr, d)] >= 0.7 * med[(TWIN[tr], d)] for tr in TWIN for d in (OFFICIAL_D,) + FLAT_DS)
+    print(f"acceptance (head sets >= 70 % of their twins at every d): {'met' if target else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
