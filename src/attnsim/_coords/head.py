@@ -106,7 +106,8 @@ class DualPNu(_DualHead, DualP):
 
     def __init__(self, pb, kern, options=None):
         super().__init__(pb, kern, options)
-        self.Gxx = np.ascontiguousarray(pb.X @ pb.X.T)     # DualPSetup needs only Gkk
+        # DualPSetup needs only Gkk; with W0 = I the keys are the tokens and one Gram serves both
+        self.Gxx = self.Gkk if pb.W0 is None else np.ascontiguousarray(pb.X @ pb.X.T)
 
     def advance(self, n_steps, frak_sum):
         st, pb = self.state, self.pb

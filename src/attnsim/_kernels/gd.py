@@ -283,6 +283,38 @@ def _rows_axpy(x, G, w, scale):
 
 
 @njit(cache=True)
+def _rows_axpy2(x1, G1, w1, x2, G2, w2, scale):
+    """``_rows_axpy(x1, G1, w1, scale)`` and ``_rows_axpy(x2, G2, w2, scale)`` in one sweep over
+    the rows (each vector accumulates in the same order as alone, so the same bits); when
+    ``G1`` and ``G2`` are one array its rows are read once for both."""
+    k = G1.shape[0]
+    m = x1.shape[0]
+    k4 = k - k % 4
+    for l in range(0, k4, 4):
+        a0 = scale * w1[l]
+        a1 = scale * w1[l + 1]
+        a2 = scale * w1[l + 2]
+        a3 = scale * w1[l + 3]
+        b0 = scale * w2[l]
+        b1 = scale * w2[l + 1]
+        b2 = scale * w2[l + 2]
+        b3 = scale * w2[l + 3]
+        g0, g1, g2, g3 = G1[l], G1[l + 1], G1[l + 2], G1[l + 3]
+        h0, h1, h2, h3 = G2[l], G2[l + 1], G2[l + 2], G2[l + 3]
+        for j in range(m):
+            x1[j] = x1[j] - a0 * g0[j] - a1 * g1[j] - a2 * g2[j] - a3 * g3[j]
+            x2[j] = x2[j] - b0 * h0[j] - b1 * h1[j] - b2 * h2[j] - b3 * h3[j]
+    for l in range(k4, k):
+        a = scale * w1[l]
+        bb = scale * w2[l]
+        g = G1[l]
+        hh = G2[l]
+        for j in range(m):
+            x1[j] -= a * g[j]
+            x2[j] -= bb * hh[j]
+
+
+@njit(cache=True)
 def _rows_gemv(out, G, w):
     """``out[j] = sum_l w[l] G[l, j]`` from zero, rows l in order. out : (m,), G : (k, m)."""
     k = G.shape[0]
@@ -702,7 +734,8 @@ def dual_p_nu_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, n_steps, frak_sum
 
     State: ``a``, ``z = K p0 + Gkk a``, ``beta``, ``v = X_all nu0 + Gxx beta`` (N,), in place:
     ``a -= lr c``, ``z -= lr Gkk c``, ``beta -= lr h``, ``v -= lr Gxx h`` (DESIGN.md §8).
-    ``eh`` (N,) is scratch for ``Gxx h``. Cost per step two N x N passes, independent of d.
+    ``eh`` (N,) is scratch for ``Gxx h``. Cost per step one sweep over the rows of both N x N
+    matrices, independent of d; with W0 = I they are one matrix, read once.
     """
     N = z.shape[0]
     work = np.empty(3 * N + 7 * y.shape[0])
@@ -712,8 +745,7 @@ def dual_p_nu_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, n_steps, frak_sum
         for l in range(N):
             a[l] -= lr * c[l]
             beta[l] -= lr * h[l]
-        _rows_axpy(z, Gkk, c, lr)
-        _rows_axpy(v, Gxx, h, lr)
+        _rows_axpy2(z, Gkk, c, v, Gxx, h, lr)
     return n_steps
 
 
