@@ -188,7 +188,7 @@ INT_MINIMA = dict(n_train=2, n_test=0, T=1, d=2, n_relevant=1, n_weak=0, n_weak_
 FLOATS = dict(signal_norm="positive", rho="nonnegative", sigma_eps="nonnegative", sigma_p="nonnegative",
               sigma_w="nonnegative", lr="positive", head_scale="positive", eta="unit")
 CHOICES = dict(label_noise=("official", "random"), noise=("isotropic", "orthogonal"), trainable=("Wp", "p"),
-               init=("official", "gaussian"))
+               init=("official", "gaussian"), test_metrics=("sample", "population"))
 
 not_a_number = st.one_of(st.text(max_size=5), st.booleans(), st.complex_numbers(allow_nan=False).filter(
     lambda z: z.imag != 0), st.lists(st.integers(), max_size=2), st.just(object()))
@@ -296,7 +296,8 @@ FLOAT_FLAGS = {"--lr": "positive", "--eta": "unit", "--signal-norm": "positive",
                "--sigma-eps": "nonnegative"}
 CHOICE_FLAGS = {"--preset": ("balanced", "large-noise", "large-signal"), "--engine": ("auto", "primal", "dual"),
                 "--label-noise": CHOICES["label_noise"], "--noise": CHOICES["noise"],
-                "--trainable": CHOICES["trainable"], "--init": CHOICES["init"]}
+                "--trainable": CHOICES["trainable"], "--init": CHOICES["init"],
+                "--test-metrics": CHOICES["test_metrics"]}
 
 
 def _fmt(x):

@@ -21,11 +21,14 @@ class Problem:
     W0 : ndarray, shape (d, d)
     p0, nu : ndarray, shape (d,)
     lr : float
-    probes : ndarray, shape (k, d)
+    probes : ndarray, shape (k, d)       the caller's probe directions
+    population : PopulationSpec or None  population test metrics instead of a test set
+    probes_all : ndarray, shape (k', d)  what the coordinates project on: ``probes``, then
+                                         ``population.directions(nu)`` (k' = k + 3) if set
     relevant : ndarray of bool, shape (T,)
     """
 
-    def __init__(self, X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes):
+    def __init__(self, X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, population=None):
         self.n, self.T, self.d = X.shape
         self.N = self.n * self.T
         self.X = X.reshape(self.N, self.d)
@@ -39,3 +42,5 @@ class Problem:
         self.vt = self.Xt @ nu
         self.relevant = relevant
         self.probes = probes
+        self.population = population
+        self.probes_all = probes if population is None else np.concatenate([probes, population.directions(nu)])

@@ -48,7 +48,11 @@ class Result:
         Accuracy on the observed labels of the clean and the noisy samples
         (NaN when the run has no noisy, or no clean, samples).
     test_loss, test_acc : ndarray, shape (S,)
-        NaN without a test set.
+        On the drawn test set, or with ``Config.test_metrics="population"`` the population
+        expectations (DESIGN.md §10); NaN without either.
+    test_loss_se, test_acc_se : ndarray, shape (S,)
+        Standard errors of the population quadrature; NaN for sample metrics (and in files
+        written before they existed).
     margins : ndarray, shape (S, n)
         ``y_i f(X_i)``.
     scores : ndarray, shape (S, n, T)
@@ -131,6 +135,14 @@ class Result:
     wall_time: float = 0.0
     compile_time: float = 0.0
     extra: dict = field(default_factory=dict)
+    test_loss_se: np.ndarray | None = None
+    test_acc_se: np.ndarray | None = None
+
+    def __post_init__(self):
+        # Results built without them (older code, files) have no quadrature: NaN, one per save.
+        for name in ("test_loss_se", "test_acc_se"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(np.shape(self.steps)[:1], np.nan))
 
     @property
     def success(self) -> bool:
@@ -197,8 +209,9 @@ def load(path) -> Result:
     names = [f.name for f in dataclasses.fields(Result) if f.name not in
              ("config", "engine", "status", "message", "wall_time", "compile_time", "extra")]
     arrays.setdefault("W", None)           # not stored when W was not trained
-    if "steps" in arrays and "query_norm" not in arrays:   # written before query_norm was recorded
-        arrays["query_norm"] = np.full(arrays["steps"].shape[:1], np.nan)
+    for late in ("query_norm", "test_loss_se", "test_acc_se"):  # written before these were recorded
+        if "steps" in arrays and late not in arrays:
+            arrays[late] = np.full(arrays["steps"].shape[:1], np.nan)
     missing = [name for name in names if name not in arrays]
     if missing:
         raise ResultFileError(f"{path}: missing arrays {missing}")

@@ -19,6 +19,7 @@ shared filesystem (``attnsim`` must be importable on its workers).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -31,7 +32,9 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from ._batch import check_dynamics
 from ._config import Config, field_names, field_type, parse_field
+from ._coords.flow import FlowOptions, as_flow_options
 from ._io import ResultFileError, write_json_atomic
 from ._pool import local_executor, shutdown, single_threaded_env
 from ._result import load
@@ -139,9 +142,20 @@ def parse_grid_arg(text: str) -> tuple[str, list]:
 # --------------------------------------------------------------------- keys and points
 
 
+#: Config fields added after the first sweeps were written, with the value every earlier run had:
+#: left out of the key at that value, so that existing folders keep their keys.
+_LATE_FIELDS = {"test_metrics": "sample"}
+
+
 def point_key(config: Config, save: dict) -> str:
-    """Stable 16-hex-digit key of a grid point: hash of its config and recording options."""
-    text = json.dumps({"config": config.to_dict(), "save": save}, sort_keys=True)
+    """Stable 16-hex-digit key of a grid point: hash of its config and recording options.
+
+    ``save`` holds ``n_saves``, ``probes``, ``keep_params`` and, for the flow, ``dynamics``
+    and the ``flow`` options (``recording``), so a flow run and a GD run of one config are
+    different points.
+    """
+    cfg = {k: v for k, v in config.to_dict().items() if not (k in _LATE_FIELDS and v == _LATE_FIELDS[k])}
+    text = json.dumps({"config": cfg, "save": save}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -160,24 +174,51 @@ def _summary(result) -> dict:
         "regime": classify_regime(result).name,
         "frak_clean_noisy_ratio": float(fs.clean_noisy_ratio[-1]),
         "time_to_fit_all": time_to_fit_all(result),
+        "test_loss_se": float(result.test_loss_se[-1]),
+        "test_acc_se": float(result.test_acc_se[-1]),
         "engine": result.engine,
+        "dynamics": result.extra.get("dynamics", "gd"),
         "wall_time": result.wall_time,
     }
     # NaN is not JSON: store None
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
 
-def run_point(config: Config, n_saves: int = 200, probes=None, keep_params: bool = False, engine: str = "auto"):
+def recording(n_saves: int, probes, keep_params: bool, dynamics: str = "gd", flow=None) -> dict:
+    """How a sweep point is recorded (part of its key and of its index entry).
+
+    GD points have the keys of folders written before the flow existed; flow points add
+    ``dynamics`` and every ``FlowOptions`` field.
+    """
+    save = {"n_saves": int(n_saves), "probes": probes, "keep_params": bool(keep_params)}
+    if dynamics != "gd":
+        save.update(dynamics=dynamics, flow=dataclasses.asdict(as_flow_options(flow)))
+    return save
+
+
+def run_point(config: Config, n_saves: int = 200, probes=None, keep_params: bool = False, engine: str = "auto",
+              dynamics: str = "gd", flow=None):
     """Simulate one grid point (what each worker runs). Returns the ``Result``.
 
     The final ``W`` (d x d, 32 MB at d = 2000) is dropped (``Result.W = None``) unless ``keep_params``.
     """
     from ._experiment import simulate
 
-    result = simulate(config, SaveAt.log(config.steps, n_saves), engine=engine, probes=probes)
+    result = simulate(config, SaveAt.log(config.steps, n_saves), engine=engine, probes=probes, dynamics=dynamics,
+                      flow=flow)
     if not keep_params:
         result.W = None
     return result
+
+
+def _recording_of(result) -> dict:
+    """What a Result file says about how it was recorded (for re-indexing a file the index lost)."""
+    out = {"n_saves": int(result.steps.size), "keep_params": result.W is not None}
+    if result.extra.get("dynamics", "gd") != "gd":
+        out.update(dynamics=result.extra["dynamics"],
+                   flow={k: result.extra[k] for k in (f.name for f in dataclasses.fields(FlowOptions))
+                         if k in result.extra})
+    return out
 
 
 # --------------------------------------------------------------------- the folder
@@ -195,13 +236,17 @@ class SweepPoint:
     file : str
         The point's Result file, relative to the sweep folder.
     summary : dict
-        Final figures (losses, accuracies, regime, status, ...), NaN stored as None.
+        Final figures (losses, accuracies, regime, status, dynamics, ...), NaN stored as None.
+    recording : dict
+        How it was recorded (``n_saves``, ``probes``, ``keep_params``; for the flow also
+        ``dynamics`` and the ``flow`` options); empty for points indexed before it was stored.
     """
 
     key: str
     config: Config
     file: str
     summary: dict
+    recording: dict = dataclasses.field(default_factory=dict)
 
 
 class Sweep:
@@ -243,7 +288,8 @@ class Sweep:
                     path = os.path.join(self.folder, entry["file"])
                     if os.path.exists(path):
                         self.points[entry["key"]] = SweepPoint(entry["key"], Config.from_dict(entry["config"]),
-                                                          entry["file"], entry["summary"])
+                                                               entry["file"], entry["summary"],
+                                                               entry.get("save", {}))
         if repair:
             self._repair()
         return self
@@ -261,7 +307,7 @@ class Sweep:
                 result = load(os.path.join(self.folder, rel))
             except ResultFileError:
                 continue
-            self._append(SweepPoint(key, result.config, rel, _summary(result)))
+            self._append(SweepPoint(key, result.config, rel, _summary(result), _recording_of(result)))
 
     def __len__(self):
         return len(self.points)
@@ -315,15 +361,16 @@ class Sweep:
 
     # ---------------------------------------------------------------- writing
     def _append(self, point: SweepPoint):
-        entry = {"key": point.key, "config": point.config.to_dict(), "file": point.file, "summary": point.summary}
+        entry = {"key": point.key, "config": point.config.to_dict(), "file": point.file, "summary": point.summary,
+                 "save": point.recording}
         with open(os.path.join(self.folder, INDEX), "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry, sort_keys=True) + "\n")
         self.points[point.key] = point
 
-    def _store(self, key, result):
+    def _store(self, key, result, save):
         rel = os.path.join(POINTS, f"{key}.npz")
         result.save(os.path.join(self.folder, rel))
-        self._append(SweepPoint(key, result.config, rel, _summary(result)))
+        self._append(SweepPoint(key, result.config, rel, _summary(result), save))
 
     def _log_request(self, request: dict):
         path = os.path.join(self.folder, HEADER)
@@ -336,8 +383,9 @@ class Sweep:
 
 
 def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=None, n_saves: int = 200,
-          probes=None, keep_params: bool = False, engine: str = "auto", executor: Executor | None = None,
-          workers: int | None = None, scheduler: str | None = None, progress: bool = True) -> Sweep:
+          probes=None, keep_params: bool = False, engine: str = "auto", dynamics: str = "gd", flow=None,
+          executor: Executor | None = None, workers: int | None = None, scheduler: str | None = None,
+          progress: bool = True) -> Sweep:
     """Run every point of a grid that ``folder`` does not hold yet; return the opened ``Sweep``.
 
     Parameters
@@ -359,6 +407,12 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
     keep_params : bool
         Keep the final ``W`` in each file (d x d floats; off by default).
     engine : {"auto", "primal", "dual"}
+    dynamics : {"gd", "flow"}
+        ``flow``: the GD-matched gradient flow (``simulate``), for horizons up to 10^15 steps.
+        Part of each point's key, with the flow options: GD and flow results of one config
+        are different points of the same folder.
+    flow : None, FlowOptions or dict
+        Settings of the flow (default ``FlowOptions()``).
     executor : concurrent.futures.Executor, optional
         Where to run the points. Default: a process pool over ``workers`` local cores
         (all of them), or the Dask cluster at ``scheduler``.
@@ -402,7 +456,8 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
     todo_configs = list(configs or [])
     if grid is not None or seeds is not None or not todo_configs:
         todo_configs += grid_configs(base, grid, seeds)
-    save = {"n_saves": int(n_saves), "probes": probes, "keep_params": bool(keep_params)}
+    flow = check_dynamics(dynamics, flow)
+    save = recording(n_saves, probes, keep_params, dynamics, flow)
 
     folder = os.fspath(folder)
     os.makedirs(os.path.join(folder, POINTS), exist_ok=True)
@@ -430,11 +485,11 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
     try:
         if executor is None and scheduler is None and (workers == 1 or len(todo) == 1):
             for key, cfg in todo.items():
-                sw._store(key, run_point(cfg, n_saves, probes, keep_params, engine))
+                sw._store(key, run_point(cfg, n_saves, probes, keep_params, engine, dynamics, flow), save)
                 if bar is not None:
                     bar.update(1)
         else:
-            _run_pool(sw, todo, save, engine, executor, workers, scheduler, bar, failures)
+            _run_pool(sw, todo, save, engine, dynamics, flow, executor, workers, scheduler, bar, failures)
     finally:
         if bar is not None:
             bar.close()
@@ -445,7 +500,7 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
     return sw
 
 
-def _run_pool(sw, todo, save, engine, executor, workers, scheduler, bar, failures):
+def _run_pool(sw, todo, save, engine, dynamics, flow, executor, workers, scheduler, bar, failures):
     owned = None
     client = None
     if scheduler is not None:
@@ -461,7 +516,8 @@ def _run_pool(sw, todo, save, engine, executor, workers, scheduler, bar, failure
     try:
         with single_threaded_env():
             for key, cfg in todo.items():
-                fut = executor.submit(run_point, cfg, save["n_saves"], save["probes"], save["keep_params"], engine)
+                fut = executor.submit(run_point, cfg, save["n_saves"], save["probes"], save["keep_params"], engine,
+                                      dynamics, flow)
                 futures[fut] = key
         for fut in as_completed(futures):
             key = futures.pop(fut)
@@ -470,7 +526,7 @@ def _run_pool(sw, todo, save, engine, executor, workers, scheduler, bar, failure
             except Exception as exc:  # noqa: BLE001 - a failed point must not lose the others
                 failures.append((key, f"{type(exc).__name__}: {exc}"))
             else:
-                sw._store(key, result)
+                sw._store(key, result, save)
             if bar is not None:
                 bar.update(1)
     except BaseException:
@@ -484,4 +540,4 @@ def _run_pool(sw, todo, save, engine, executor, workers, scheduler, bar, failure
             client.close()
 
 
-__all__ = ["Sweep", "SweepPoint", "grid_configs", "parse_grid_arg", "point_key", "run_point", "sweep"]
+__all__ = ["Sweep", "SweepPoint", "grid_configs", "parse_grid_arg", "point_key", "recording", "run_point", "sweep"]

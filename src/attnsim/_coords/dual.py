@@ -36,8 +36,8 @@ class DualPSetup(Coordinates):
         # save-time kernel (a threaded BLAS matvec here stalls when the cores are busy).
         self.AtT = np.ascontiguousarray((pb.Xt @ W0T_K).T)
         self.zt0 = pb.Xt @ (pb.W0.T @ pb.p0)
-        self.R_p = (pb.probes @ pb.p0, pb.probes @ self.K.T)           # <p0, r>, <k_j, r>
-        self.R_q = (pb.probes @ (pb.W0.T @ pb.p0), pb.probes @ W0T_K)  # <W0^T p0, r>, <W0^T k_j, r>
+        self.R_p = (pb.probes_all @ pb.p0, pb.probes_all @ self.K.T)           # <p0, r>, <k_j, r>
+        self.R_q = (pb.probes_all @ (pb.W0.T @ pb.p0), pb.probes_all @ W0T_K)  # <W0^T p0, r>, <W0^T k_j, r>
         # ||W0^T p||^2 = |q0|^2 + 2 a.(B^T q0) + a^T (B^T B) a with q0 = W0^T p0, B = W0^T K^T
         q0 = pb.W0.T @ pb.p0
         self.Q_norm = (float(q0 @ q0), W0T_K.T @ q0, W0T_K.T @ W0T_K)
@@ -78,9 +78,9 @@ class DualWpSetup(Coordinates):
         # A2 = Xt X^T (Nt, N), stored stacked and transposed, (2N+1, Nt), for the
         # serial save-time kernel.
         self.AT = np.ascontiguousarray(np.concatenate([pb.Xt @ W0T_Q, pb.Xt @ pb.X.T], axis=1).T)
-        self.R_p = pb.probes @ self.Q                # (k, N+1): <p, r> = R_p b
-        self.R_q1 = pb.probes @ W0T_Q                # <W0 r, Q b>
-        self.R_q2 = pb.probes @ pb.X.T               # (k, N): <x_j, r>
+        self.R_p = pb.probes_all @ self.Q                # (k, N+1): <p, r> = R_p b
+        self.R_q1 = pb.probes_all @ W0T_Q                # <W0 r, Q b>
+        self.R_q2 = pb.probes_all @ pb.X.T               # (k, N): <x_j, r>
         # W^T p = A b + X^T m with A = W0^T Q and m = M^T Gqq b: ||W^T p||^2 from the Grams of [A, X^T]
         self.G_AA, self.G_AX = W0T_Q.T @ W0T_Q, W0T_Q.T @ pb.X.T
 
@@ -107,7 +107,9 @@ class DualWpSetup(Coordinates):
 
     def final_params(self):
         _, _, b, MT = self._current()
-        return self.pb.W0 + (self.Q @ MT.T) @ self.pb.X, self.Q @ b
+        W = (self.Q @ MT.T) @ self.pb.X              # one d x d temporary: the result itself
+        W += self.pb.W0
+        return W, self.Q @ b
 
 
 @register

@@ -30,7 +30,8 @@ class PrimalP(Coordinates):
     def observe(self):
         pb, p = self.pb, self.state["p"]
         u = pb.W0.T @ p
-        return Observation(self.state["z"], pb.Xt @ u, norm(p), 0.0, pb.probes @ p, pb.probes @ u, norm(u))
+        return Observation(self.state["z"], pb.Xt @ u, norm(p), 0.0, pb.probes_all @ p, pb.probes_all @ u,
+                           norm(u))
 
     def final_params(self):
         return None, self.state["p"].copy()
@@ -59,7 +60,7 @@ class PrimalWp(Coordinates):
     def observe(self):
         pb, st = self.pb, self.state
         u, p = st["u"], st["p"]
-        return Observation(st["z"], pb.Xt @ u, norm(p), norm(st["W"] - pb.W0), pb.probes @ p, pb.probes @ u,
+        return Observation(st["z"], pb.Xt @ u, norm(p), norm(st["W"] - pb.W0), pb.probes_all @ p, pb.probes_all @ u,
                            norm(u))
 
     def final_params(self):

@@ -1,0 +1,123 @@
+"""The flow in batches, sweeps and the CLI, and sweep results as tables (issue 13)."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+import attnsim
+from attnsim import Config, ConfigError, FlowOptions, SaveAt, Sweep, cli, simulate, simulate_many, sweep, train_many
+from attnsim._sweep import point_key, recording
+
+FLOW_CFG = Config(d=16, n_train=8, T=4, n_test=0, steps=10 ** 8, test_metrics="population")
+FLOW = {"max_steps": 20_000, "gd_start": 200}
+
+
+def test_gd_point_keys_are_those_of_folders_written_before_the_flow():
+    """Old sweep folders keep their keys: the GD recording and the default test_metrics stay out of the hash."""
+    save = recording(200, None, False)
+    assert save == {"n_saves": 200, "probes": None, "keep_params": False}
+    assert point_key(Config(d=24, n_test=10, steps=20), save) == "9500a0b06d1de7a6"   # computed on main
+
+
+def test_flow_point_key_records_dynamics_and_every_option():
+    gd, flow = recording(50, None, False), recording(50, None, False, "flow", FLOW)
+    assert flow["dynamics"] == "flow" and flow["flow"] == {**vars(FlowOptions()), **FLOW}
+    assert point_key(FLOW_CFG, gd) != point_key(FLOW_CFG, flow)
+    assert point_key(FLOW_CFG, flow) != point_key(FLOW_CFG, recording(50, None, False, "flow", {"max_steps": 7}))
+    assert point_key(FLOW_CFG, recording(50, None, False, "flow", None)) == \
+        point_key(FLOW_CFG, recording(50, None, False, "flow", FlowOptions()))
+
+
+def test_simulate_many_flow_is_simulate_flow_bit_for_bit():
+    cfgs = [FLOW_CFG.replace(seed=s) for s in (0, 1)]
+    save = SaveAt.log(FLOW_CFG.steps, 12)
+    many = simulate_many(cfgs, save, dynamics="flow", flow=FLOW, workers=1)
+    for cfg, res in zip(cfgs, many):
+        one = simulate(cfg, save, dynamics="flow", flow=FLOW)
+        assert res.extra["dynamics"] == "flow" and res.extra["max_steps"] == FLOW["max_steps"]
+        assert res.final_step == 10 ** 8 and res.status == "finished"
+        for name in ("train_loss", "test_loss", "test_acc_se", "scores"):
+            assert getattr(res, name).tobytes() == getattr(one, name).tobytes(), name
+
+
+def test_simulate_many_flow_in_worker_processes():
+    cfgs = [FLOW_CFG.replace(seed=s, steps=10 ** 6) for s in (0, 1)]
+    many = simulate_many(cfgs, dynamics="flow", flow=FLOW, workers=2)
+    assert [r.extra["dynamics"] for r in many] == ["flow", "flow"]
+    assert [r.extra["gd_start_steps"] for r in many] == [200, 200]
+
+
+def test_train_many_passes_the_flow_through():
+    data = attnsim.make_data(FLOW_CFG)
+    W0, p0 = attnsim.init_params(FLOW_CFG)
+    prob = dict(X=data.X, y=data.y, W0=W0, p0=p0, nu=data.nu)
+    out = train_many([prob, {**prob, "dynamics": "gd", "flow": None, "steps": 30}], lr=FLOW_CFG.lr, steps=10 ** 7,
+                     dynamics="flow", flow=FLOW, workers=1)
+    assert out[0].extra["dynamics"] == "flow" and out[0].final_step == 10 ** 7
+    assert out[1].extra.get("dynamics", "gd") == "gd" and out[1].final_step == 30
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(dynamics="ode"), r"dynamics must be one of"),
+    (dict(dynamics="gd", flow=FLOW), r"flow options apply only with dynamics='flow'"),
+    (dict(dynamics="flow", flow={"max_step": 3}), r"flow options \['max_step'\] are not known"),
+    (dict(dynamics="flow", flow={"rtol": -1.0}), r"flow.rtol"),
+])
+def test_batches_and_sweeps_validate_dynamics_before_running(kwargs, match, tmp_path):
+    with pytest.raises(ConfigError, match=match):
+        simulate_many([FLOW_CFG], **kwargs)
+    with pytest.raises(ConfigError, match=match):
+        sweep(tmp_path, FLOW_CFG, **kwargs, progress=False)
+    with pytest.raises(ConfigError, match=r"problems\[0\]: " + match):
+        train_many([dict(X=np.zeros((2, 2, 2)), y=[1, -1], W0=np.eye(2), p0=np.zeros(2), nu=np.ones(2), **kwargs)],
+                   lr=0.1, steps=2)
+
+
+def test_sweep_flow_records_dynamics_skips_finished_points_and_keeps_gd_apart(tmp_path):
+    grid = {"signal_norm": [3.0, 6.0]}
+    sw = sweep(tmp_path, FLOW_CFG, grid=grid, n_saves=10, dynamics="flow", flow=FLOW, workers=1, progress=False)
+    assert len(sw) == 2
+    entries = [json.loads(line) for line in (tmp_path / "index.jsonl").read_text().splitlines()]
+    assert all(e["summary"]["dynamics"] == "flow" and e["save"]["dynamics"] == "flow"
+               and e["save"]["flow"]["max_steps"] == FLOW["max_steps"] for e in entries)
+    assert all(e["summary"]["test_acc_se"] is not None for e in entries)   # population metrics
+    mtimes = {name: os.stat(tmp_path / "points" / name).st_mtime_ns for name in os.listdir(tmp_path / "points")}
+    again = sweep(tmp_path, FLOW_CFG, grid=grid, n_saves=10, dynamics="flow", flow=FLOW, workers=1, progress=False)
+    assert set(again.points) == set(sw.points)
+    assert {name: os.stat(tmp_path / "points" / name).st_mtime_ns for name in mtimes} == mtimes  # nothing rerun
+    both = sweep(tmp_path, FLOW_CFG.replace(steps=100), grid=grid, n_saves=10, workers=1, progress=False)
+    assert len(both) == 4 and sorted(p.summary["dynamics"] for p in both.points.values()) == ["flow"] * 2 + ["gd"] * 2
+    (tmp_path / "index.jsonl").unlink()                        # the files are the truth: re-indexed with dynamics
+    repaired = Sweep.open(tmp_path)
+    assert sorted(p.recording.get("dynamics", "gd") for p in repaired.points.values()) == ["flow"] * 2 + ["gd"] * 2
+
+
+def test_cli_sweep_flow_with_population_metrics(tmp_path, capsys):
+    folder = tmp_path / "sw"
+    argv = ["sweep", str(folder), "--grid", "signal_norm=3,6", "--d", "16", "--n-train", "8", "--T", "4",
+            "--steps", "1e8", "--test-metrics", "population", "--dynamics", "flow", "--flow", "max_steps=2e4",
+            "--flow", "gd_start=200", "--saves", "10", "--workers", "1", "--no-progress"]
+    assert cli.main(argv) == 0
+    sw = Sweep.open(folder)
+    assert len(sw) == 2
+    for p in sw.points.values():
+        assert p.config.n_test == 0 and p.config.test_metrics == "population"
+        assert p.recording["flow"]["max_steps"] == 20_000 and p.recording["flow"]["gd_start"] == 200
+    assert cli.main(argv) == 0 and len(Sweep.open(folder)) == 2      # rerun: nothing new
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--flow", "max_steps=1e5"], "--flow settings need --dynamics flow"),
+    (["--dynamics", "flow", "--flow", "maxsteps=3"], "expected FIELD=VALUE with FIELD one of rtol"),
+    (["--dynamics", "flow", "--flow", "max_steps=1.5"], "max_steps must be an integer"),
+    (["--dynamics", "flow", "--flow", "correction=maybe"], "correction must be true or false"),
+    (["--dynamics", "rk4"], "--dynamics must be one of gd, flow"),
+    (["--test-metrics", "population", "--n-test", "10"], "n_test must be 0 with test_metrics='population'"),
+])
+def test_cli_sweep_rejects_bad_dynamics_flags(tmp_path, capsys, extra, match):
+    assert cli.main(["sweep", str(tmp_path / "sw"), "--d", "16", "--steps", "10", "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1
