@@ -127,8 +127,11 @@ def population_moments(qq, qnu, nunu, q_mu, nu_mu, *, mu_norm, rho, roles, sigma
     if noise == "orthogonal":
         a = np.stack([q_mu, nu_mu])  # rows: q, nu; columns: mu_+, mu_-
         gram = gram - (a @ a.T) / mu_norm ** 2
-        # P q and P nu are computed as differences; clip round-off below zero on the diagonal.
+        # P q and P nu are computed as differences; clip round-off below zero on the diagonal, and
+        # the off-diagonal to Cauchy-Schwarz (with nu in span(mu_+-), nu^T P nu is round-off).
         gram[[0, 1], [0, 1]] = np.maximum(gram[[0, 1], [0, 1]], 0.0)
+        bound = np.sqrt(gram[0, 0] * gram[1, 1])
+        gram[0, 1] = gram[1, 0] = np.clip(gram[0, 1], -bound, bound)
     return mean_z, mean_v, sigma ** 2 * gram
 
 
