@@ -157,3 +157,16 @@ def test_prepare_rejects_a_test_set_with_population_metrics():
     with pytest.raises(ConfigError, match="population test metrics replace the test set; got X_test as well"):
         attnsim.prepare(data.X, data.y, W0, p0, data.nu, lr=0.1, steps=2, X_test=data.X_test, y_test=data.y_test,
                         population=PopulationSpec.from_config(cfg))
+
+
+def test_orthogonal_moments_stay_psd_when_query_and_head_lie_in_the_signal_span(rng):
+    """q, nu in span(mu_+-): P q = P nu = 0 up to round-off, which must not make cov indefinite."""
+    for _ in range(200):
+        mu = rng.uniform(0.5, 20.0)
+        cq, cn = rng.standard_normal(2) * rng.uniform(0.1, 10.0), rng.standard_normal(2) * rng.uniform(0.1, 10.0)
+        q_mu, nu_mu = cq * mu, cn * mu          # q = cq_1 e_1 + cq_2 e_2 with mu_+- = mu e_{1,2}
+        mz, mv, cov = attnsim.population_moments(cq @ cq, cq @ cn, cn @ cn, q_mu, nu_mu, mu_norm=mu, rho=0.1,
+                                                 roles=[0, 1, 2, 3], sigma=1.0, noise="orthogonal")
+        assert cov[0, 1] ** 2 <= cov[0, 0] * cov[1, 1]
+        assert np.all(np.abs(cov) < 1e-12 * (1 + cq @ cq + cn @ cn))
+        attnsim.population_metrics(mz, mv, cov, n_draws=2 ** 6, replicates=2)   # accepted
