@@ -121,3 +121,54 @@ def test_cli_sweep_rejects_bad_dynamics_flags(tmp_path, capsys, extra, match):
     assert cli.main(["sweep", str(tmp_path / "sw"), "--d", "16", "--steps", "10", "--no-progress", *extra]) == 2
     err = capsys.readouterr().err
     assert match in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------ sweep results as tables
+
+@pytest.fixture(scope="module")
+def table_sweep(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("table")
+    base = Config(d=16, n_train=8, T=4, n_test=6, steps=30, eta=0.25)
+    sweep(folder, base, grid={"signal_norm": [2.0, 4.0]}, seeds=[0, 1], n_saves=7, workers=1, progress=False)
+    sweep(folder, FLOW_CFG.replace(steps=10 ** 6), grid={"signal_norm": [2.0]}, n_saves=5, dynamics="flow",
+          flow=FLOW, workers=1, progress=False)
+    return Sweep.open(folder)
+
+
+def test_to_csv_has_one_row_per_point_and_save_time_with_config_columns(table_sweep, tmp_path):
+    path = tmp_path / "t.csv"
+    n = table_sweep.to_csv(path)
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    sizes = [table_sweep.load(k).steps.size for k in table_sweep.points]
+    assert n == len(rows) == sum(sizes)
+    assert list(rows[0]) == table_sweep.columns() and set(attnsim.field_names()) <= set(rows[0])
+    for key in table_sweep.points:                         # every row of a point is its Result, save by save
+        res = table_sweep.load(key)
+        mine = [r for r in rows if r["key"] == key]
+        assert [int(r["step"]) for r in mine] == res.steps.tolist()
+        assert [float(r["train_loss"]) for r in mine] == res.train_loss.tolist()        # full precision
+        assert [float(r["test_acc_se"]) for r in mine] == pytest.approx(res.test_acc_se.tolist(), nan_ok=True)
+        assert {r["seed"] for r in mine} == {str(res.config.seed)} and {r["d"] for r in mine} == {"16"}
+        assert {r["dynamics"] for r in mine} == {res.extra.get("dynamics", "gd")}
+        assert {r["head_scale"] for r in mine} == {""}                                  # None
+    assert sorted({r["dynamics"] for r in rows}) == ["flow", "gd"]
+
+
+def test_to_frame_equals_the_csv(table_sweep, tmp_path):
+    pd = pytest.importorskip("pandas")   # an optional extra (installed by the test extra)
+    frame = table_sweep.to_frame()
+    table_sweep.to_csv(tmp_path / "t.csv")
+    back = pd.read_csv(tmp_path / "t.csv", keep_default_na=True)
+    assert list(frame.columns) == table_sweep.columns() and len(frame) == len(back)
+    for col in ("step", "train_loss", "test_loss", "test_acc_se", "signal_norm", "seed"):
+        np.testing.assert_array_equal(frame[col].to_numpy(dtype=float), back[col].to_numpy(dtype=float))
+    assert frame.groupby("key").size().to_dict() == {k: table_sweep.load(k).steps.size for k in table_sweep.points}
+
+
+def test_to_frame_without_pandas_says_how_to_install_it(table_sweep, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ImportError, match=r"Sweep.to_frame needs pandas: pip install 'attnsim\[pandas\]'.*to_csv"):
+        table_sweep.to_frame()

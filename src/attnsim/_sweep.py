@@ -35,7 +35,7 @@ import numpy as np
 from ._batch import check_dynamics
 from ._config import Config, field_names, field_type, parse_field
 from ._coords.flow import FlowOptions, as_flow_options
-from ._io import ResultFileError, write_json_atomic
+from ._io import ResultFileError, write_csv_atomic, write_json_atomic
 from ._pool import local_executor, shutdown, single_threaded_env
 from ._result import load
 from ._saveat import SaveAt
@@ -330,6 +330,94 @@ class Sweep:
     def table(self) -> list[dict]:
         """One row per point: its config fields and summary figures."""
         return [{**p.config.to_dict(), **p.summary, "key": p.key} for p in self.points.values()]
+
+    # ---------------------------------------------------------------- tables over save times
+    #: Per-save columns of ``to_frame`` / ``to_csv``, after the Config fields and ``POINT_COLUMNS``.
+    SERIES = ("train_loss", "train_acc", "train_acc_clean", "train_acc_noisy", "test_loss", "test_acc",
+              "test_loss_se", "test_acc_se", "p_norm", "w_dist", "query_norm", "mean_relevant_mass_clean",
+              "mean_relevant_mass_noisy")
+    #: Per-point columns: the point's key, outcome and dynamics.
+    POINT_COLUMNS = ("key", "status", "dynamics", "regime")
+
+    def columns(self) -> list[str]:
+        """Column names of ``to_frame`` and ``to_csv``: Config fields, ``POINT_COLUMNS``, ``step``, ``SERIES``."""
+        return [*field_names(), *self.POINT_COLUMNS, "step", *self.SERIES]
+
+    def _sorted_points(self) -> list[SweepPoint]:
+        def order(value):
+            return (0, value, "") if isinstance(value, (int, float)) and value is not None else (1, 0, str(value))
+
+        return sorted(self.points.values(), key=lambda p: ([order(getattr(p.config, f)) for f in field_names()],
+                                                             p.recording.get("dynamics", "gd"), p.key))
+
+    def _point_columns(self, point: SweepPoint) -> dict:
+        """One point's rows as columns (lists of equal length, one entry per save time)."""
+        res = self.load(point.key)
+        S = res.steps.size
+        cols = {name: [value] * S for name, value in point.config.to_dict().items()}
+        meta = {"key": point.key, "status": res.status, "dynamics": res.extra.get("dynamics", "gd"),
+                "regime": point.summary.get("regime")}
+        cols.update({name: [meta[name]] * S for name in self.POINT_COLUMNS})
+        cols["step"] = res.steps.tolist()
+        with np.errstate(invalid="ignore"):
+            masses = {"mean_relevant_mass_clean": res.relevant_mass[:, ~res.noisy].mean(axis=1) if np.any(~res.noisy)
+                      else np.full(S, np.nan),
+                      "mean_relevant_mass_noisy": res.relevant_mass[:, res.noisy].mean(axis=1) if np.any(res.noisy)
+                      else np.full(S, np.nan)}
+        for name in self.SERIES:
+            cols[name] = (masses[name] if name in masses else getattr(res, name)).astype(float).tolist()
+        return cols
+
+    def to_frame(self):
+        """The sweep as a pandas DataFrame: one row per point and save time (``columns()``).
+
+        Reads every point's Result file. Needs pandas (``pip install 'attnsim[pandas]'``);
+        ``to_csv`` writes the same table without it.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Config fields as columns (``None`` for unset optional fields), then ``key``,
+            ``status``, ``dynamics``, ``regime`` (of the final save), ``step`` and the
+            recorded figures (``SERIES``; NaN where not recorded).
+
+        Raises
+        ------
+        ImportError
+            If pandas is not installed, saying how to install it.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Sweep.to_frame needs pandas: pip install 'attnsim[pandas]' (or pandas); "
+                              "Sweep.to_csv(path) writes the same table without it") from None
+        names = self.columns()
+        data = {name: [] for name in names}
+        for point in self._sorted_points():
+            for name, values in self._point_columns(point).items():
+                data[name].extend(values)
+        return pd.DataFrame(data, columns=names)
+
+    def to_csv(self, path) -> int:
+        """Write the table of ``to_frame`` to ``path`` as CSV, atomically; no pandas needed.
+
+        Floats are written in full precision (``repr``), NaN as ``nan``, ``None`` as an empty
+        field. Returns the number of data rows.
+        """
+        names = self.columns()
+
+        def cell(value):
+            if value is None:
+                return ""
+            return repr(value) if isinstance(value, float) else value
+
+        def rows():
+            for point in self._sorted_points():
+                cols = self._point_columns(point)
+                for k in range(len(cols["step"])):
+                    yield [cell(cols[name][k]) for name in names]
+
+        return write_csv_atomic(path, names, rows())
 
     def grid_mean(self, metric: str, x: str, y: str, **fixed) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Average a summary metric over the other axes (seeds, ...) on the (x, y) grid.
