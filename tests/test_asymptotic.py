@@ -172,3 +172,39 @@ def test_to_frame_without_pandas_says_how_to_install_it(table_sweep, monkeypatch
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match=r"Sweep.to_frame needs pandas: pip install 'attnsim\[pandas\]'.*to_csv"):
         table_sweep.to_frame()
+
+
+# ------------------------------------------------------------------ no run left behind
+
+def test_a_stiff_flow_point_is_rerun_with_ten_times_the_budget_and_says_so(tmp_path):
+    tight = {**FLOW, "max_steps": 40}               # this point needs ~300 integrator steps
+    first = simulate(FLOW_CFG, SaveAt.log(FLOW_CFG.steps, 10), dynamics="flow", flow=tight)
+    assert first.status == "max_steps_reached"
+    sw = sweep(tmp_path, FLOW_CFG, n_saves=10, dynamics="flow", flow=tight, workers=1, progress=False)
+    (pt,) = sw.points.values()
+    res = sw.load(pt.key)
+    assert res.status == "finished" and pt.summary["status"] == "finished"
+    assert res.extra["path"] == pt.summary["path"] == "flow rerun: max_steps=400"
+    assert res.extra["max_steps"] == 400
+    (attempt,) = res.extra["attempts"]
+    assert attempt["status"] == "max_steps_reached" and attempt["max_steps"] == 40
+    assert attempt["final_step"] == first.final_step < FLOW_CFG.steps
+    direct = simulate(FLOW_CFG, SaveAt.log(FLOW_CFG.steps, 10), dynamics="flow", flow={**tight, "max_steps": 400})
+    assert res.train_loss.tobytes() == direct.train_loss.tobytes()          # the rerun is that run, exactly
+
+
+def test_without_retries_a_stiff_point_keeps_its_status(tmp_path):
+    sw = sweep(tmp_path, FLOW_CFG, n_saves=10, dynamics="flow", flow={**FLOW, "max_steps": 30}, flow_retries=0,
+               workers=1, progress=False)
+    (pt,) = sw.points.values()
+    assert pt.summary["status"] == "max_steps_reached" and pt.summary["path"] == "flow"
+    assert sw.load(pt.key).extra["attempts"] == []
+    with pytest.raises(ConfigError, match=r"flow_retries must be an integer >= 0; got -1"):
+        sweep(tmp_path, FLOW_CFG, dynamics="flow", flow_retries=-1, progress=False)
+
+
+def test_max_steps_reached_with_an_integer_gd_start_is_not_reported_as_divergence():
+    """Regression: alpha_rho (NaN when no Jacobian estimate was made) made every stop look like an overflow."""
+    res = simulate(FLOW_CFG, SaveAt.log(FLOW_CFG.steps, 10), dynamics="flow", flow={**FLOW, "max_steps": 30})
+    assert res.status == "max_steps_reached", res.message
+    assert "max_steps=30 integrator steps used" in res.message

@@ -178,34 +178,67 @@ def _summary(result) -> dict:
         "test_acc_se": float(result.test_acc_se[-1]),
         "engine": result.engine,
         "dynamics": result.extra.get("dynamics", "gd"),
+        "path": result.extra.get("path", result.extra.get("dynamics", "gd")),
         "wall_time": result.wall_time,
     }
     # NaN is not JSON: store None
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
 
-def recording(n_saves: int, probes, keep_params: bool, dynamics: str = "gd", flow=None) -> dict:
+#: Flow outcomes that a rerun with a larger budget can turn into a finished run.
+_RETRYABLE = ("max_steps_reached", "step_size_collapsed")
+#: Each rerun multiplies ``max_steps`` by this (after ``max_steps_reached``) or divides ``h_min``
+#: by it (after ``step_size_collapsed``).
+RETRY_FACTOR = 10
+#: Reruns a flow point gets by default (``sweep(flow_retries=...)``).
+DEFAULT_FLOW_RETRIES = 1
+
+
+def recording(n_saves: int, probes, keep_params: bool, dynamics: str = "gd", flow=None,
+              flow_retries: int = DEFAULT_FLOW_RETRIES) -> dict:
     """How a sweep point is recorded (part of its key and of its index entry).
 
     GD points have the keys of folders written before the flow existed; flow points add
-    ``dynamics`` and every ``FlowOptions`` field.
+    ``dynamics``, every ``FlowOptions`` field and ``flow_retries``.
     """
     save = {"n_saves": int(n_saves), "probes": probes, "keep_params": bool(keep_params)}
     if dynamics != "gd":
-        save.update(dynamics=dynamics, flow=dataclasses.asdict(as_flow_options(flow)))
+        save.update(dynamics=dynamics, flow=dataclasses.asdict(as_flow_options(flow)), flow_retries=int(flow_retries))
     return save
 
 
 def run_point(config: Config, n_saves: int = 200, probes=None, keep_params: bool = False, engine: str = "auto",
-              dynamics: str = "gd", flow=None):
+              dynamics: str = "gd", flow=None, flow_retries: int = 0):
     """Simulate one grid point (what each worker runs). Returns the ``Result``.
 
     The final ``W`` (d x d, 32 MB at d = 2000) is dropped (``Result.W = None``) unless ``keep_params``.
+
+    No run left behind: a flow run that stops with ``max_steps_reached`` (a stiff stretch) or
+    ``step_size_collapsed`` is run again from the start, up to ``flow_retries`` times, with
+    ``max_steps`` multiplied (``h_min`` divided) by ``RETRY_FACTOR``. ``Result.extra["path"]``
+    says which path produced the result (``"flow"``, or ``"flow rerun: max_steps=1000000"``) and
+    ``extra["attempts"]`` lists the earlier outcomes; a point that still stops keeps its status.
     """
     from ._experiment import simulate
 
-    result = simulate(config, SaveAt.log(config.steps, n_saves), engine=engine, probes=probes, dynamics=dynamics,
-                      flow=flow)
+    save_at = SaveAt.log(config.steps, n_saves)
+    opts = as_flow_options(flow) if dynamics == "flow" else flow
+    result = simulate(config, save_at, engine=engine, probes=probes, dynamics=dynamics, flow=opts)
+    if dynamics == "flow":
+        attempts = []
+        while result.status in _RETRYABLE and len(attempts) < flow_retries:
+            attempts.append({"status": result.status, "message": result.message, "final_step": result.final_step,
+                             "max_steps": opts.max_steps, "h_min": opts.h_min, "wall_time": result.wall_time})
+            if result.status == "max_steps_reached":
+                opts = dataclasses.replace(opts, max_steps=opts.max_steps * RETRY_FACTOR)
+                change = f"max_steps={opts.max_steps}"
+            else:
+                opts = dataclasses.replace(opts, h_min=opts.h_min / RETRY_FACTOR)
+                change = f"h_min={opts.h_min:g}"
+            result = simulate(config, save_at, engine=engine, probes=probes, dynamics=dynamics, flow=opts)
+            result.extra["path"] = f"flow rerun: {change}"
+        result.extra.setdefault("path", "flow")
+        result.extra["attempts"] = attempts
     if not keep_params:
         result.W = None
     return result
@@ -472,7 +505,7 @@ class Sweep:
 
 def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=None, n_saves: int = 200,
           probes=None, keep_params: bool = False, engine: str = "auto", dynamics: str = "gd", flow=None,
-          executor: Executor | None = None, workers: int | None = None, scheduler: str | None = None,
+          flow_retries: int = DEFAULT_FLOW_RETRIES, executor: Executor | None = None, workers: int | None = None, scheduler: str | None = None,
           progress: bool = True) -> Sweep:
     """Run every point of a grid that ``folder`` does not hold yet; return the opened ``Sweep``.
 
@@ -501,6 +534,10 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
         are different points of the same folder.
     flow : None, FlowOptions or dict
         Settings of the flow (default ``FlowOptions()``).
+    flow_retries : int
+        Reruns of a flow point that stopped stiff (``max_steps_reached``) or with a collapsed
+        step, each with ``RETRY_FACTOR`` times the budget (``run_point``); the summary's ``path``
+        says which run produced the file.
     executor : concurrent.futures.Executor, optional
         Where to run the points. Default: a process pool over ``workers`` local cores
         (all of them), or the Dask cluster at ``scheduler``.
@@ -545,7 +582,9 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
     if grid is not None or seeds is not None or not todo_configs:
         todo_configs += grid_configs(base, grid, seeds)
     flow = check_dynamics(dynamics, flow)
-    save = recording(n_saves, probes, keep_params, dynamics, flow)
+    if isinstance(flow_retries, bool) or not isinstance(flow_retries, (int, np.integer)) or flow_retries < 0:
+        raise ConfigError(f"flow_retries must be an integer >= 0; got {flow_retries!r}")
+    save = recording(n_saves, probes, keep_params, dynamics, flow, flow_retries)
 
     folder = os.fspath(folder)
     os.makedirs(os.path.join(folder, POINTS), exist_ok=True)
@@ -573,7 +612,8 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
     try:
         if executor is None and scheduler is None and (workers == 1 or len(todo) == 1):
             for key, cfg in todo.items():
-                sw._store(key, run_point(cfg, n_saves, probes, keep_params, engine, dynamics, flow), save)
+                sw._store(key, run_point(cfg, n_saves, probes, keep_params, engine, dynamics, flow,
+                                            save.get("flow_retries", 0)), save)
                 if bar is not None:
                     bar.update(1)
         else:
@@ -605,7 +645,7 @@ def _run_pool(sw, todo, save, engine, dynamics, flow, executor, workers, schedul
         with single_threaded_env():
             for key, cfg in todo.items():
                 fut = executor.submit(run_point, cfg, save["n_saves"], save["probes"], save["keep_params"], engine,
-                                      dynamics, flow)
+                                      dynamics, flow, save.get("flow_retries", 0))
                 futures[fut] = key
         for fut in as_completed(futures):
             key = futures.pop(fut)

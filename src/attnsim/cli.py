@@ -375,6 +375,8 @@ def _add_sweep_arguments(parser) -> None:
                         help="also record W^T p along every training token's noise vector")
     parser.add_argument("--keep-params", action="store_true", help="keep the final W (d x d) in every file")
     _add_dynamics_flags(parser)
+    parser.add_argument("--flow-retries", default=None, metavar="N",
+                        help="reruns of a flow point that stopped stiff, each with 10x max_steps (default 1)")
     parser.add_argument("--show", action="store_true", help="print the finished points of FOLDER and exit")
     bar = parser.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
@@ -383,13 +385,17 @@ def _add_sweep_arguments(parser) -> None:
     _add_config_flags(parser)
 
 
-def _positive_int(flag, text):
+def _nonnegative_int(flag, text):
+    return 0 if str(text).strip() == "0" else _positive_int(flag, text, ">= 0")
+
+
+def _positive_int(flag, text, rule=">= 1"):
     try:
         value = float(str(text).replace("_", ""))
     except ValueError:
         value = float("nan")
     if not (math.isfinite(value) and value == int(value) and value >= 1):
-        raise ConfigError(f"{flag} must be an integer >= 1; got {text!r}")
+        raise ConfigError(f"{flag} must be an integer {rule}; got {text!r}")
     return int(value)
 
 
@@ -442,6 +448,11 @@ def _cmd_sweep(args) -> int:
     if os.path.exists(args.folder) and not os.path.isdir(args.folder):
         raise ConfigError(f"folder {args.folder!r} is a file; give a folder for the sweep results")
     dynamics, flow = _dynamics_from_args(args)
+    retries = {}
+    if args.flow_retries is not None:
+        if dynamics != "flow":
+            raise UsageError("--flow-retries needs --dynamics flow")
+        retries["flow_retries"] = _nonnegative_int("--flow-retries", args.flow_retries)
     configs = grid_configs(base, grid, seeds)   # validates every point before any work
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     print(f"attnsim sweep: {len(configs)} points ({' x '.join(f'{k}[{len(v)}]' for k, v in grid.items()) or 'base'}"
@@ -449,8 +460,8 @@ def _cmd_sweep(args) -> int:
     t0 = time.perf_counter()
     try:
         sw = sweep(args.folder, base, grid=grid, seeds=seeds, n_saves=n_saves, probes=args.probes,
-                   keep_params=args.keep_params, engine=args.engine, dynamics=dynamics, flow=flow, workers=workers,
-                   scheduler=args.scheduler, progress=progress)
+                   keep_params=args.keep_params, engine=args.engine, dynamics=dynamics, flow=flow, **retries,
+                   workers=workers, scheduler=args.scheduler, progress=progress)
     except RuntimeError as exc:
         print(f"attnsim: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
