@@ -436,6 +436,16 @@ class Sweep:
 
         Floats are written in full precision (``repr``), NaN as ``nan``, ``None`` as an empty
         field. Returns the number of data rows.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> sw = sweep(tmp.name, Config(d=20, n_test=0, steps=5), grid={"eta": [0.0, 0.2]}, n_saves=3, workers=1,
+        ...            progress=False)
+        >>> sw.to_csv(os.path.join(tmp.name, "table.csv"))   # 2 points x 3 save times
+        6
+        >>> tmp.cleanup()
         """
         names = self.columns()
 
