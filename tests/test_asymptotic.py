@@ -208,3 +208,15 @@ def test_max_steps_reached_with_an_integer_gd_start_is_not_reported_as_divergenc
     res = simulate(FLOW_CFG, SaveAt.log(FLOW_CFG.steps, 10), dynamics="flow", flow={**FLOW, "max_steps": 30})
     assert res.status == "max_steps_reached", res.message
     assert "max_steps=30 integrator steps used" in res.message
+
+
+def test_cli_run_with_population_metrics_needs_no_n_test_and_prints_standard_errors(capsys, tmp_path):
+    out = tmp_path / "r.npz"
+    argv = ["run", "--d", "16", "--n-train", "8", "--T", "4", "--steps", "50", "--test-metrics", "population",
+            "--no-progress", "--out", str(out)]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "test_acc_se" in text and "test_loss_se" in text
+    res = attnsim.load(out)
+    assert res.config.n_test == 0 and np.all(np.isfinite(res.test_loss)) and np.all(res.test_loss_se >= 0)
+    assert res.W is not None                                   # saved runs keep their final W

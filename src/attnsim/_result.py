@@ -164,6 +164,8 @@ class Result:
             "train_acc_noisy": float(self.train_acc_noisy[-1]),
             "test_loss": float(self.test_loss[-1]),
             "test_acc": float(self.test_acc[-1]),
+            **({"test_loss_se": float(self.test_loss_se[-1]), "test_acc_se": float(self.test_acc_se[-1])}
+               if np.isfinite(self.test_acc_se[-1]) else {}),
             "mean_relevant_mass_clean": float(np.mean(self.relevant_mass[-1][~self.noisy]))
             if np.any(~self.noisy) else float("nan"),
             "mean_relevant_mass_noisy": float(np.mean(self.relevant_mass[-1][self.noisy]))

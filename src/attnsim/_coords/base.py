@@ -65,7 +65,7 @@ def quadratic_norm(c0: float, lin: np.ndarray, G: np.ndarray, x: np.ndarray) -> 
     but finite vector does not overflow its own squared norm."""
     scale = max(float(np.max(np.abs(x), initial=0.0)), 1.0)
     xs = x / scale
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):   # an overflowed Gram (inf * 0): NaN, not a warning
         sq = c0 / scale / scale + 2.0 * (xs @ lin) / scale + xs @ (G @ xs)
     return scale * np.sqrt(max(sq, 0.0))
 
