@@ -274,12 +274,13 @@ class Run:
         if pending:  # Ctrl-C during the last chunk: the run is complete, pass the interrupt on
             raise KeyboardInterrupt
 
-    def result(self, config=None, params=True) -> Result:
+    def result(self, config=None, params=True, keep_W=True) -> Result:
         """The ``Result`` so far. ``params=False`` skips materialising the final ``W`` and ``p``
-        (``W`` None, ``p`` NaN): a d x d ``W`` is 200 MB at d = 5000, wasted when nobody reads it."""
+        (``W`` None, ``p`` NaN), ``keep_W=False`` the final ``W`` only: a d x d ``W`` is 200 MB
+        and a d^2 N product at d = 5000, wasted when nobody reads it."""
         count = self.recorder.count
         arrays = {name: buf[:count].copy() for name, buf in self.recorder.buffers.items()}
-        W, p = self.coords.final_params() if params else (None, np.full(self.pb.d, np.nan))
+        W, p = self.coords.final_params(with_W=keep_W) if params else (None, np.full(self.pb.d, np.nan))
         return Result(
             steps=self.save_steps[:count].copy(),
             **arrays,

@@ -219,7 +219,13 @@ def run_point(config: Config, n_saves: int = 200, probes=None, keep_params: bool
     says which path produced the result (``"flow"``, or ``"flow rerun: max_steps=1000000"``) and
     ``extra["attempts"]`` lists the earlier outcomes; a point that still stops keeps its status.
     """
-    from ._experiment import simulate
+    from ._experiment import prepare_run
+
+    def simulate(config, save_at, *, engine, probes, dynamics, flow):   # without the final W unless kept
+        run = prepare_run(config, save_at, engine=engine, probes=probes, dynamics=dynamics, flow=flow)
+        run.warm_up()
+        run.run()
+        return run.result(config, keep_W=keep_params)
 
     save_at = SaveAt.log(config.steps, n_saves)
     opts = as_flow_options(flow) if dynamics == "flow" else flow

@@ -116,8 +116,9 @@ class Coordinates(abc.ABC):
         """The recorder's quantities at the current iterate (no side effects)."""
 
     @abc.abstractmethod
-    def final_params(self) -> tuple[np.ndarray | None, np.ndarray]:
-        """``(W, p)`` at the current iterate, materialised; ``W`` is None when it is not trained."""
+    def final_params(self, with_W: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+        """``(W, p)`` at the current iterate, materialised; ``W`` is None when it is not trained,
+        or not asked for (``with_W=False``: a d x d product and 8 d^2 bytes saved)."""
 
     def warm_up(self) -> None:
         """Compile (or load from cache) the kernels that ``advance`` and ``observe`` call."""

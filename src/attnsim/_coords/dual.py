@@ -57,7 +57,7 @@ class DualPSetup(Coordinates):
                            self.R_p[0] + self.R_p[1] @ a, self.R_q[0] + self.R_q[1] @ a,
                            quadratic_norm(*self.Q_norm, a))
 
-    def final_params(self):
+    def final_params(self, with_W=True):
         a, _ = self._a_z()
         return None, self.pb.p0 + self.K.T @ a
 
@@ -109,8 +109,10 @@ class DualWpSetup(Coordinates):
         return Observation(z, zt, np.sqrt(max(P[0], 0.0)), np.sqrt(max(w_dist2, 0.0)),
                            self.R_p @ b, self.R_q1 @ b + self.R_q2 @ MtGb, np.sqrt(max(q2, 0.0)))
 
-    def final_params(self):
+    def final_params(self, with_W=True):
         _, _, b, MT = self._current()
+        if not with_W:
+            return None, self.Q @ b
         W = (self.Q @ MT.T) @ self.pb.X              # one d x d temporary: the result itself
         W += self.pb.W0
         return W, self.Q @ b

@@ -33,7 +33,7 @@ class PrimalP(Coordinates):
         return Observation(self.state["z"], pb.Xt @ u, norm(p), 0.0, pb.probes_all @ p, pb.probes_all @ u,
                            norm(u))
 
-    def final_params(self):
+    def final_params(self, with_W=True):
         return None, self.state["p"].copy()
 
 
@@ -63,5 +63,5 @@ class PrimalWp(Coordinates):
         return Observation(st["z"], pb.Xt @ u, norm(p), norm(st["W"] - pb.W0), pb.probes_all @ p, pb.probes_all @ u,
                            norm(u))
 
-    def final_params(self):
-        return self.state["W"].copy(), self.state["p"].copy()
+    def final_params(self, with_W=True):
+        return (self.state["W"].copy() if with_W else None), self.state["p"].copy()
