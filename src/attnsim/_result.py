@@ -100,7 +100,9 @@ class Result:
     extra : dict
         JSON-serialisable extras; with ``dynamics="flow"`` the integrator's record
         (``dynamics``, tolerances, ``gd_start_steps``, ``rhs_evals``, ``accepted_steps``,
-        ``rejected_steps``, ...).
+        ``rejected_steps``, ...); a flow point of a sweep adds ``path`` (``"flow"``, or the rerun
+        that produced it, e.g. ``"flow rerun: max_steps=1000000"``) and ``attempts`` (the
+        outcomes of the runs before it).
     """
 
     steps: np.ndarray
