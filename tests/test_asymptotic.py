@@ -99,13 +99,14 @@ def test_cli_sweep_flow_with_population_metrics(tmp_path, capsys):
     folder = tmp_path / "sw"
     argv = ["sweep", str(folder), "--grid", "signal_norm=3,6", "--d", "16", "--n-train", "8", "--T", "4",
             "--steps", "1e8", "--test-metrics", "population", "--dynamics", "flow", "--flow", "max_steps=2e4",
-            "--flow", "gd_start=200", "--saves", "10", "--workers", "1", "--no-progress"]
+            "--flow", "gd_start=200", "--flow-retries", "0", "--saves", "10", "--workers", "1", "--no-progress"]
     assert cli.main(argv) == 0
     sw = Sweep.open(folder)
     assert len(sw) == 2
     for p in sw.points.values():
         assert p.config.n_test == 0 and p.config.test_metrics == "population"
         assert p.recording["flow"]["max_steps"] == 20_000 and p.recording["flow"]["gd_start"] == 200
+        assert p.recording["flow_retries"] == 0
     assert cli.main(argv) == 0 and len(Sweep.open(folder)) == 2      # rerun: nothing new
 
 
@@ -115,6 +116,8 @@ def test_cli_sweep_flow_with_population_metrics(tmp_path, capsys):
     (["--dynamics", "flow", "--flow", "max_steps=1.5"], "max_steps must be an integer"),
     (["--dynamics", "flow", "--flow", "correction=maybe"], "correction must be true or false"),
     (["--dynamics", "rk4"], "--dynamics must be one of gd, flow"),
+    (["--flow-retries", "2"], "--flow-retries needs --dynamics flow"),
+    (["--dynamics", "flow", "--flow-retries", "-1"], "--flow-retries must be an integer >= 0; got '-1'"),
     (["--test-metrics", "population", "--n-test", "10"], "n_test must be 0 with test_metrics='population'"),
 ])
 def test_cli_sweep_rejects_bad_dynamics_flags(tmp_path, capsys, extra, match):
