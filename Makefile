@@ -57,7 +57,7 @@ examples: $(STAMP)  ## regenerate every figure and table of examples/ into out/e
 		MPLBACKEND=Agg ATTNSIM_OUT=$(OUT)/examples $(PY) $$f || failed="$$failed $$f"; done; \
 		if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
-examples-full: $(STAMP)  ## the paper's full 39 x 39 phase diagram, 3 seeds (~4600 runs: hours on 2 cores; resumable)
+examples-full: $(STAMP)  ## the paper's full 39 x 39 phase diagram, 3 seeds, at tau = 1e3 (GD) and 1e12 (flow): 2 x 4563 runs (resumable)
 	MPLBACKEND=Agg ATTNSIM_OUT=$(OUT)/examples $(PY) examples/phase_diagram.py --full
 
 clean-cache:  ## drop numba's compiled-kernel caches (make test does it whenever _kernels/ changed)

@@ -1,24 +1,35 @@
-"""Phase diagrams over (d, ||mu||) at the paper's horizon, with the SNR boundaries (paper Fig. 5).
+"""Phase diagrams over (d, ||mu||) at the paper's horizon and at tau = 10^12, with the SNR boundaries (Fig. 5).
 
-Reproduces Fig. 5 of Sakamoto & Sato (ICML 2025): final training loss, test loss, training
-and test accuracy after 1000 GD steps over a grid of token dimension d and signal strength
-||mu|| (rho = 0.1, other settings official), averaged over seeds. Overlaid: the curves
-SNR = ||mu|| / sqrt(d) = n^{-1/2} (above it: not overfitting) and SNR = d^{-1/4} (below it:
-harmful overfitting); benign overfitting lies between.
+Reproduces Fig. 5 of Sakamoto & Sato (ICML 2025) and carries it to the asymptotic horizon:
+final training loss, test loss, test accuracy and the regime (``attnsim.classify_regime``:
+not overfitting / benign / harmful) over a grid of token dimension d and signal strength
+||mu|| (rho = 0.1, other settings official), averaged over seeds (regime: majority of seeds).
+Top row: 1000 exact GD steps, the paper's horizon. Bottom row: tau = 10^12 GD steps of time
+with the GD-matched flow (``dynamics="flow"``), where the paper's regimes are asymptotic
+statements. Both rows use population test metrics (``test_metrics="population"``: exact
+expectations over the test distribution, no test set drawn), so the horizons are compared
+with the same, noise-free estimator. Overlaid: SNR = ||mu|| / sqrt(d) = n^{-1/2} (above it:
+not overfitting) and SNR = d^{-1/4} (below it: harmful overfitting); benign lies between.
 
-The default is a coarse subset of the paper's grid (7 x 9 points x 2 seeds, a few minutes on
-two cores); ``--grid20`` the 20 x 20 grid of the paper's earlier version (d step 250, ||mu||
-step 5); ``--full`` runs the full 39 x 39 grid of REFERENCE.md (d = 250..5000 step 125,
-||mu|| = 5..100 step 2.5) with 3 seeds, about 4600 runs (hours on two cores; ``make
-examples-full``). Both share one resumable sweep folder, so an interrupted full run resumes.
+The default is a coarse subset of the paper's grid (7 x 9 points x 2 seeds per horizon, a few
+minutes on two cores); ``--grid20`` the 20 x 20 grid of the paper's earlier version; ``--full``
+the full 39 x 39 grid of REFERENCE.md (d = 250..5000 step 125, ||mu|| = 5..100 step 2.5) with 3
+seeds, 4563 runs per horizon (``make examples-full``). Every grid shares one resumable sweep
+folder per horizon, so an interrupted run resumes and a finer grid reuses the coarse points.
 
-Writes ``out/examples/phase_diagram.png`` (``phase_diagram_full.png`` with ``--full``).
+Writes ``out/examples/phase_diagram.png`` (``_20``, ``_full`` variants) and the regime counts
+and boundaries to ``phase_diagram*.json``.
 """
 
 from __future__ import annotations
 
+import json
+import time
+from collections import Counter
+
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import ListedColormap
 
 import attnsim
 from _common import parse_args, save
@@ -26,12 +37,45 @@ from _common import parse_args, save
 D_FULL = list(range(250, 5001, 125))                       # 39 values
 MU_FULL = [5.0 + 2.5 * k for k in range(39)]               # 5 .. 100
 N_SAVES = 12
+#: (label, sweep folder, steps, dynamics); both with population test metrics.
+HORIZONS = (("τ = 10³ (GD, the paper's horizon)", "phase_gd_1e3", 1000, "gd"),
+            ("τ = 10¹² (flow)", "phase_flow_1e12", 10 ** 12, "flow"))
+REGIME_COLOURS = ListedColormap(["#4477aa", "#66bb66", "#cc4444"])   # not overfitting, benign, harmful
 
 
 def edges(values):
     v = np.asarray(values, dtype=float)
     mid = (v[1:] + v[:-1]) / 2
     return np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
+
+
+def maps_of(sw, ds, mus, n_seeds):
+    """Seed means of the final figures and the majority regime (index into attnsim.REGIMES) per cell."""
+    out = {m: np.full((len(mus), len(ds)), np.nan) for m in ("train_loss", "test_loss", "test_acc", "regime")}
+    statuses = Counter()
+    for i, mu in enumerate(mus):
+        for j, d in enumerate(ds):
+            pts = [pt for s in range(n_seeds) for pt in sw.select(d=d, signal_norm=mu, seed=s)[:1]]
+            statuses.update(pt.summary.get("path", "gd") + ": " + pt.summary["status"] for pt in pts)
+            for m in ("train_loss", "test_loss", "test_acc"):
+                vals = [pt.summary[m] for pt in pts if pt.summary[m] is not None]
+                out[m][i, j] = np.mean(vals) if vals else np.nan
+            votes = Counter(pt.summary["regime"] for pt in pts)
+            if votes:
+                out["regime"][i, j] = attnsim.REGIMES.index(votes.most_common(1)[0][0])
+    return out, statuses
+
+
+def boundaries(regime, ds, mus):
+    """Per d: the smallest ||mu|| classified not overfitting and the largest classified harmful."""
+    rows = []
+    for j, d in enumerate(ds):
+        col = regime[:, j]
+        not_of = [mus[i] for i in range(len(mus)) if col[i] == 0]
+        harmful = [mus[i] for i in range(len(mus)) if col[i] == 2]
+        rows.append({"d": d, "min_mu_not_overfitting": min(not_of) if not_of else None,
+                     "max_mu_harmful": max(harmful) if harmful else None})
+    return rows
 
 
 def main():
@@ -49,39 +93,53 @@ def main():
         ds = D_FULL[::6]                                                  # 250, 1000, ..., 4750
         mus = [MU_FULL[k] for k in (0, 1, 2, 4, 6, 10, 18, 26, 38)]      # 5, 7.5, 10, 15, 20, 30, 50, 70, 100
         n_seeds = args.seeds or 2
-    base = attnsim.Config(steps=1000)
     grid = {"d": ds, "signal_norm": mus}
-    sw = attnsim.sweep(args.out / "sweeps" / "phase", base, grid=grid, seeds=range(n_seeds), n_saves=N_SAVES,
-                       workers=args.workers, progress=args.progress)
-    metrics = [("train_loss", "final train loss", "viridis"), ("test_loss", "final test loss", "viridis"),
-               ("train_acc", "final train accuracy", "magma"), ("test_acc", "final test accuracy", "magma")]
-    maps = {m: np.full((len(mus), len(ds)), np.nan) for m, _, _ in metrics}
-    for i, mu in enumerate(mus):
-        for j, d in enumerate(ds):
-            for m, _, _ in metrics:
-                vals = [pt.summary[m] for s in range(n_seeds)
-                        for pt in sw.select(d=d, signal_norm=mu, seed=s)[:1]]
-                vals = [v for v in vals if v is not None]
-                maps[m][i, j] = np.mean(vals) if vals else np.nan
-    n = base.n_train
+    n = attnsim.Config().n_train
     dd = np.linspace(ds[0], ds[-1], 200)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 9), constrained_layout=True)
-    for ax, (m, title, cmap) in zip(axes.ravel(), metrics):
-        im = ax.pcolormesh(edges(ds), edges(mus), maps[m], cmap=cmap, shading="flat")
-        fig.colorbar(im, ax=ax)
-        ax.plot(dd, np.sqrt(dd / n), color="w", lw=2, label=r"SNR $= n^{-1/2}$")
-        ax.plot(dd, dd ** 0.25, color="w", lw=2, ls="--", label=r"SNR $= d^{-1/4}$")
-        ax.set_xlim(max(edges(ds)[0], 0), edges(ds)[-1])
-        ax.set_ylim(edges(mus)[0], edges(mus)[-1])
-        ax.set_xlabel("token dimension d")
-        ax.set_ylabel("signal strength ‖μ‖")
-        ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=8, loc="upper right", facecolor="0.4", labelcolor="w")
+    fig, axes = plt.subplots(2, 4, figsize=(19, 8.5), constrained_layout=True)
+    report = {"grid": {"d": ds, "signal_norm": mus, "seeds": n_seeds}, "horizons": []}
+    panels = [("train_loss", "final train loss", "viridis", None), ("test_loss", "population test loss", "viridis",
+                                                                      None),
+              ("test_acc", "population test accuracy", "magma", (0.5, 1.0)), ("regime", "regime", REGIME_COLOURS,
+                                                                               (-0.5, 2.5))]
+    for row, (label, folder, steps, dynamics) in enumerate(HORIZONS):
+        base = attnsim.Config(steps=steps, n_test=0, test_metrics="population")
+        t0 = time.perf_counter()
+        sw = attnsim.sweep(args.out / "sweeps" / folder, base, grid=grid, seeds=range(n_seeds), n_saves=N_SAVES,
+                           dynamics=dynamics, workers=args.workers, progress=args.progress)
+        elapsed = time.perf_counter() - t0
+        maps, statuses = maps_of(sw, ds, mus, n_seeds)
+        counts = Counter(attnsim.REGIMES[int(v)] for v in maps["regime"].ravel() if np.isfinite(v))
+        report["horizons"].append({"horizon": label, "steps": steps, "dynamics": dynamics, "sweep_seconds": elapsed,
+                                   "regime_cells": dict(counts), "runs_by_path_and_status": dict(statuses),
+                                   "boundaries": boundaries(maps["regime"], ds, mus)})
+        print(f"{label}: {sum(counts.values())} cells {dict(counts)}; runs {dict(statuses)}; sweep {elapsed:.0f} s")
+        for col, (m, title, cmap, lims) in enumerate(panels):
+            ax = axes[row, col]
+            kw = {} if lims is None else dict(vmin=lims[0], vmax=lims[1])
+            im = ax.pcolormesh(edges(ds), edges(mus), maps[m], cmap=cmap, shading="flat", **kw)
+            if m == "regime":
+                bar = fig.colorbar(im, ax=ax, ticks=[0, 1, 2])
+                bar.ax.set_yticklabels(["not overfitting", "benign", "harmful"], fontsize=8)
+            else:
+                fig.colorbar(im, ax=ax)
+            ax.plot(dd, np.sqrt(dd / n), color="w", lw=2, label=r"SNR $= n^{-1/2}$")
+            ax.plot(dd, dd ** 0.25, color="w", lw=2, ls="--", label=r"SNR $= d^{-1/4}$")
+            ax.set_xlim(max(edges(ds)[0], 0), edges(ds)[-1])
+            ax.set_ylim(edges(mus)[0], edges(mus)[-1])
+            ax.set_xlabel("token dimension d")
+            ax.set_ylabel("signal strength ‖μ‖")
+            ax.set_title(f"{title}, {label}", fontsize=9)
+            if col == 0:
+                ax.legend(fontsize=8, loc="upper right", facecolor="0.4", labelcolor="w")
     seeds = f"{n_seeds} seed" + ("s" if n_seeds > 1 else "")
-    fig.suptitle(f"Phase diagrams at τ = 1000 ({len(ds)} × {len(mus)} grid, mean of {seeds}; "
+    base = attnsim.Config()
+    fig.suptitle(f"Phase diagrams at the paper's horizon and at τ = 10¹² ({len(ds)} × {len(mus)} grid, {seeds}; "
                  f"n={n}, η={base.eta:g}, ρ={base.rho:g}, lr={base.lr:g})", fontsize=11)
-    save(fig, args, "phase_diagram_full.png" if args.full else "phase_diagram_20.png" if args.grid20
-         else "phase_diagram.png")
+    name = "phase_diagram_full" if args.full else "phase_diagram_20" if args.grid20 else "phase_diagram"
+    save(fig, args, name + ".png")
+    (args.out / (name + ".json")).write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    print(f"wrote {args.out / (name + '.json')}")
 
 
 if __name__ == "__main__":

@@ -208,7 +208,7 @@ CHOICES = dict(label_noise=("official", "random"), noise=("isotropic", "orthogon
                trainable=("Wp", "p", "Wp+nu", "p+nu"), optimizer=("gd", "ngd"), ngd_norm=("joint", "block"),
                w0=("random", "identity"), head_init=("official", "zero", "gaussian"),
                signal_noise=("noisy", "noiseless"), labels=("balanced", "rademacher"),
-               init=("official", "gaussian"))
+               init=("official", "gaussian"), test_metrics=("sample", "population"))
 
 not_a_number = st.one_of(st.text(max_size=5), st.booleans(), st.complex_numbers(allow_nan=False).filter(
     lambda z: z.imag != 0), st.lists(st.integers(), max_size=2), st.just(object()))
@@ -316,7 +316,8 @@ FLOAT_FLAGS = {"--lr": "positive", "--eta": "unit", "--signal-norm": "positive",
                "--sigma-eps": "nonnegative"}
 CHOICE_FLAGS = {"--preset": ("balanced", "large-noise", "large-signal", "magen"), "--engine": ("auto", "primal", "dual"),
                 "--label-noise": CHOICES["label_noise"], "--noise": CHOICES["noise"],
-                "--trainable": CHOICES["trainable"], "--init": CHOICES["init"]}
+                "--trainable": CHOICES["trainable"], "--init": CHOICES["init"],
+                "--test-metrics": CHOICES["test_metrics"]}
 
 
 def _fmt(x):

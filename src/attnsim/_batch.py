@@ -20,14 +20,27 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 
 from ._config import Config
+from ._coords import DYNAMICS
+from ._coords.flow import as_flow_options
 from ._engine import train
 from ._experiment import simulate
 from ._pool import check_workers, local_executor, shutdown
 from ._result import Result
-from ._validation import ConfigError
+from ._validation import ConfigError, check_choice
 
 # Arguments a worker cannot honour: callbacks do not cross process boundaries.
 _NOT_BATCHABLE = ("hooks", "progress")
+
+
+def check_dynamics(dynamics, flow):
+    """Validate ``dynamics`` and ``flow`` once, in the calling process; the options as a ``FlowOptions``
+    (None for GD)."""
+    check_choice("dynamics", dynamics, DYNAMICS)
+    if dynamics == "gd":
+        if flow is not None:
+            raise ConfigError("flow options apply only with dynamics='flow'; got dynamics='gd' and flow set")
+        return None
+    return as_flow_options(flow)
 
 
 def _train_task(kwargs: dict) -> Result:
@@ -35,8 +48,8 @@ def _train_task(kwargs: dict) -> Result:
 
 
 def _simulate_task(args) -> Result:
-    config, save_at, engine, probes = args
-    return simulate(config, save_at=save_at, engine=engine, probes=probes)
+    config, save_at, engine, probes, dynamics, flow = args
+    return simulate(config, save_at=save_at, engine=engine, probes=probes, dynamics=dynamics, flow=flow)
 
 
 def _run(fn, tasks: list, workers, executor: Executor | None, progress: bool) -> list:
@@ -90,7 +103,8 @@ def train_many(problems: Sequence[Mapping], *, workers: int | None = None, execu
     progress : bool
         Show a progress bar over finished runs.
     **common
-        Keyword arguments of ``train`` shared by all problems.
+        Keyword arguments of ``train`` shared by all problems, e.g. ``dynamics="flow"`` and
+        ``flow=FlowOptions(...)`` (validated here, before any run starts).
 
     Returns
     -------
@@ -129,19 +143,28 @@ def train_many(problems: Sequence[Mapping], *, workers: int | None = None, execu
         if bad:
             raise ConfigError(f"problems[{k}]: unknown or unbatchable argument(s) {bad}; "
                               f"allowed: {sorted(allowed)}")
-        tasks.append({**common, **prob})
+        task = {**common, **prob}
+        if "dynamics" in task or "flow" in task:
+            try:
+                flow = check_dynamics(task.get("dynamics", "gd"), task.get("flow"))
+            except ConfigError as exc:
+                raise ConfigError(f"problems[{k}]: {exc}") from None
+            if flow is not None:
+                task["flow"] = flow
+        tasks.append(task)
     if not tasks:
         return []
     return _run(_train_task, tasks, workers, executor, progress)
 
 
 def simulate_many(configs: Sequence[Config], save_at=None, *, engine: str = "auto", probes=None,
-                  workers: int | None = None, executor: Executor | None = None,
+                  dynamics: str = "gd", flow=None, workers: int | None = None, executor: Executor | None = None,
                   progress: bool = False) -> list[Result]:
     """Run ``simulate`` on several configurations, one worker process per core.
 
     Each worker draws its run's data from the config's seed, so the results are
-    those of ``[simulate(c, save_at, engine=engine) for c in configs]``, bit for bit.
+    those of ``[simulate(c, save_at, engine=engine, dynamics=dynamics, flow=flow) for c in configs]``,
+    bit for bit.
 
     Parameters
     ----------
@@ -152,6 +175,10 @@ def simulate_many(configs: Sequence[Config], save_at=None, *, engine: str = "aut
     engine : {"auto", "primal", "dual"}
     probes : None, "noise" or array_like
         As in ``simulate``.
+    dynamics : {"gd", "flow"}
+        ``flow``: the GD-matched gradient flow (``simulate``), for horizons up to 10^15 steps.
+    flow : None, FlowOptions or dict
+        Settings of the flow, shared by all runs (checked here, before any run starts).
     workers, executor, progress
         As in ``train_many``.
 
@@ -167,11 +194,12 @@ def simulate_many(configs: Sequence[Config], save_at=None, *, engine: str = "aut
     >>> [r.config.seed for r in res]
     [0, 1]
     """
+    flow = check_dynamics(dynamics, flow)
     tasks = []
     for k, config in enumerate(configs):
         if not isinstance(config, Config):
             raise ConfigError(f"configs[{k}] must be an attnsim.Config; got {type(config).__name__}")
-        tasks.append((config, save_at, engine, probes))
+        tasks.append((config, save_at, engine, probes, dynamics, flow))
     if not tasks:
         return []
     return _run(_simulate_task, tasks, workers, executor, progress)

@@ -20,6 +20,7 @@ HEAD_INITS = ("official", "zero", "gaussian")
 SIGNAL_NOISE = ("noisy", "noiseless")
 LABELS = ("balanced", "rademacher")
 NGD_NORMS = ("joint", "block")
+TEST_METRICS = ("sample", "population")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +95,12 @@ class Config:
         initialisation (``numpy.random.SeedSequence.spawn``).
     init_seed : int or None
         Overrides the initialisation stream, to vary the initialisation on fixed data.
+    test_metrics : {"sample", "population"}
+        ``sample``: ``test_loss`` and ``test_acc`` on a drawn set of ``n_test`` clean samples
+        (the paper's). ``population``: their exact expectations over the test distribution
+        given the trained parameters (DESIGN.md §10; ``attnsim.population_metrics``), with the
+        quadrature's standard errors in ``Result.test_loss_se`` / ``test_acc_se``; no test set
+        is drawn, so ``n_test`` must be 0 (the saved config then says what was drawn).
 
     Examples
     --------
@@ -133,6 +140,7 @@ class Config:
     steps: int = 1000
     seed: int = 0
     init_seed: int | None = None
+    test_metrics: str = "sample"
 
     def __post_init__(self):
         def put(name, value):
@@ -164,6 +172,19 @@ class Config:
         check_choice("labels", self.labels, LABELS)
         check_choice("trainable", self.trainable, TRAINABLE)
         check_choice("init", self.init, INITS)
+        check_choice("test_metrics", self.test_metrics, TEST_METRICS)
+        if self.test_metrics == "population" and self.n_test != 0:
+            raise ConfigError(
+                f"n_test must be 0 with test_metrics='population' (the test metrics are expectations over "
+                f"the data model; no test set is drawn); got n_test={self.n_test}; pass n_test=0, or "
+                "test_metrics='sample' for a finite test set"
+            )
+        if self.test_metrics == "population" and (self.trainable.endswith("+nu") or self.signal_noise != "noisy"):
+            raise ConfigError(
+                f"test_metrics='population' assumes a fixed head and noise on every token; got "
+                f"trainable={self.trainable!r}, signal_noise={self.signal_noise!r}; use test_metrics='sample' "
+                "(with n_test > 0) for these models"
+            )
         put("sigma_p", check_float("sigma_p", self.sigma_p, nonnegative=True, hint="a standard deviation, e.g. 0.01"))
         put("sigma_w", check_float("sigma_w", self.sigma_w, nonnegative=True, hint="a standard deviation, e.g. 0.01"))
         check_choice("w0", self.w0, W0_MODES)

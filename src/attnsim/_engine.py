@@ -37,8 +37,15 @@ def _check_roles(roles, T):
 
 def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
             relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto",
-            backend="numba", dynamics="gd", flow=None, optimizer="gd", ngd_norm="joint", max_margin=False) -> Run:
-    """Validate the inputs and build a ``Run`` ready to advance (see ``train``)."""
+            backend="numba", dynamics="gd", flow=None, optimizer="gd", ngd_norm="joint", max_margin=False,
+            population=None, _owned=False) -> Run:
+    """Validate the inputs and build a ``Run`` ready to advance (see ``train``).
+
+    ``population`` (a ``_population.PopulationSpec``, set by ``prepare_run`` for
+    ``Config.test_metrics="population"``) records the population test metrics at every save
+    instead of a test set's; it excludes ``X_test``. ``_owned=True`` (``prepare_run``) says the
+    arrays were made for this run alone: they are checked but not copied.
+    """
     X = check_array("X", X, ndim=3, hint="X holds n samples of T tokens in R^d, shape (n, T, d)")
     n, T, d = X.shape
     if n < 1 or T < 1 or d < 1:
@@ -46,7 +53,7 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     like_x = f"X has shape (n, T, d) = {X.shape}"
     y = check_labels("y", y, n, hint=like_x)
     if W0 is not None:                 # None: the identity, never materialised while W is fixed
-        W0 = check_array("W0", W0, ndim=2, shape=(d, d), hint=like_x)
+        W0 = check_array("W0", W0, ndim=2, shape=(d, d), hint=like_x, copy=not _owned)
     p0 = check_array("p0", p0, ndim=1, shape=(d,), hint=like_x)
     nu = check_array("nu", nu, ndim=1, shape=(d,), hint=like_x)
     lr = check_float("lr", lr, positive=True, hint="the step size is a finite number > 0, e.g. lr=5e-3")
@@ -86,10 +93,13 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     roles = np.where(relevant, 0, 3).astype(np.int8) if roles is None else _check_roles(roles, T)
     probes = (np.zeros((0, d)) if probes is None
               else check_array("probes", probes, ndim=2, shape=(None, d), hint=f"probes are rows in R^d; {like_x}"))
+    if population is not None and X_test is not None:
+        raise ConfigError("population test metrics replace the test set; got X_test as well; pass one of them")
     spec = as_saveat(save_at, steps)
     max_margin = check_max_margin(max_margin, n, T)
 
-    pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, ngd_block=ngd_norm == "block")
+    pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, ngd_block=ngd_norm == "block",
+                 population=population)
     if dynamics == "flow":
         engine = "dual"
     elif engine == "auto":

@@ -7,6 +7,7 @@ import numpy as np
 from ._config import Config
 from ._data import init_params, make_data
 from ._engine import prepare
+from ._population import PopulationSpec
 from ._result import Result
 from ._run import Run
 from ._validation import ConfigError
@@ -46,6 +47,7 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
     data = make_data(config)
     W0, p0 = init_params(config)
     has_test = config.n_test > 0
+    population = PopulationSpec.from_config(config) if config.test_metrics == "population" else None
     return prepare(
         data.X, data.y, W0, p0, data.nu, lr=config.lr, steps=config.steps, trainable=config.trainable,
         save_at=save_at, X_test=data.X_test if has_test else None, y_test=data.y_test if has_test else None,
@@ -53,6 +55,7 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
         probes=_probe_matrix(config, data, probes), engine=engine, backend=backend, dynamics=dynamics, flow=flow,
         optimizer=config.optimizer, ngd_norm=config.ngd_norm,
         max_margin=max_margin,
+        population=population, _owned=True,
     )
 
 

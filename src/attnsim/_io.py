@@ -53,6 +53,21 @@ def write_json_atomic(path, obj) -> None:
         json.dump(obj, fh, indent=1, sort_keys=True)
 
 
+def write_csv_atomic(path, header, rows) -> int:
+    """Write a CSV file (``header``, then every row of the iterable ``rows``) atomically like
+    ``write_npz_atomic``; returns the number of data rows."""
+    import csv
+
+    count = 0
+    with _atomic(path, "w") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+    return count
+
+
 def _fsync_folder(folder) -> None:
     """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
     try:

@@ -127,8 +127,11 @@ def population_moments(qq, qnu, nunu, q_mu, nu_mu, *, mu_norm, rho, roles, sigma
     if noise == "orthogonal":
         a = np.stack([q_mu, nu_mu])  # rows: q, nu; columns: mu_+, mu_-
         gram = gram - (a @ a.T) / mu_norm ** 2
-        # P q and P nu are computed as differences; clip round-off below zero on the diagonal.
+        # P q and P nu are computed as differences; clip round-off below zero on the diagonal, and
+        # the off-diagonal to Cauchy-Schwarz (with nu in span(mu_+-), nu^T P nu is round-off).
         gram[[0, 1], [0, 1]] = np.maximum(gram[[0, 1], [0, 1]], 0.0)
+        bound = np.sqrt(gram[0, 0] * gram[1, 1])
+        gram[0, 1] = gram[1, 0] = np.clip(gram[0, 1], -bound, bound)
     return mean_z, mean_v, sigma ** 2 * gram
 
 
@@ -307,6 +310,58 @@ def population_metrics(mean_z, mean_v, cov, *, n_draws=DEFAULT_N_DRAWS, replicat
         class_loss_se=tuple(map(float, cl_se)), class_acc_se=tuple(map(float, ca_se)),
         n_draws=int(n_draws),
     )
+
+
+# --------------------------------------------------------------------------- inside a run
+
+@dataclass(frozen=True, eq=False)
+class PopulationSpec:
+    """The data model's test distribution, as a run's recorder needs it (``Config.test_metrics="population"``).
+
+    The engine appends ``mu_+``, ``mu_-`` and the head ``nu`` to its probe directions
+    (``directions``), so that every save time has ``q^T mu_+-`` and ``q^T nu`` from the dual
+    state at O(N) cost; with ``||q||`` (``query_norm``) that is all ``metrics`` needs.
+
+    Attributes
+    ----------
+    mu_pos, mu_neg : ndarray, shape (d,)
+    mu_norm, rho, sigma : float
+    roles : ndarray of int8, shape (T,)
+    noise : {"isotropic", "orthogonal"}
+    n_draws, replicates, seed : int
+        Quadrature settings (``population_metrics``).
+    """
+
+    mu_pos: np.ndarray
+    mu_neg: np.ndarray
+    mu_norm: float
+    rho: float
+    roles: np.ndarray
+    sigma: float
+    noise: str
+    n_draws: int = DEFAULT_N_DRAWS
+    replicates: int = DEFAULT_REPLICATES
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, config: Config, **quadrature) -> PopulationSpec:
+        mu_pos, mu_neg = signals(config)
+        return cls(mu_pos=mu_pos, mu_neg=mu_neg, mu_norm=config.signal_norm, rho=config.rho,
+                   roles=token_roles(config), sigma=config.sigma_eps, noise=config.noise, **quadrature)
+
+    #: Rows ``directions`` appends to the probes: mu_+, mu_-, nu.
+    N_DIRECTIONS = 3
+
+    def directions(self, nu: np.ndarray) -> np.ndarray:
+        """``[mu_+, mu_-, nu]``, shape (3, d): the probes whose ``<W^T p, r>`` the metrics need."""
+        return np.stack([self.mu_pos, self.mu_neg, nu])
+
+    def metrics(self, qq, q_mu, q_nu, nunu, nu_mu) -> PopulationMetrics:
+        """Population metrics from the inner products of ``q = W^T p`` and ``nu`` (see ``population_moments``)."""
+        mean_z, mean_v, cov = population_moments(qq, q_nu, nunu, q_mu, nu_mu, mu_norm=self.mu_norm, rho=self.rho,
+                                                 roles=self.roles, sigma=self.sigma, noise=self.noise)
+        return population_metrics(mean_z, mean_v, cov, n_draws=self.n_draws, replicates=self.replicates,
+                                  seed=self.seed)
 
 
 # --------------------------------------------------------------------------- from parameters

@@ -22,13 +22,16 @@ class Problem:
         None is the identity, never materialised while W is fixed (``w0_mul``, ``w0t_mul``).
     p0, nu : ndarray, shape (d,)
     lr : float
-    probes : ndarray, shape (k, d)
+    probes : ndarray, shape (k, d)       the caller's probe directions
+    population : PopulationSpec or None  population test metrics instead of a test set
+    probes_all : ndarray, shape (k', d)  what the coordinates project on: ``probes``, then
+                                         ``population.directions(nu)`` (k' = k + 3) if set
     relevant : ndarray of bool, shape (T,)
     ngd_block : bool
         Normalised GD only: each trained block's step has length ``lr`` (else the joint step).
     """
 
-    def __init__(self, X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, ngd_block=False):
+    def __init__(self, X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, ngd_block=False, population=None):
         self.n, self.T, self.d = X.shape
         self.N = self.n * self.T
         self.X = X.reshape(self.N, self.d)
@@ -42,6 +45,8 @@ class Problem:
         self.vt = self.Xt @ nu
         self.relevant = relevant
         self.probes = probes
+        self.population = population
+        self.probes_all = probes if population is None else np.concatenate([probes, population.directions(nu)])
         self.ngd_block = ngd_block
 
     def keys_of(self, A):

@@ -48,7 +48,11 @@ class Result:
         Accuracy on the observed labels of the clean and the noisy samples
         (NaN when the run has no noisy, or no clean, samples).
     test_loss, test_acc : ndarray, shape (S,)
-        NaN without a test set.
+        On the drawn test set, or with ``Config.test_metrics="population"`` the population
+        expectations (DESIGN.md §10); NaN without either.
+    test_loss_se, test_acc_se : ndarray, shape (S,)
+        Standard errors of the population quadrature; NaN for sample metrics (and in files
+        written before they existed).
     margins : ndarray, shape (S, n)
         ``y_i f(X_i)``.
     scores : ndarray, shape (S, n, T)
@@ -110,7 +114,9 @@ class Result:
         ``selection`` rule, ``keys``, ``selected`` (n,), ``feasible``, ``status``, ``message``,
         ``reason``, ``norm`` (``||p^mm||``, None when infeasible), ``sample_margin`` (n,)
         (``min_{t != alpha_i} (k_{i alpha_i} - k_it)^T p^mm``, >= 1, = 1 on the support),
-        ``n_support`` and the solver's ``kkt`` residuals.
+        ``n_support`` and the solver's ``kkt`` residuals; a flow point of a sweep adds ``path``
+        (``"flow"``, or the rerun that produced it, e.g. ``"flow rerun: max_steps=1000000"``) and
+        ``attempts`` (the outcomes of the runs before it).
     mm_cos : ndarray, shape (S,), or None
         With ``max_margin`` (``train``, ``simulate``): ``cos angle(p(tau), p^mm)`` (p trained),
         or ``cos angle(q(tau), q^mm)`` for the effective query ``q = W^T p`` (W trained), against
@@ -164,6 +170,14 @@ class Result:
     extra: dict = field(default_factory=dict)
     mm_cos: np.ndarray | None = None
     mm_margin: np.ndarray | None = None
+    test_loss_se: np.ndarray | None = None
+    test_acc_se: np.ndarray | None = None
+
+    def __post_init__(self):
+        # Results built without them (older code, files) have no quadrature: NaN, one per save.
+        for name in ("test_loss_se", "test_acc_se"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(np.shape(self.steps)[:1], np.nan))
 
     @property
     def success(self) -> bool:
@@ -185,6 +199,8 @@ class Result:
             "train_acc_noisy": float(self.train_acc_noisy[-1]),
             "test_loss": float(self.test_loss[-1]),
             "test_acc": float(self.test_acc[-1]),
+            **({"test_loss_se": float(self.test_loss_se[-1]), "test_acc_se": float(self.test_acc_se[-1])}
+               if np.isfinite(self.test_acc_se[-1]) else {}),
             "mean_relevant_mass_clean": float(np.mean(self.relevant_mass[-1][~self.noisy]))
             if np.any(~self.noisy) else float("nan"),
             "mean_relevant_mass_noisy": float(np.mean(self.relevant_mass[-1][self.noisy]))
@@ -237,14 +253,15 @@ def load(path) -> Result:
     arrays.setdefault("W", None)           # not stored when W was not trained
     arrays.setdefault("mm_cos", None)      # only recorded with max_margin (and absent from older files)
     arrays.setdefault("mm_margin", None)
-    if "steps" in arrays and "query_norm" not in arrays:   # written before query_norm was recorded
-        arrays["query_norm"] = np.full(arrays["steps"].shape[:1], np.nan)
     if "nu_norm" not in arrays and "steps" in arrays and "p_probe" in arrays:
         # written before the head was recorded: the head was fixed, its figures unknown
         S, k = arrays["p_probe"].shape
         arrays.update(nu_norm=np.full(S, np.nan), nu_dist=np.zeros(S), nu_align=np.full(S, np.nan),
                       nu_probe=np.full((S, k), np.nan))
     arrays.setdefault("nu", None)          # absent in files written before the head was stored
+    for late in ("query_norm", "test_loss_se", "test_acc_se"):  # written before these were recorded
+        if "steps" in arrays and late not in arrays:
+            arrays[late] = np.full(arrays["steps"].shape[:1], np.nan)
     missing = [name for name in names if name not in arrays]
     if missing:
         raise ResultFileError(f"{path}: missing arrays {missing}")

@@ -39,10 +39,11 @@ class _Recorder:
     """Preallocated ``(n_saves, ...)`` buffers, filled one save time at a time."""
 
     SCALARS = ("train_loss", "train_acc", "train_acc_clean", "train_acc_noisy", "test_loss", "test_acc",
-               "p_norm", "w_dist", "query_norm", "nu_norm", "nu_dist", "nu_align")
+               "p_norm", "w_dist", "query_norm", "nu_norm", "nu_dist", "nu_align", "test_loss_se", "test_acc_se")
 
     def __init__(self, n_saves, pb: Problem, noisy):
         n, T, k = pb.n, pb.T, pb.probes.shape[0]
+        self.k = k
         self.buffers = {name: np.full(n_saves, np.nan) for name in self.SCALARS}
         self.buffers.update(
             margins=np.full((n_saves, n), np.nan),
@@ -59,6 +60,18 @@ class _Recorder:
         # nu_align = cos(nu, r_0 - r_1): mu_+ - mu_- for simulate's probes
         self.align_norm = float(np.linalg.norm(pb.probes[0] - pb.probes[1])) if k >= 2 else 0.0
         self.count = 0
+        if pb.population is not None:
+            mu = pb.population.directions(pb.nu)[:2]
+            self._head = (float(pb.nu @ pb.nu), mu @ pb.nu)
+
+    def _head_moments(self, obs, pb):
+        """``(nu^T nu, nu^T mu_+-, q^T nu)``: the one place the population metrics read the head.
+
+        The head is fixed (``pb.nu``), so its own inner products are computed once; ``q^T nu``
+        comes from the probe ``nu`` that ``Problem`` appended (``PopulationSpec.directions``).
+        """
+        nunu, nu_mu = self._head
+        return nunu, nu_mu, float(obs.query_probe[self.k + 2])
 
     def record(self, idx, coords: Coordinates, frak_sum) -> str | None:
         """Fill row ``idx``; return the name of a non-finite quantity, or None."""
@@ -68,7 +81,8 @@ class _Recorder:
 
     def _record(self, idx, coords, frak_sum):
         pb, buf = coords.pb, self.buffers
-        z, zt, p_norm, w_dist, p_probe, q_probe, q_norm = coords.observe()
+        obs = coords.observe()
+        z, zt, p_norm, w_dist, p_probe, q_probe, q_norm = obs
         head = coords.observe_head()
         s, f = _outputs(z, head.v, pb.y, pb.T)
         margins = pb.y * f
@@ -92,11 +106,17 @@ class _Recorder:
             mt = pb.yt * ft
             buf["test_loss"][idx] = np.mean(logistic_loss(mt))
             buf["test_acc"][idx] = np.mean(mt > 0)
+        elif pb.population is not None and np.isfinite(q_norm) and np.all(np.isfinite(q_probe)):
+            nunu, nu_mu, q_nu = self._head_moments(obs, pb)
+            k = self.k
+            pm = pb.population.metrics(q_norm ** 2, q_probe[k:k + 2], q_nu, nunu, nu_mu)
+            buf["test_loss"][idx], buf["test_acc"][idx] = pm.loss, pm.acc
+            buf["test_loss_se"][idx], buf["test_acc_se"][idx] = pm.loss_se, pm.acc_se
         buf["p_norm"][idx] = p_norm
         buf["w_dist"][idx] = w_dist
         buf["query_norm"][idx] = q_norm
-        buf["p_probe"][idx] = p_probe
-        buf["query_probe"][idx] = q_probe
+        buf["p_probe"][idx] = p_probe[:self.k]
+        buf["query_probe"][idx] = q_probe[:self.k]
         buf["nu_norm"][idx] = head.nu_norm
         buf["nu_dist"][idx] = head.nu_dist
         buf["nu_probe"][idx] = head.nu_probe
@@ -270,10 +290,13 @@ class Run:
         if pending:  # Ctrl-C during the last chunk: the run is complete, pass the interrupt on
             raise KeyboardInterrupt
 
-    def result(self, config=None) -> Result:
+    def result(self, config=None, params=True, keep_W=True) -> Result:
+        """The ``Result`` so far. ``params=False`` skips materialising the final ``W`` and ``p``
+        (``W`` None, ``p`` NaN), ``keep_W=False`` the final ``W`` only: a d x d ``W`` is 200 MB
+        and a d^2 N product at d = 5000, wasted when nobody reads it."""
         count = self.recorder.count
         arrays = {name: buf[:count].copy() for name, buf in self.recorder.buffers.items()}
-        W, p = self.coords.final_params()
+        W, p = self.coords.final_params(with_W=keep_W) if params else (None, np.full(self.pb.d, np.nan))
         extra = self.coords.extra()
         mm_cos = mm_margin = None
         if self.max_margin is not None and count > 0:
@@ -318,7 +341,7 @@ class Run:
         for k in self.coords.state:
             self.coords.state[k][...] = sd[f"state/{k}"]
         for k in self.recorder.buffers:
-            if f"rec/{k}" in sd:         # checkpoints written before the head was recorded lack nu_*
+            if f"rec/{k}" in sd:  # checkpoints written before test_*_se existed lack them: NaN
                 self.recorder.buffers[k][...] = sd[f"rec/{k}"]
         self.frak_sum[...] = sd["frak_sum"]
         self.step, self.next_save, self.recorder.count = (int(x) for x in sd["counters"])

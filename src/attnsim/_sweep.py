@@ -19,6 +19,7 @@ shared filesystem (``attnsim`` must be importable on its workers).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -31,8 +32,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from ._batch import check_dynamics
 from ._config import Config, field_names, field_type, parse_field
-from ._io import ResultFileError, write_json_atomic
+from ._coords.flow import FlowOptions, as_flow_options
+from ._io import ResultFileError, write_csv_atomic, write_json_atomic
 from ._pool import local_executor, shutdown, single_threaded_env
 from ._result import load
 from ._saveat import SaveAt
@@ -139,9 +142,20 @@ def parse_grid_arg(text: str) -> tuple[str, list]:
 # --------------------------------------------------------------------- keys and points
 
 
+#: Config fields added after the first sweeps were written, with the value every earlier run had:
+#: left out of the key at that value, so that existing folders keep their keys.
+_LATE_FIELDS = {"test_metrics": "sample"}
+
+
 def point_key(config: Config, save: dict) -> str:
-    """Stable 16-hex-digit key of a grid point: hash of its config and recording options."""
-    text = json.dumps({"config": config.to_dict(), "save": save}, sort_keys=True)
+    """Stable 16-hex-digit key of a grid point: hash of its config and recording options.
+
+    ``save`` holds ``n_saves``, ``probes``, ``keep_params`` and, for the flow, ``dynamics``
+    and the ``flow`` options (``recording``), so a flow run and a GD run of one config are
+    different points.
+    """
+    cfg = {k: v for k, v in config.to_dict().items() if not (k in _LATE_FIELDS and v == _LATE_FIELDS[k])}
+    text = json.dumps({"config": cfg, "save": save}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -154,22 +168,86 @@ def _summary(result) -> dict:
                                        "train_acc_noisy", "engine")}
     out.update(status=result.status, regime=classify_regime(result).name,
                frak_clean_noisy_ratio=float(fs.clean_noisy_ratio[-1]), time_to_fit_all=time_to_fit_all(result),
-               wall_time=result.wall_time)
+               test_loss_se=float(result.test_loss_se[-1]), test_acc_se=float(result.test_acc_se[-1]),
+               dynamics=result.extra.get("dynamics", "gd"),
+               path=result.extra.get("path", result.extra.get("dynamics", "gd")), wall_time=result.wall_time)
     # NaN is not JSON: store None
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
 
-def run_point(config: Config, n_saves: int = 200, probes=None, keep_params: bool = False, engine: str = "auto"):
+#: Flow outcomes that a rerun with a larger budget can turn into a finished run.
+_RETRYABLE = ("max_steps_reached", "step_size_collapsed")
+#: Each rerun multiplies ``max_steps`` by this (after ``max_steps_reached``) or divides ``h_min``
+#: by it (after ``step_size_collapsed``).
+RETRY_FACTOR = 10
+#: Reruns a flow point gets by default (``sweep(flow_retries=...)``).
+DEFAULT_FLOW_RETRIES = 1
+
+
+def recording(n_saves: int, probes, keep_params: bool, dynamics: str = "gd", flow=None,
+              flow_retries: int = DEFAULT_FLOW_RETRIES) -> dict:
+    """How a sweep point is recorded (part of its key and of its index entry).
+
+    GD points have the keys of folders written before the flow existed; flow points add
+    ``dynamics``, every ``FlowOptions`` field and ``flow_retries``.
+    """
+    save = {"n_saves": int(n_saves), "probes": probes, "keep_params": bool(keep_params)}
+    if dynamics != "gd":
+        save.update(dynamics=dynamics, flow=dataclasses.asdict(as_flow_options(flow)), flow_retries=int(flow_retries))
+    return save
+
+
+def run_point(config: Config, n_saves: int = 200, probes=None, keep_params: bool = False, engine: str = "auto",
+              dynamics: str = "gd", flow=None, flow_retries: int = 0):
     """Simulate one grid point (what each worker runs). Returns the ``Result``.
 
     The final ``W`` (d x d, 32 MB at d = 2000) is dropped (``Result.W = None``) unless ``keep_params``.
-    """
-    from ._experiment import simulate
 
-    result = simulate(config, SaveAt.log(config.steps, n_saves), engine=engine, probes=probes)
+    No run left behind: a flow run that stops with ``max_steps_reached`` (a stiff stretch) or
+    ``step_size_collapsed`` is run again from the start, up to ``flow_retries`` times, with
+    ``max_steps`` multiplied (``h_min`` divided) by ``RETRY_FACTOR``. ``Result.extra["path"]``
+    says which path produced the result (``"flow"``, or ``"flow rerun: max_steps=1000000"``) and
+    ``extra["attempts"]`` lists the earlier outcomes; a point that still stops keeps its status.
+    """
+    from ._experiment import prepare_run
+
+    def simulate(config, save_at, *, engine, probes, dynamics, flow):   # without the final W unless kept
+        run = prepare_run(config, save_at, engine=engine, probes=probes, dynamics=dynamics, flow=flow)
+        run.warm_up()
+        run.run()
+        return run.result(config, keep_W=keep_params)
+
+    save_at = SaveAt.log(config.steps, n_saves)
+    opts = as_flow_options(flow) if dynamics == "flow" else flow
+    result = simulate(config, save_at, engine=engine, probes=probes, dynamics=dynamics, flow=opts)
+    if dynamics == "flow":
+        attempts = []
+        while result.status in _RETRYABLE and len(attempts) < flow_retries:
+            attempts.append({"status": result.status, "message": result.message, "final_step": result.final_step,
+                             "max_steps": opts.max_steps, "h_min": opts.h_min, "wall_time": result.wall_time})
+            if result.status == "max_steps_reached":
+                opts = dataclasses.replace(opts, max_steps=opts.max_steps * RETRY_FACTOR)
+                change = f"max_steps={opts.max_steps}"
+            else:
+                opts = dataclasses.replace(opts, h_min=opts.h_min / RETRY_FACTOR)
+                change = f"h_min={opts.h_min:g}"
+            result = simulate(config, save_at, engine=engine, probes=probes, dynamics=dynamics, flow=opts)
+            result.extra["path"] = f"flow rerun: {change}"
+        result.extra.setdefault("path", "flow")
+        result.extra["attempts"] = attempts
     if not keep_params:
         result.W = None
     return result
+
+
+def _recording_of(result) -> dict:
+    """What a Result file says about how it was recorded (for re-indexing a file the index lost)."""
+    out = {"n_saves": int(result.steps.size), "keep_params": result.W is not None}
+    if result.extra.get("dynamics", "gd") != "gd":
+        out.update(dynamics=result.extra["dynamics"],
+                   flow={k: result.extra[k] for k in (f.name for f in dataclasses.fields(FlowOptions))
+                         if k in result.extra})
+    return out
 
 
 # --------------------------------------------------------------------- the folder
@@ -187,13 +265,17 @@ class SweepPoint:
     file : str
         The point's Result file, relative to the sweep folder.
     summary : dict
-        Final figures (losses, accuracies, regime, status, ...), NaN stored as None.
+        Final figures (losses, accuracies, regime, status, dynamics, ...), NaN stored as None.
+    recording : dict
+        How it was recorded (``n_saves``, ``probes``, ``keep_params``; for the flow also
+        ``dynamics`` and the ``flow`` options); empty for points indexed before it was stored.
     """
 
     key: str
     config: Config
     file: str
     summary: dict
+    recording: dict = dataclasses.field(default_factory=dict)
 
 
 class Sweep:
@@ -235,7 +317,8 @@ class Sweep:
                     path = os.path.join(self.folder, entry["file"])
                     if os.path.exists(path):
                         self.points[entry["key"]] = SweepPoint(entry["key"], Config.from_dict(entry["config"]),
-                                                          entry["file"], entry["summary"])
+                                                               entry["file"], entry["summary"],
+                                                               entry.get("save", {}))
         if repair:
             self._repair()
         return self
@@ -253,7 +336,7 @@ class Sweep:
                 result = load(os.path.join(self.folder, rel))
             except ResultFileError:
                 continue
-            self._append(SweepPoint(key, result.config, rel, _summary(result)))
+            self._append(SweepPoint(key, result.config, rel, _summary(result), _recording_of(result)))
 
     def __len__(self):
         return len(self.points)
@@ -276,6 +359,104 @@ class Sweep:
     def table(self) -> list[dict]:
         """One row per point: its config fields and summary figures."""
         return [{**p.config.to_dict(), **p.summary, "key": p.key} for p in self.points.values()]
+
+    # ---------------------------------------------------------------- tables over save times
+    #: Per-save columns of ``to_frame`` / ``to_csv``, after the Config fields and ``POINT_COLUMNS``.
+    SERIES = ("train_loss", "train_acc", "train_acc_clean", "train_acc_noisy", "test_loss", "test_acc",
+              "test_loss_se", "test_acc_se", "p_norm", "w_dist", "query_norm", "mean_relevant_mass_clean",
+              "mean_relevant_mass_noisy")
+    #: Per-point columns: the point's key, outcome and dynamics.
+    POINT_COLUMNS = ("key", "status", "dynamics", "regime")
+
+    def columns(self) -> list[str]:
+        """Column names of ``to_frame`` and ``to_csv``: Config fields, ``POINT_COLUMNS``, ``step``, ``SERIES``."""
+        return [*field_names(), *self.POINT_COLUMNS, "step", *self.SERIES]
+
+    def _sorted_points(self) -> list[SweepPoint]:
+        def order(value):
+            return (0, value, "") if isinstance(value, (int, float)) and value is not None else (1, 0, str(value))
+
+        return sorted(self.points.values(), key=lambda p: ([order(getattr(p.config, f)) for f in field_names()],
+                                                             p.recording.get("dynamics", "gd"), p.key))
+
+    def _point_columns(self, point: SweepPoint) -> dict:
+        """One point's rows as columns (lists of equal length, one entry per save time)."""
+        res = self.load(point.key)
+        S = res.steps.size
+        cols = {name: [value] * S for name, value in point.config.to_dict().items()}
+        meta = {"key": point.key, "status": res.status, "dynamics": res.extra.get("dynamics", "gd"),
+                "regime": point.summary.get("regime")}
+        cols.update({name: [meta[name]] * S for name in self.POINT_COLUMNS})
+        cols["step"] = res.steps.tolist()
+        with np.errstate(invalid="ignore"):
+            masses = {"mean_relevant_mass_clean": res.relevant_mass[:, ~res.noisy].mean(axis=1) if np.any(~res.noisy)
+                      else np.full(S, np.nan),
+                      "mean_relevant_mass_noisy": res.relevant_mass[:, res.noisy].mean(axis=1) if np.any(res.noisy)
+                      else np.full(S, np.nan)}
+        for name in self.SERIES:
+            cols[name] = (masses[name] if name in masses else getattr(res, name)).astype(float).tolist()
+        return cols
+
+    def to_frame(self):
+        """The sweep as a pandas DataFrame: one row per point and save time (``columns()``).
+
+        Reads every point's Result file. Needs pandas (``pip install 'attnsim[pandas]'``);
+        ``to_csv`` writes the same table without it.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Config fields as columns (``None`` for unset optional fields), then ``key``,
+            ``status``, ``dynamics``, ``regime`` (of the final save), ``step`` and the
+            recorded figures (``SERIES``; NaN where not recorded).
+
+        Raises
+        ------
+        ImportError
+            If pandas is not installed, saying how to install it.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Sweep.to_frame needs pandas: pip install 'attnsim[pandas]' (or pandas); "
+                              "Sweep.to_csv(path) writes the same table without it") from None
+        names = self.columns()
+        data = {name: [] for name in names}
+        for point in self._sorted_points():
+            for name, values in self._point_columns(point).items():
+                data[name].extend(values)
+        return pd.DataFrame(data, columns=names)
+
+    def to_csv(self, path) -> int:
+        """Write the table of ``to_frame`` to ``path`` as CSV, atomically; no pandas needed.
+
+        Floats are written in full precision (``repr``), NaN as ``nan``, ``None`` as an empty
+        field. Returns the number of data rows.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> sw = sweep(tmp.name, Config(d=20, n_test=0, steps=5), grid={"eta": [0.0, 0.2]}, n_saves=3, workers=1,
+        ...            progress=False)
+        >>> sw.to_csv(os.path.join(tmp.name, "table.csv"))   # 2 points x 3 save times
+        6
+        >>> tmp.cleanup()
+        """
+        names = self.columns()
+
+        def cell(value):
+            if value is None:
+                return ""
+            return repr(value) if isinstance(value, float) else value
+
+        def rows():
+            for point in self._sorted_points():
+                cols = self._point_columns(point)
+                for k in range(len(cols["step"])):
+                    yield [cell(cols[name][k]) for name in names]
+
+        return write_csv_atomic(path, names, rows())
 
     def grid_mean(self, metric: str, x: str, y: str, **fixed) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Average a summary metric over the other axes (seeds, ...) on the (x, y) grid.
@@ -307,15 +488,16 @@ class Sweep:
 
     # ---------------------------------------------------------------- writing
     def _append(self, point: SweepPoint):
-        entry = {"key": point.key, "config": point.config.to_dict(), "file": point.file, "summary": point.summary}
+        entry = {"key": point.key, "config": point.config.to_dict(), "file": point.file, "summary": point.summary,
+                 "save": point.recording}
         with open(os.path.join(self.folder, INDEX), "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry, sort_keys=True) + "\n")
         self.points[point.key] = point
 
-    def _store(self, key, result):
+    def _store(self, key, result, save):
         rel = os.path.join(POINTS, f"{key}.npz")
         result.save(os.path.join(self.folder, rel))
-        self._append(SweepPoint(key, result.config, rel, _summary(result)))
+        self._append(SweepPoint(key, result.config, rel, _summary(result), save))
 
     def _log_request(self, request: dict):
         path = os.path.join(self.folder, HEADER)
@@ -328,8 +510,9 @@ class Sweep:
 
 
 def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=None, n_saves: int = 200,
-          probes=None, keep_params: bool = False, engine: str = "auto", executor: Executor | None = None,
-          workers: int | None = None, scheduler: str | None = None, progress: bool = True) -> Sweep:
+          probes=None, keep_params: bool = False, engine: str = "auto", dynamics: str = "gd", flow=None,
+          flow_retries: int = DEFAULT_FLOW_RETRIES, executor: Executor | None = None, workers: int | None = None, scheduler: str | None = None,
+          progress: bool = True) -> Sweep:
     """Run every point of a grid that ``folder`` does not hold yet; return the opened ``Sweep``.
 
     Parameters
@@ -351,6 +534,16 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
     keep_params : bool
         Keep the final ``W`` in each file (d x d floats; off by default).
     engine : {"auto", "primal", "dual"}
+    dynamics : {"gd", "flow"}
+        ``flow``: the GD-matched gradient flow (``simulate``), for horizons up to 10^15 steps.
+        Part of each point's key, with the flow options: GD and flow results of one config
+        are different points of the same folder.
+    flow : None, FlowOptions or dict
+        Settings of the flow (default ``FlowOptions()``).
+    flow_retries : int
+        Reruns of a flow point that stopped stiff (``max_steps_reached``) or with a collapsed
+        step, each with ``RETRY_FACTOR`` times the budget (``run_point``); the summary's ``path``
+        says which run produced the file.
     executor : concurrent.futures.Executor, optional
         Where to run the points. Default: a process pool over ``workers`` local cores
         (all of them), or the Dask cluster at ``scheduler``.
@@ -394,7 +587,10 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
     todo_configs = list(configs or [])
     if grid is not None or seeds is not None or not todo_configs:
         todo_configs += grid_configs(base, grid, seeds)
-    save = {"n_saves": int(n_saves), "probes": probes, "keep_params": bool(keep_params)}
+    flow = check_dynamics(dynamics, flow)
+    if isinstance(flow_retries, bool) or not isinstance(flow_retries, (int, np.integer)) or flow_retries < 0:
+        raise ConfigError(f"flow_retries must be an integer >= 0; got {flow_retries!r}")
+    save = recording(n_saves, probes, keep_params, dynamics, flow, flow_retries)
 
     folder = os.fspath(folder)
     os.makedirs(os.path.join(folder, POINTS), exist_ok=True)
@@ -422,11 +618,12 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
     try:
         if executor is None and scheduler is None and (workers == 1 or len(todo) == 1):
             for key, cfg in todo.items():
-                sw._store(key, run_point(cfg, n_saves, probes, keep_params, engine))
+                sw._store(key, run_point(cfg, n_saves, probes, keep_params, engine, dynamics, flow,
+                                            save.get("flow_retries", 0)), save)
                 if bar is not None:
                     bar.update(1)
         else:
-            _run_pool(sw, todo, save, engine, executor, workers, scheduler, bar, failures)
+            _run_pool(sw, todo, save, engine, dynamics, flow, executor, workers, scheduler, bar, failures)
     finally:
         if bar is not None:
             bar.close()
@@ -437,7 +634,7 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
     return sw
 
 
-def _run_pool(sw, todo, save, engine, executor, workers, scheduler, bar, failures):
+def _run_pool(sw, todo, save, engine, dynamics, flow, executor, workers, scheduler, bar, failures):
     owned = None
     client = None
     if scheduler is not None:
@@ -453,7 +650,8 @@ def _run_pool(sw, todo, save, engine, executor, workers, scheduler, bar, failure
     try:
         with single_threaded_env():
             for key, cfg in todo.items():
-                fut = executor.submit(run_point, cfg, save["n_saves"], save["probes"], save["keep_params"], engine)
+                fut = executor.submit(run_point, cfg, save["n_saves"], save["probes"], save["keep_params"], engine,
+                                      dynamics, flow, save.get("flow_retries", 0))
                 futures[fut] = key
         for fut in as_completed(futures):
             key = futures.pop(fut)
@@ -462,7 +660,7 @@ def _run_pool(sw, todo, save, engine, executor, workers, scheduler, bar, failure
             except Exception as exc:  # noqa: BLE001 - a failed point must not lose the others
                 failures.append((key, f"{type(exc).__name__}: {exc}"))
             else:
-                sw._store(key, result)
+                sw._store(key, result, save)
             if bar is not None:
                 bar.update(1)
     except BaseException:
@@ -476,4 +674,4 @@ def _run_pool(sw, todo, save, engine, executor, workers, scheduler, bar, failure
             client.close()
 
 
-__all__ = ["Sweep", "SweepPoint", "grid_configs", "parse_grid_arg", "point_key", "run_point", "sweep"]
+__all__ = ["Sweep", "SweepPoint", "grid_configs", "parse_grid_arg", "point_key", "recording", "run_point", "sweep"]

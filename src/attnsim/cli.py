@@ -75,6 +75,52 @@ def _seconds_arg(text):
     return value
 
 
+def _flow_arg(text):
+    """``--flow FIELD=VALUE``: one FlowOptions field (``max_steps=1e6``, ``gd_start=0``, ``correction=false``)."""
+    from ._coords.flow import FlowOptions
+
+    name, sep, value = text.partition("=")
+    name = name.strip().replace("-", "_")
+    fields_ = {f.name: f for f in dataclasses.fields(FlowOptions)}
+    if not sep or name not in fields_:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE with FIELD one of {', '.join(fields_)}; got {text!r}")
+    value = value.strip()
+    default = fields_[name].default
+    if isinstance(default, bool):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise argparse.ArgumentTypeError(f"{name} must be true or false; got {value!r}")
+        return name, value.lower() in ("true", "1")
+    if name == "gd_start" and value == "auto":
+        return name, value
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name} must be a number; got {value!r}") from None
+    if isinstance(default, int) or name == "gd_start":
+        if not (math.isfinite(number) and number == int(number)):
+            raise argparse.ArgumentTypeError(f"{name} must be an integer such as 1e6; got {value!r}")
+        return name, int(number)
+    return name, number
+
+
+def _add_dynamics_flags(parser):
+    parser.add_argument("--dynamics", default=None,
+                        help="gd: exact gradient descent (default); flow: the GD-matched gradient flow, "
+                             "for horizons up to 1e15 steps (always dual coordinates)")
+    parser.add_argument("--flow", action="append", default=[], type=_flow_arg, metavar="FIELD=VALUE",
+                        help="a FlowOptions setting for --dynamics flow, e.g. --flow max_steps=1e6; repeatable")
+
+
+def _dynamics_from_args(args):
+    """``(dynamics, flow options dict or None)`` from ``--dynamics`` and ``--flow``."""
+    dynamics = args.dynamics or "gd"
+    if dynamics not in ("gd", "flow"):
+        raise UsageError(f"--dynamics must be one of gd, flow; got {args.dynamics!r}")
+    if args.flow and dynamics != "flow":
+        raise UsageError("--flow settings need --dynamics flow")
+    return dynamics, (dict(args.flow) if args.flow else None)
+
+
 def _add_config_flags(parser):
     """One ``--kebab-case`` flag per Config field, typed from its annotation."""
     group = parser.add_argument_group("Config fields (override the preset)")
@@ -95,9 +141,7 @@ def _build_parser():
     run.add_argument("--out", help="write the Result to this .npz file")
     run.add_argument("--saves", type=_int_arg, default=None, help="number of log-spaced save times (default 200)")
     run.add_argument("--engine", default=None, help=f"one of {', '.join(ENGINES)} (default auto)")
-    run.add_argument("--dynamics", default=None,
-                     help="gd: exact gradient descent (default); flow: the GD-matched gradient flow, "
-                          "for horizons up to 1e15 steps (always dual coordinates)")
+    _add_dynamics_flags(run)
     run.add_argument("--max-margin", dest="max_margin", action="store_true",
                      help="track cos angle to the att-SVM direction of the tokens selected at the end "
                           "(Result.mm_cos; with W trained, of the effective query W^T p); prints 1 - cos")
@@ -129,7 +173,11 @@ def _config_overrides(args) -> dict:
 
 
 def _config_from_args(args) -> Config:
-    return preset(args.preset or "balanced", **_config_overrides(args))
+    overrides = _config_overrides(args)
+    if overrides.get("test_metrics") == "population":
+        # No test set is drawn: --n-test defaults to 0 here (Config insists on it).
+        overrides.setdefault("n_test", 0)
+    return preset(args.preset or "balanced", **overrides)
 
 
 def _check_writable(path, flag):
@@ -171,7 +219,8 @@ def _cmd_run(args):
 
     if args.resume:
         given = [flag for flag, value in (("--preset", args.preset), ("--saves", args.saves),
-                                          ("--engine", args.engine), ("--dynamics", args.dynamics))
+                                          ("--engine", args.engine), ("--dynamics", args.dynamics),
+                                          ("--flow", args.flow or None))
                  if value is not None]
         given += ["--" + name.replace("_", "-") for name in _config_overrides(args)]
         if given:
@@ -188,8 +237,7 @@ def _cmd_run(args):
         engine = args.engine or "auto"
         if engine not in ENGINES:
             raise UsageError(f"--engine must be one of {', '.join(ENGINES)}; got {engine!r}")
-        if args.dynamics not in (None, "gd", "flow"):
-            raise UsageError(f"--dynamics must be one of gd, flow; got {args.dynamics!r}")
+        dynamics, flow = _dynamics_from_args(args)
         saves = 200 if args.saves is None else args.saves
         if not 2 <= saves <= MAX_SAVES:
             raise UsageError(f"--saves must be between 2 and {MAX_SAVES}; got {saves}; e.g. --saves 200")
@@ -216,8 +264,8 @@ def _cmd_run(args):
     previous_term = _sigterm_as_sigint()
     try:
         run = _restore_noting_warnings(ck) if args.resume else prepare_run(config, SaveAt.log(config.steps, saves),
-                                                                          engine=engine,
-                                                                          dynamics=args.dynamics or "gd")
+                                                                          engine=engine, dynamics=dynamics,
+                                                                          flow=flow)
         if args.max_margin:   # computed from the recorded scores at the end, so a resumed run can ask too
             run.max_margin = "final"
         run.warm_up()
@@ -229,7 +277,7 @@ def _cmd_run(args):
         # Ctrl-C landed after the last step: the run is complete, finish normally.
     finally:
         signal.signal(signal.SIGTERM, previous_term)
-    result = run.result(config)
+    result = run.result(config, params=bool(out))  # the final W (d x d) only when it is saved
     print(_format_summary(result))
     if out:
         result.save(out)
@@ -331,6 +379,9 @@ def _add_sweep_arguments(parser) -> None:
     parser.add_argument("--probes", default=None, choices=["noise"],
                         help="also record W^T p along every training token's noise vector")
     parser.add_argument("--keep-params", action="store_true", help="keep the final W (d x d) in every file")
+    _add_dynamics_flags(parser)
+    parser.add_argument("--flow-retries", default=None, metavar="N",
+                        help="reruns of a flow point that stopped stiff, each with 10x max_steps (default 1)")
     parser.add_argument("--show", action="store_true", help="print the finished points of FOLDER and exit")
     bar = parser.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
@@ -339,13 +390,17 @@ def _add_sweep_arguments(parser) -> None:
     _add_config_flags(parser)
 
 
-def _positive_int(flag, text):
+def _nonnegative_int(flag, text):
+    return 0 if str(text).strip() == "0" else _positive_int(flag, text, ">= 0")
+
+
+def _positive_int(flag, text, rule=">= 1"):
     try:
         value = float(str(text).replace("_", ""))
     except ValueError:
         value = float("nan")
     if not (math.isfinite(value) and value == int(value) and value >= 1):
-        raise ConfigError(f"{flag} must be an integer >= 1; got {text!r}")
+        raise ConfigError(f"{flag} must be an integer {rule}; got {text!r}")
     return int(value)
 
 
@@ -397,6 +452,12 @@ def _cmd_sweep(args) -> int:
         raise ConfigError(f"--engine must be one of auto, primal, dual; got {args.engine!r}")
     if os.path.exists(args.folder) and not os.path.isdir(args.folder):
         raise ConfigError(f"folder {args.folder!r} is a file; give a folder for the sweep results")
+    dynamics, flow = _dynamics_from_args(args)
+    retries = {}
+    if args.flow_retries is not None:
+        if dynamics != "flow":
+            raise UsageError("--flow-retries needs --dynamics flow")
+        retries["flow_retries"] = _nonnegative_int("--flow-retries", args.flow_retries)
     configs = grid_configs(base, grid, seeds)   # validates every point before any work
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     print(f"attnsim sweep: {len(configs)} points ({' x '.join(f'{k}[{len(v)}]' for k, v in grid.items()) or 'base'}"
@@ -404,8 +465,8 @@ def _cmd_sweep(args) -> int:
     t0 = time.perf_counter()
     try:
         sw = sweep(args.folder, base, grid=grid, seeds=seeds, n_saves=n_saves, probes=args.probes,
-                   keep_params=args.keep_params, engine=args.engine, workers=workers, scheduler=args.scheduler,
-                   progress=progress)
+                   keep_params=args.keep_params, engine=args.engine, dynamics=dynamics, flow=flow, **retries,
+                   workers=workers, scheduler=args.scheduler, progress=progress)
     except RuntimeError as exc:
         print(f"attnsim: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

@@ -87,7 +87,7 @@ def quadratic_norm(c0: float, lin: np.ndarray, G: np.ndarray, x: np.ndarray) -> 
         return float(np.sqrt(max(c0, 0.0)))
     scale = max(float(np.max(np.abs(x), initial=0.0)), 1.0)
     xs = x / scale
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):   # an overflowed Gram (inf * 0): NaN, not a warning
         sq = c0 / scale / scale + 2.0 * (xs @ lin) / scale + xs @ (G @ xs)
     return scale * np.sqrt(max(sq, 0.0))
 
@@ -141,8 +141,9 @@ class Coordinates(abc.ABC):
         """The recorder's quantities at the current iterate (no side effects)."""
 
     @abc.abstractmethod
-    def final_params(self) -> tuple[np.ndarray | None, np.ndarray]:
-        """``(W, p)`` at the current iterate, materialised; ``W`` is None when it is not trained."""
+    def final_params(self, with_W: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+        """``(W, p)`` at the current iterate, materialised; ``W`` is None when it is not trained,
+        or not asked for (``with_W=False``: a d x d product and 8 d^2 bytes saved)."""
 
     def observe_head(self) -> HeadObservation:
         """The head's quantities at the current iterate; here the fixed head ``nu0``.

@@ -36,11 +36,13 @@ class DualPSetup(Coordinates):
         # save-time kernel (a threaded BLAS matvec here stalls when the cores are busy).
         self.AtT = np.ascontiguousarray((pb.Xt @ W0T_K).T)
         self.zt0 = pb.Xt @ pb.w0t_mul(pb.p0)
-        self.R_p = (pb.probes @ pb.p0, pb.probes @ self.K.T)           # <p0, r>, <k_j, r>
-        self.R_q = (pb.probes @ pb.w0t_mul(pb.p0), pb.probes @ W0T_K)  # <W0^T p0, r>, <W0^T k_j, r>
+        self.R_p = (pb.probes_all @ pb.p0, pb.probes_all @ self.K.T)           # <p0, r>, <k_j, r>
+        self.R_q = (pb.probes_all @ pb.w0t_mul(pb.p0), pb.probes_all @ W0T_K)  # <W0^T p0, r>, <W0^T k_j, r>
         # ||W0^T p||^2 = |q0|^2 + 2 a.(B^T q0) + a^T (B^T B) a with q0 = W0^T p0, B = W0^T K^T
         q0 = pb.w0t_mul(pb.p0)
-        with np.errstate(over="ignore", invalid="ignore"):   # huge inputs: the diagnostic may be inf, not the run
+        # Keys of norm ~1e100 (tests of genuine overflow) overflow this Gram: then query_norm is
+        # inf and the run reports the scores' overflow; no RuntimeWarning from the set-up.
+        with np.errstate(over="ignore", invalid="ignore"):
             self.Q_norm = (float(q0 @ q0), W0T_K.T @ q0, W0T_K.T @ W0T_K)
 
     @abc.abstractmethod
@@ -55,7 +57,7 @@ class DualPSetup(Coordinates):
                            self.R_p[0] + self.R_p[1] @ a, self.R_q[0] + self.R_q[1] @ a,
                            quadratic_norm(*self.Q_norm, a))
 
-    def final_params(self):
+    def final_params(self, with_W=True):
         a, _ = self._a_z()
         return None, self.pb.p0 + self.K.T @ a
 
@@ -82,11 +84,11 @@ class DualWpSetup(Coordinates):
         # A2 = Xt X^T (Nt, N), stored stacked and transposed, (2N+1, Nt), for the
         # serial save-time kernel.
         self.AT = np.ascontiguousarray(np.concatenate([pb.Xt @ W0T_Q, pb.Xt @ pb.X.T], axis=1).T)
-        self.R_p = pb.probes @ self.Q                # (k, N+1): <p, r> = R_p b
-        self.R_q1 = pb.probes @ W0T_Q                # <W0 r, Q b>
-        self.R_q2 = pb.probes @ pb.X.T               # (k, N): <x_j, r>
+        self.R_p = pb.probes_all @ self.Q                # (k, N+1): <p, r> = R_p b
+        self.R_q1 = pb.probes_all @ W0T_Q                # <W0 r, Q b>
+        self.R_q2 = pb.probes_all @ pb.X.T               # (k, N): <x_j, r>
         # W^T p = A b + X^T m with A = W0^T Q and m = M^T Gqq b: ||W^T p||^2 from the Grams of [A, X^T]
-        with np.errstate(over="ignore", invalid="ignore"):   # huge inputs: the diagnostic may be inf, not the run
+        with np.errstate(over="ignore", invalid="ignore"):   # as in DualPSetup: huge keys overflow it
             self.G_AA, self.G_AX = W0T_Q.T @ W0T_Q, W0T_Q.T @ pb.X.T
 
     def _initial(self) -> dict:
@@ -110,9 +112,13 @@ class DualWpSetup(Coordinates):
         return Observation(z, zt, np.sqrt(max(P[0], 0.0)), np.sqrt(max(w_dist2, 0.0)),
                            self.R_p @ b, self.R_q1 @ b + self.R_q2 @ MtGb, np.sqrt(max(q2, 0.0)))
 
-    def final_params(self):
+    def final_params(self, with_W=True):
         _, _, b, MT = self._current()
-        return self.pb.W0_dense() + (self.Q @ MT.T) @ self.pb.X, self.Q @ b
+        if not with_W:
+            return None, self.Q @ b
+        W = (self.Q @ MT.T) @ self.pb.X              # one d x d temporary: the result itself
+        W += self.pb.W0_dense()
+        return W, self.Q @ b
 
     def key_gram(self):
         return self.Gxx

@@ -260,6 +260,13 @@ class _Flow(Coordinates):
     def stop(self):
         return self._stop
 
+    def nonfinite_state(self) -> str:
+        # alpha_rho is a diagnostic, NaN until a Jacobian estimate exists (never, with an integer
+        # gd_start): not part of the iterate, so never evidence of an overflow.
+        bad = [k for k, v in self.state.items() if k != "alpha_rho" and v.dtype.kind == "f"
+               and not np.all(np.isfinite(v))]
+        return super().nonfinite_state() if bad else ""
+
     def options_dict(self) -> dict:
         return {k: (int(v) if isinstance(v, np.integer) else v) for k, v in asdict(self.options).items()}
 

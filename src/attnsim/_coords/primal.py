@@ -30,9 +30,10 @@ class PrimalP(Coordinates):
     def observe(self):
         pb, p = self.pb, self.state["p"]
         u = pb.w0t_mul(p)
-        return Observation(self.state["z"], pb.Xt @ u, norm(p), 0.0, pb.probes @ p, pb.probes @ u, norm(u))
+        return Observation(self.state["z"], pb.Xt @ u, norm(p), 0.0, pb.probes_all @ p, pb.probes_all @ u,
+                           norm(u))
 
-    def final_params(self):
+    def final_params(self, with_W=True):
         return None, self.state["p"].copy()
 
     def key_gram(self):
@@ -63,8 +64,8 @@ class PrimalWp(Coordinates):
     def observe(self):
         pb, st = self.pb, self.state
         u, p = st["u"], st["p"]
-        return Observation(st["z"], pb.Xt @ u, norm(p), norm(st["W"] - self.W0), pb.probes @ p, pb.probes @ u,
+        return Observation(st["z"], pb.Xt @ u, norm(p), norm(st["W"] - self.W0), pb.probes_all @ p, pb.probes_all @ u,
                            norm(u))
 
-    def final_params(self):
-        return self.state["W"].copy(), self.state["p"].copy()
+    def final_params(self, with_W=True):
+        return (self.state["W"].copy() if with_W else None), self.state["p"].copy()
