@@ -1,8 +1,8 @@
 """Slow NumPy twins of the flow kernels in ``flow.py`` (same signatures, same in-place contracts).
 
-``forward``, ``jvp_c``, the exact-GD loops and the power iterations are the same
-formulas in whole-array NumPy. The integrators ``flow_p_run`` and
-``flow_wp_run`` are an independent method on the same field: SciPy's DOP853
+``forward``, ``jvp_c``, ``jvp_ch``, the exact-GD loops and the power iterations are the same
+formulas in whole-array NumPy. The integrators ``flow_p_run``,
+``flow_p_nu_run`` and ``flow_wp_run`` are an independent method on the same field: SciPy's DOP853
 (``scipy.integrate.solve_ivp``) over the flattened state, with the field written
 from the formulas of ``flow._stage_wp``'s docstring; they agree with the kernels
 to the integrators' tolerances, not to the last bit.
@@ -46,6 +46,21 @@ def jvp_c(dz, s, vf, coef, kap, top, T, dc):
     dc[:] = (dco[:, None] * S * VF + coef[:, None] * S * ((dzr - dbar[:, None]) * VF - df[:, None])).ravel()
 
 
+def jvp_ch(dz, dv, s, vf, coef, kap, top, T, dc, dh):
+    """Twin of ``flow.jvp_ch``: the JVP of ``(c, h)`` along ``(dz, dv)``, ``h_t = coef s_t``."""
+    n = top.shape[0]
+    rows = np.arange(n)
+    DZ, DV, S, VF = dz.reshape(n, T), dv.reshape(n, T), s.reshape(n, T), vf.reshape(n, T)
+    dzr = DZ - DZ[rows, top][:, None]
+    dvr = DV - DV[rows, top][:, None]
+    w = S * dzr
+    dbar, dfz, dvbar = w.sum(axis=1), (w * VF).sum(axis=1), (S * dvr).sum(axis=1)
+    dco = kap * (dfz + DV[rows, top] + dvbar)
+    dc[:] = (dco[:, None] * S * VF
+             + coef[:, None] * S * ((dzr - dbar[:, None]) * VF - dfz[:, None] + dvr - dvbar[:, None])).ravel()
+    dh[:] = (dco[:, None] * S + coef[:, None] * S * (dzr - dbar[:, None])).ravel()
+
+
 def _scratch(z, y):
     N, n = z.shape[0], y.shape[0]
     return np.empty(N), np.empty(N), np.empty(n), np.empty(n), np.empty(n, dtype=np.int64), np.empty(N), np.empty(n)
@@ -80,6 +95,23 @@ def gd_wp_run(z, S, P, b, MT, Gxx, v, y, T, relevant, lr, n_steps, frak_sum, s, 
         S[:] = S - lr * (np.outer(e, z) + np.outer(z, e)) + lr * lr * Pk * np.outer(e, e)
         z[:] = z - lr * Sc - lr * Pk * e + lr * lr * zc * e
         P[0] = Pk - 2.0 * lr * zc + lr * lr * (c @ Sc)
+    return n_steps
+
+
+def gd_p_nu_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, n_steps, frak_sum, s, vf, coef, kap, top, c, frak,
+                h, w, wh):
+    """Twin of ``flow.gd_p_nu_run``."""
+    n = y.shape[0]
+    for step in range(n_steps):
+        _, ok = forward(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak)
+        if not ok:
+            return step
+        frak_sum += frak
+        h[:] = (coef[:, None] * s.reshape(n, T)).ravel()
+        a -= lr * c
+        z -= lr * (Gkk @ c)
+        beta -= lr * h
+        v -= lr * (Gxx @ h)
     return n_steps
 
 
@@ -133,6 +165,41 @@ def spectral_wp(z, b, MT, Gqq, Gxx, v, y, T, relevant, vb, vMT, n_iter):
         vb[:] = ob / nrm
         vMT[:] = oMT / nrm
     return rho
+
+
+def spectral_p_nu(z, v, Gkk, Gxx, y, T, relevant, vec, n_iter):
+    """Twin of ``flow.spectral_p_nu``: ``F' (wa, wb) = -J (Gkk wa, Gxx wb)``."""
+    s, vf, coef, kap, top, c, frak = _scratch(z, y)
+    forward(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak)
+    _start(vec, vec.shape, (1.0, 0.7))
+    vec /= np.sqrt(vec @ vec)
+    N = z.shape[0]
+    rho, dc, dh = 0.0, np.empty(N), np.empty(N)
+    for it in range(n_iter):
+        jvp_ch(Gkk @ vec[:N], Gxx @ vec[N:], s, vf, coef, kap, top, T, dc, dh)
+        out = np.concatenate([dc, dh])
+        nrm = np.sqrt(out @ out)
+        if not nrm > 0.0:
+            return 0.0
+        if it >= n_iter - 2:
+            rho = max(rho, nrm)
+        vec[:] = out / nrm
+    return rho
+
+
+def _field_p_nu(ys, Gkk, Gxx, y, T, relevant, alpha, correct):
+    """d/dtau of ``[z | v | a | beta | F]`` (formulas of ``flow._stage_p_nu``)."""
+    N, n = Gkk.shape[0], y.shape[0]
+    s, vf, coef, kap, top, c, frak = _scratch(ys[:N], y)
+    forward(ys[:N], ys[N:2 * N], y, T, relevant, s, vf, coef, kap, top, c, frak)
+    h = (coef[:, None] * s.reshape(n, T)).ravel()
+    da, db = -alpha * c, -alpha * h
+    if correct:
+        dc, dh = np.empty(N), np.empty(N)
+        jvp_ch(Gkk @ c, Gxx @ h, s, vf, coef, kap, top, T, dc, dh)
+        da -= 0.5 * alpha * alpha * dc
+        db -= 0.5 * alpha * alpha * dh
+    return np.concatenate([Gkk @ da, Gxx @ db, da, db, frak])
 
 
 def _field_p(ys, Gkk, v, y, T, relevant, alpha, correct):
@@ -215,5 +282,18 @@ def flow_wp_run(ys, S, MT, Gxx, v, y, T, relevant, alpha, correct, t_len, h_io, 
     ys[:] = x[:m]
     S[:] = x[m:m + N * N].reshape(N, N)
     MT[:] = x[m + N * N:].reshape(N, N + 1)
+    counters[0] += nfev
+    return t_len
+
+
+def flow_p_nu_run(ys, Gkk, Gxx, v, y, T, relevant, alpha, correct, t_len, h_io, tol, max_steps, tab, ctl,
+                  counters):
+    """Twin of ``flow.flow_p_nu_run`` (SciPy's DOP853 on the same field; ``tab`` and ``ctl`` unused)."""
+    n = y.shape[0]
+    ys[ys.shape[0] - n:] = 0.0
+    if t_len <= 0.0:
+        return 0.0
+    x, nfev = _solve(lambda x: _field_p_nu(x, Gkk, Gxx, y, T, relevant, alpha, correct), ys.copy(), t_len, tol)
+    ys[:] = x
     counters[0] += nfev
     return t_len
