@@ -280,6 +280,18 @@ def args_spectral_wp(seed, n, T, d, steps):
             2 + steps % 6)
 
 
+def args_gd_wp_nu_run(seed, n, T, d, steps):
+    (z, S, P, b, MT, Gxx, v, y, T, relevant, lr, steps, frak_sum, s, vf, coef, kap, top, c, frak, e, Sc,
+     Hc) = args_gd_wp_run(seed, n, T, d, steps)
+    N = n * T
+    return (z, S, P, b, MT, np.zeros(N), v, Gxx, y, T, relevant, lr, steps, frak_sum, s, vf, coef, kap, top, c,
+            frak, e, Sc, Hc, np.zeros(N), np.zeros(N))
+
+
+def args_spectral_wp_nu(seed, n, T, d, steps):
+    return (*args_spectral_wp(seed, n, T, d, steps)[:-1], np.zeros(n * T), 2 + steps % 6)
+
+
 #: Tight tolerances: the twin integrates with another DOP853 implementation (SciPy's),
 #: so the two agree to the tolerance, not to the last bit.
 _FLOW_TOL = (1e-12, 1e-14, 1e-9)
@@ -297,6 +309,15 @@ def args_flow_wp_run(seed, n, T, d, steps):
     rng, X, y, nu, relevant, G, b = _wp_state(seed, n, T, d)
     N = n * T
     ys = np.concatenate([G[1:, 0], [G[0, 0]], b, np.zeros(n)])
+    return (ys, np.ascontiguousarray(G[1:, 1:]), np.zeros((N, N + 1)), X @ X.T, X @ nu, y, T, relevant, 0.3,
+            steps % 2 == 0, float(steps), np.array([1.0]), _FLOW_TOL, 10**6, dop853.tableau(), dop853.controller(),
+            np.zeros(3, dtype=np.int64))
+
+
+def args_flow_wp_nu_run(seed, n, T, d, steps):
+    rng, X, y, nu, relevant, G, b = _wp_state(seed, n, T, d)
+    N = n * T
+    ys = np.concatenate([G[1:, 0], [G[0, 0]], b, X @ nu, np.zeros(N), np.zeros(n)])
     return (ys, np.ascontiguousarray(G[1:, 1:]), np.zeros((N, N + 1)), X @ X.T, X @ nu, y, T, relevant, 0.3,
             steps % 2 == 0, float(steps), np.array([1.0]), _FLOW_TOL, 10**6, dop853.tableau(), dop853.controller(),
             np.zeros(3, dtype=np.int64))
@@ -336,9 +357,13 @@ REGISTRY = {
     (flow, "gd_p_nu_run"): args_gd_p_nu_run,
     (flow, "spectral_p_nu"): args_spectral_p_nu,
     (flow, "flow_p_nu_run"): args_flow_p_nu_run,
+    (flow, "gd_wp_nu_run"): args_gd_wp_nu_run,
+    (flow, "spectral_wp_nu"): args_spectral_wp_nu,
+    (flow, "flow_wp_nu_run"): args_flow_wp_nu_run,
 }
 #: Integrator twins agree to their tolerance; the rest to rounding.
-RTOL = {(flow, "flow_p_run"): 1e-8, (flow, "flow_wp_run"): 1e-8, (flow, "flow_p_nu_run"): 1e-8}
+RTOL = {(flow, "flow_p_run"): 1e-8, (flow, "flow_wp_run"): 1e-8, (flow, "flow_p_nu_run"): 1e-8,
+        (flow, "flow_wp_nu_run"): 1e-8}
 #: Arguments that are scratch, or the integrator's own step proposal and counters (method-specific).
 NOT_COMPARED = {"work", "w", "wh", "h_io", "counters"}
 IDS = {key: f"{key[0].__name__.rsplit('.', 1)[-1]}.{key[1]}" for key in REGISTRY}

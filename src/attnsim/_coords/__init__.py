@@ -12,7 +12,7 @@ module                  members                                 what they carry
                         ``DualPNu``, ``DualWpNu``               (or its ``beta``)
 ``ngd``                   ``NgdPrimalP`` ... ``NgdDualWpNu``      as their GD counterparts
 ``flow``                ``FlowP``, ``FlowPNu``, ``FlowWp``,     the dual set-ups, integrated
-                        ``FlowOptions``
+                        ``FlowWpNu``, ``FlowOptions``
 ``cost``                ``step_costs``, ``choose_engine``       --
 ======================  =====================================  ======================
 """
