@@ -54,15 +54,20 @@ def _flow_run(prob, trainable, lr, steps, save_at=None, **opts):
 # ------------------------------------------------------------------ the field itself
 
 
-def _primal_corrected_field(prob, W, p, lr, trainable, eps=1e-5):
-    """``alpha F - alpha^2/2 F'F`` in (W, p), F' F by central differences of the closed-form gradient."""
-    def F(W, p):
-        _, gW, gp = _reference.loss_and_grads(prob["X"], prob["y"], W, p, prob["nu"])
-        return (-gW if trainable == "Wp" else 0.0 * gW), -gp
+def _primal_corrected_field(prob, W, p, lr, trainable, eps=1e-5, nu=None):
+    """``alpha F - alpha^2/2 F'F`` in (W, p, nu), F' F by central differences of the closed-form gradient
+    (the head's part is 0 unless ``nu`` is given: the head is then trained)."""
+    head = nu is not None
+    nu = prob["nu"] if nu is None else nu
 
-    fW, fp = F(W, p)
-    a, b = F(W + eps * fW, p + eps * fp), F(W - eps * fW, p - eps * fp)
-    return lr * fW - lr**2 / 4 / eps * (a[0] - b[0]), lr * fp - lr**2 / 4 / eps * (a[1] - b[1])
+    def F(W, p, nu):
+        _, gW, gp, gnu = _reference.loss_and_grads_head(prob["X"], prob["y"], W, p, nu)
+        return (-gW if trainable.startswith("Wp") else 0.0 * gW), -gp, (-gnu if head else 0.0 * gnu)
+
+    f = F(W, p, nu)
+    a = F(*(x + eps * fx for x, fx in zip((W, p, nu), f)))
+    b = F(*(x - eps * fx for x, fx in zip((W, p, nu), f)))
+    return tuple(lr * fx - lr**2 / 4 / eps * (ax - bx) for fx, ax, bx in zip(f, a, b))
 
 
 @pytest.mark.parametrize("trainable", TRAINABLE)
@@ -74,13 +79,20 @@ def test_corrected_field_matches_primal_finite_differences(prob, trainable):
     run.coords.advance(3, np.zeros(len(prob["y"])))          # leave the initial point
     W, p = run.coords.final_params()
     W = prob["W0"] if W is None else W                          # p only: W is W0, not stored
-    VW, Vp = _primal_corrected_field(prob, W, p, lr, trainable)
+    head = trainable.endswith("+nu")
+    VW, Vp, Vnu = _primal_corrected_field(prob, W, p, lr, trainable, nu=run.coords.final_nu() if head else None)
     Xa = prob["X"].reshape(-1, W.shape[0])
     got = _flow.field(run.coords)
     want_z = Xa @ (VW.T @ p + W.T @ Vp)
     scale = np.abs(want_z).max() + 1e-300
     assert np.abs(got["z"] - want_z).max() <= 1e-6 * scale + 1e-12
-    if trainable == "Wp":
+    if head:                                                    # the head's dual part
+        want_v = Xa @ Vnu
+        assert np.abs(got["v"] - want_v).max() <= 1e-6 * (np.abs(want_v).max() + 1e-300) + 1e-12
+        assert np.allclose(Xa.T @ got["beta"], Vnu, rtol=0, atol=1e-6 * np.abs(Vnu).max() + 1e-12)
+    if trainable == "p+nu":
+        assert np.allclose(run.coords.K.T @ got["a"], Vp, rtol=0, atol=1e-6 * np.abs(Vp).max() + 1e-12)
+    if trainable.startswith("Wp"):
         co = run.coords
         assert np.allclose(co.Q @ got["b"], Vp, rtol=0, atol=1e-6 * np.abs(Vp).max() + 1e-12)
         dW = co.Q @ got["MT"].T @ Xa
@@ -117,6 +129,40 @@ def test_jvp_of_c_matches_central_differences(prob, seed):
     h = 1e-6
     fd = (c_of(z + h * dz)[0] - c_of(z - h * dz)[0]) / (2 * h)
     assert np.allclose(dc, fd, rtol=1e-5, atol=1e-9 * (np.abs(fd).max() + 1e-12))
+
+
+@given(prob=problems(), seed=st.integers(0, 2**32 - 1))
+def test_jvp_of_c_and_h_matches_central_differences(prob, seed):
+    """``jvp_ch``: the JVP of (c, h) = (dL/dz, dL/dv) along (dz, dv), scores up to saturation."""
+    n, T, d = prob["X"].shape
+    N = n * T
+    rng = np.random.default_rng(seed)
+    z = 3.0 * rng.standard_normal(N)
+    v = prob["X"].reshape(N, d) @ prob["nu"]
+    dz, dv = rng.standard_normal(N), rng.standard_normal(N)
+    rel = np.zeros(T, dtype=bool)
+    rel[0] = True
+
+    def ch_of(zz, vv):
+        s, vf, c = np.empty(N), np.empty(N), np.empty(N)
+        coef, kap, frak = np.empty(n), np.empty(n), np.empty(n)
+        top = np.empty(n, dtype=np.int64)
+        fk.forward(zz, vv, prob["y"], T, rel, s, vf, coef, kap, top, c, frak)
+        return np.concatenate([c, np.repeat(coef, T) * s]), (s, vf, coef, kap, top)
+
+    ch, aux = ch_of(z, v)
+    _, _, c_ref = _reference.forward(z.reshape(n, T), v.reshape(n, T), prob["y"])
+    assert np.allclose(ch[:N], c_ref.ravel(), rtol=1e-12, atol=1e-15)
+    dc, dh = np.empty(N), np.empty(N)
+    fk.jvp_ch(dz, dv, *aux, T, dc, dh)
+    eps = 1e-6
+    fd = (ch_of(z + eps * dz, v + eps * dv)[0] - ch_of(z - eps * dz, v - eps * dv)[0]) / (2 * eps)
+    got = np.concatenate([dc, dh])
+    assert np.allclose(got, fd, rtol=1e-5, atol=1e-9 * (np.abs(fd).max() + 1e-12))
+    fk.jvp_ch(dz, np.zeros(N), *aux, T, dc, dh)            # without dv it is jvp_c's dc
+    want = np.empty(N)
+    fk.jvp_c(dz, *aux, T, want)
+    assert np.allclose(dc, want, rtol=1e-13, atol=1e-15 * (np.abs(want).max() + 1e-300))
 
 
 def test_forward_keeps_digits_when_one_token_saturates():
@@ -163,6 +209,10 @@ def test_uncorrected_flow_is_first_order_in_alpha(prob, trainable):
     if e1 < 1e-9 * (1 + np.linalg.norm(fl.scores[-1])):
         return  # nothing moved: no law to see
     assert 1.9 < e1 / e2 < 2.1, (e1, e2)
+    if trainable.endswith("+nu"):
+        h1, h2 = np.linalg.norm(fl.nu - g1.nu), np.linalg.norm(fl.nu - g2.nu)
+        if h1 > 1e-9 * (1 + np.linalg.norm(fl.nu)):
+            assert 1.9 < h1 / h2 < 2.1, (h1, h2)
 
 
 @pytest.mark.parametrize("trainable", TRAINABLE)
@@ -182,6 +232,10 @@ def test_corrected_flow_is_second_order_in_alpha(prob, trainable):
     if e1 < 1e-10 * (1 + np.linalg.norm(g1.scores[-1])):
         return
     assert 3.6 < e1 / e2 < 4.4, (e1, e2)
+    if trainable.endswith("+nu"):
+        h1, h2 = np.linalg.norm(f1.nu - g1.nu), np.linalg.norm(f2.nu - g2.nu)
+        if h1 > 1e-10 * (1 + np.linalg.norm(g1.nu)):
+            assert 3.6 < h1 / h2 < 4.4, (h1, h2)
 
 
 @pytest.mark.parametrize("trainable", TRAINABLE)

@@ -209,6 +209,39 @@ def args_jvp_c(seed, n, T, d, steps):
     return (np.random.default_rng(seed + 1).standard_normal(n * T), s, vf, coef, kap, top, T, np.zeros(n * T))
 
 
+def args_jvp_ch(seed, n, T, d, steps):
+    dz, s, vf, coef, kap, top, T, dc = args_jvp_c(seed, n, T, d, steps)
+    return (dz, np.random.default_rng(seed + 2).standard_normal(n * T), s, vf, coef, kap, top, T, dc,
+            np.zeros(n * T))
+
+
+def _p_nu_state(seed, n, T, d, steps):
+    a, z, Gkk, v, y, T, relevant, lr, steps, frak_sum, _, _ = args_dual_p_run(seed, n, T, d, steps)
+    _, X, *_ = _problem(seed, n, T, d)
+    return a, z, Gkk, v, X @ X.T, y, relevant, lr, steps, frak_sum
+
+
+def args_gd_p_nu_run(seed, n, T, d, steps):
+    a, z, Gkk, v, Gxx, y, relevant, lr, steps, frak_sum = _p_nu_state(seed, n, T, d, steps)
+    N = n * T
+    s, vf, coef, kap, top, c, frak = _flow_scratch(n, T)
+    return (a, z, np.zeros(N), v, Gkk, Gxx, y, T, relevant, lr, steps, frak_sum, s, vf, coef, kap, top, c, frak,
+            np.zeros(N), np.zeros(N), np.zeros(N))
+
+
+def args_spectral_p_nu(seed, n, T, d, steps):
+    a, z, Gkk, v, Gxx, y, relevant, *_ = _p_nu_state(seed, n, T, d, steps)
+    return (z, v, Gkk, Gxx, y, T, relevant, np.zeros(2 * n * T), 2 + steps % 6)
+
+
+def args_flow_p_nu_run(seed, n, T, d, steps):
+    a, z, Gkk, v, Gxx, y, relevant, *_ = _p_nu_state(seed, n, T, d, steps)
+    N = n * T
+    ys = np.concatenate([z, v, np.zeros(2 * N), np.zeros(n)])
+    return (ys, Gkk, Gxx, v, y, T, relevant, 0.3, steps % 2 == 0, float(steps), np.array([1.0]), _FLOW_TOL, 10**6,
+            dop853.tableau(), dop853.controller(), np.zeros(3, dtype=np.int64))
+
+
 def args_gd_p_run(seed, n, T, d, steps):
     a, z, Gkk, v, y, T, relevant, lr, steps, frak_sum, _, _ = args_dual_p_run(seed, n, T, d, steps)
     s, vf, coef, kap, top, c, frak = _flow_scratch(n, T)
@@ -247,6 +280,18 @@ def args_spectral_wp(seed, n, T, d, steps):
             2 + steps % 6)
 
 
+def args_gd_wp_nu_run(seed, n, T, d, steps):
+    (z, S, P, b, MT, Gxx, v, y, T, relevant, lr, steps, frak_sum, s, vf, coef, kap, top, c, frak, e, Sc,
+     Hc) = args_gd_wp_run(seed, n, T, d, steps)
+    N = n * T
+    return (z, S, P, b, MT, np.zeros(N), v, Gxx, y, T, relevant, lr, steps, frak_sum, s, vf, coef, kap, top, c,
+            frak, e, Sc, Hc, np.zeros(N), np.zeros(N))
+
+
+def args_spectral_wp_nu(seed, n, T, d, steps):
+    return (*args_spectral_wp(seed, n, T, d, steps)[:-1], np.zeros(n * T), 2 + steps % 6)
+
+
 #: Tight tolerances: the twin integrates with another DOP853 implementation (SciPy's),
 #: so the two agree to the tolerance, not to the last bit.
 _FLOW_TOL = (1e-12, 1e-14, 1e-9)
@@ -264,6 +309,15 @@ def args_flow_wp_run(seed, n, T, d, steps):
     rng, X, y, nu, relevant, G, b = _wp_state(seed, n, T, d)
     N = n * T
     ys = np.concatenate([G[1:, 0], [G[0, 0]], b, np.zeros(n)])
+    return (ys, np.ascontiguousarray(G[1:, 1:]), np.zeros((N, N + 1)), X @ X.T, X @ nu, y, T, relevant, 0.3,
+            steps % 2 == 0, float(steps), np.array([1.0]), _FLOW_TOL, 10**6, dop853.tableau(), dop853.controller(),
+            np.zeros(3, dtype=np.int64))
+
+
+def args_flow_wp_nu_run(seed, n, T, d, steps):
+    rng, X, y, nu, relevant, G, b = _wp_state(seed, n, T, d)
+    N = n * T
+    ys = np.concatenate([G[1:, 0], [G[0, 0]], b, X @ nu, np.zeros(N), np.zeros(n)])
     return (ys, np.ascontiguousarray(G[1:, 1:]), np.zeros((N, N + 1)), X @ X.T, X @ nu, y, T, relevant, 0.3,
             steps % 2 == 0, float(steps), np.array([1.0]), _FLOW_TOL, 10**6, dop853.tableau(), dop853.controller(),
             np.zeros(3, dtype=np.int64))
@@ -299,11 +353,19 @@ REGISTRY = {
     (flow, "spectral_wp"): args_spectral_wp,
     (flow, "flow_p_run"): args_flow_p_run,
     (flow, "flow_wp_run"): args_flow_wp_run,
+    (flow, "jvp_ch"): args_jvp_ch,
+    (flow, "gd_p_nu_run"): args_gd_p_nu_run,
+    (flow, "spectral_p_nu"): args_spectral_p_nu,
+    (flow, "flow_p_nu_run"): args_flow_p_nu_run,
+    (flow, "gd_wp_nu_run"): args_gd_wp_nu_run,
+    (flow, "spectral_wp_nu"): args_spectral_wp_nu,
+    (flow, "flow_wp_nu_run"): args_flow_wp_nu_run,
 }
 #: Integrator twins agree to their tolerance; the rest to rounding.
-RTOL = {(flow, "flow_p_run"): 1e-8, (flow, "flow_wp_run"): 1e-8}
+RTOL = {(flow, "flow_p_run"): 1e-8, (flow, "flow_wp_run"): 1e-8, (flow, "flow_p_nu_run"): 1e-8,
+        (flow, "flow_wp_nu_run"): 1e-8}
 #: Arguments that are scratch, or the integrator's own step proposal and counters (method-specific).
-NOT_COMPARED = {"work", "w", "h_io", "counters"}
+NOT_COMPARED = {"work", "w", "wh", "h_io", "counters"}
 IDS = {key: f"{key[0].__name__.rsplit('.', 1)[-1]}.{key[1]}" for key in REGISTRY}
 
 

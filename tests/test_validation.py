@@ -164,8 +164,6 @@ TRAIN_CASES = [
                                              r"follows plain GD\); use dynamics='gd' for normalised GD"),
     (dict(optimizer="sgd"), r"^optimizer must be one of 'gd', 'ngd'; got 'sgd'"),
     (dict(ngd_norm="block"), r"^ngd_norm applies only with optimizer='ngd'"),
-    (dict(trainable="p+nu", dynamics="flow"), r"^dynamics='flow' is not available with a trained head; got "
-                                              r"trainable='p\+nu'; use dynamics='gd'"),
     (dict(engine="gpu"), r"^engine must be one of 'auto', 'primal', 'dual'; got 'gpu'"),
     (dict(backend="jax"), r"^backend must be one of 'numba', 'numpy'; got 'jax'"),
     (dict(X_test=np.ones((2, 3, 5))), r"^X_test and y_test must be given together"),

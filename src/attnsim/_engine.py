@@ -73,9 +73,6 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     if optimizer == "gd" and ngd_norm != "joint":
         raise ConfigError(f"ngd_norm applies only with optimizer='ngd'; got ngd_norm={ngd_norm!r} with "
                           "optimizer='gd'; drop ngd_norm or set optimizer='ngd'")
-    if dynamics == "flow" and trainable.endswith("+nu"):
-        raise ConfigError(f"dynamics='flow' is not available with a trained head; got trainable={trainable!r}; "
-                          "use dynamics='gd', or trainable='p' or 'Wp' for the flow")
     if dynamics == "gd" and flow is not None:
         raise ConfigError("flow options apply only with dynamics='flow'; got dynamics='gd' and flow set")
     if (X_test is None) != (y_test is None):

@@ -11,7 +11,8 @@ module                  members                                 what they carry
 ``head``                ``PrimalPNu``, ``PrimalWpNu``,          the above and ``nu``
                         ``DualPNu``, ``DualWpNu``               (or its ``beta``)
 ``ngd``                   ``NgdPrimalP`` ... ``NgdDualWpNu``      as their GD counterparts
-``flow``                ``FlowP``, ``FlowWp``, ``FlowOptions``  the dual set-ups, integrated
+``flow``                ``FlowP``, ``FlowPNu``, ``FlowWp``,     the dual set-ups, integrated
+                        ``FlowWpNu``, ``FlowOptions``
 ``cost``                ``step_costs``, ``choose_engine``       --
 ======================  =====================================  ======================
 """

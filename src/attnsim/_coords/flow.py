@@ -41,6 +41,7 @@ from .._result import MAX_STEPS_REACHED, STEP_SIZE_COLLAPSED
 from .._validation import ConfigError, check_float, check_int
 from .base import Coordinates, register
 from .dual import DualPSetup, DualWpSetup
+from .head import _DualHead
 
 # Indices into the int64 control array held in ``state["ctl"]``.
 _PHASE, _TAU, _NEXT_CHECK, _RHS, _ACCEPTED, _REJECTED, _GD_STEPS, _CHECKS = range(8)
@@ -326,6 +327,67 @@ class FlowP(_Flow, DualPSetup):
 
 
 @register
+class FlowPNu(_DualHead, FlowP):
+    """p and the head, ``p = p0 + K^T a``, ``nu = nu0 + X_all^T beta``; small state
+    ``[z | v | a | beta | F]`` (``v = X_all nu0 + Gxx beta``, DESIGN.md §8)."""
+
+    trainable = "p+nu"
+
+    def __init__(self, pb, kern, options=None):
+        super(FlowP, self).__init__(pb, kern, options)        # _Flow and DualPSetup; FlowP's own state is not this one
+        N, n = pb.N, pb.n
+        self.Gxx = np.ascontiguousarray(pb.X @ pb.X.T)
+        ys = np.zeros(4 * N + n)
+        ys[:N] = self.z0
+        ys[N:2 * N] = pb.v
+        self.state.update(ys=ys, eig=np.zeros(2 * N))
+        self.w = np.empty(N); self.h = np.empty(N); self.wh = np.empty(N)
+        self._init_head_readout()
+
+    def _a_z(self):
+        N = self.pb.N
+        ys = self.state["ys"]
+        return ys[2 * N:3 * N], ys[:N]
+
+    def _beta_v(self):
+        N = self.pb.N
+        ys = self.state["ys"]
+        return ys[3 * N:4 * N], ys[N:2 * N]
+
+    def _warm(self):
+        pb = self.pb
+        _, z = self._a_z()
+        _, v = self._beta_v()
+        self._gd(0, np.zeros(pb.n))
+        fk.spectral_p_nu(z, v, self.Gkk, self.Gxx, pb.y, pb.T, pb.relevant, self.state["eig"].copy(), 0)
+        self._flow(0.0)
+
+    def _gd(self, n_steps, frak_sum):
+        pb = self.pb
+        a, z = self._a_z()
+        beta, v = self._beta_v()
+        return fk.gd_p_nu_run(a, z, beta, v, self.Gkk, self.Gxx, pb.y, pb.T, pb.relevant, pb.lr, n_steps, frak_sum,
+                              self.s, self.vf, self.coef, self.kap, self.top, self.c, self.frak, self.h, self.w,
+                              self.wh)
+
+    def _rho(self):
+        pb = self.pb
+        _, z = self._a_z()
+        _, v = self._beta_v()
+        return fk.spectral_p_nu(z, v, self.Gkk, self.Gxx, pb.y, pb.T, pb.relevant, self.state["eig"],
+                                self.options.power_iters)
+
+    def _flow(self, t_len):
+        pb, st = self.pb, self.state
+        return fk.flow_p_nu_run(st["ys"], self.Gkk, self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
+                                self.options.correction, t_len, st["h"], self._tol(), self.options.max_steps,
+                                self.tab, self.ctl, st["ctl"][_RHS:_REJECTED + 1])
+
+    def _frak_block(self):
+        return self.state["ys"][4 * self.pb.N:]
+
+
+@register
 class FlowWp(_Flow, DualWpSetup):
     """W and p, ``p = Q b``, ``W = W0 + Q M X``; small state ``[z | P | b | F]`` plus ``S``, ``MT``."""
 
@@ -377,10 +439,72 @@ class FlowWp(_Flow, DualWpSetup):
         return self.state["ys"][2 * self.pb.N + 2:]
 
 
+@register
+class FlowWpNu(_DualHead, FlowWp):
+    """W, p and the head, ``nu = nu0 + X_all^T beta``; small state ``[z | P | b | v | beta | F]``
+    plus ``S``, ``MT`` (DESIGN.md §8)."""
+
+    trainable = "Wp+nu"
+
+    def __init__(self, pb, kern, options=None):
+        super(FlowWp, self).__init__(pb, kern, options)        # _Flow and DualWpSetup; FlowWp's own state is not this one
+        N, n = pb.N, pb.n
+        init = self._initial()
+        ys = np.zeros(4 * N + 2 + n)
+        ys[:N] = init["z"]
+        ys[N] = init["P"][0]
+        ys[N + 1:2 * N + 2] = init["b"]
+        ys[2 * N + 2:3 * N + 2] = pb.v
+        self.state.update(ys=ys, S=init["S"], MT=np.zeros((N, N + 1)),
+                          eig_b=np.zeros(N + 1), eig_MT=np.zeros((N, N + 1)), eig_beta=np.zeros(N))
+        self.e = np.empty(N); self.Sc = np.empty(N); self.Hc = np.empty(N + 1)
+        self.h = np.empty(N); self.eh = np.empty(N)
+        self._init_head_readout()
+
+    def _beta_v(self):
+        N = self.pb.N
+        ys = self.state["ys"]
+        return ys[3 * N + 2:4 * N + 2], ys[2 * N + 2:3 * N + 2]
+
+    def _warm(self):
+        pb, st = self.pb, self.state
+        z, _, b, _ = self._current()
+        _, v = self._beta_v()
+        self._gd(0, np.zeros(pb.n))
+        fk.spectral_wp_nu(z, b, st["MT"], self.Gqq, self.Gxx, v, pb.y, pb.T, pb.relevant, st["eig_b"].copy(),
+                          st["eig_MT"].copy(), st["eig_beta"].copy(), 0)
+        self._flow(0.0)
+
+    def _gd(self, n_steps, frak_sum):
+        pb, st = self.pb, self.state
+        z, P, b, MT = self._current()
+        beta, v = self._beta_v()
+        return fk.gd_wp_nu_run(z, st["S"], P, b, MT, beta, v, self.Gxx, pb.y, pb.T, pb.relevant, pb.lr, n_steps,
+                               frak_sum, self.s, self.vf, self.coef, self.kap, self.top, self.c, self.frak, self.e,
+                               self.Sc, self.Hc, self.h, self.eh)
+
+    def _rho(self):
+        pb, st = self.pb, self.state
+        z, _, b, MT = self._current()
+        _, v = self._beta_v()
+        return fk.spectral_wp_nu(z, b, MT, self.Gqq, self.Gxx, v, pb.y, pb.T, pb.relevant, st["eig_b"],
+                                 st["eig_MT"], st["eig_beta"], self.options.power_iters)
+
+    def _flow(self, t_len):
+        pb, st = self.pb, self.state
+        return fk.flow_wp_nu_run(st["ys"], st["S"], st["MT"], self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
+                                 self.options.correction, t_len, st["h"], self._tol(), self.options.max_steps,
+                                 self.tab, self.ctl, st["ctl"][_RHS:_REJECTED + 1])
+
+    def _frak_block(self):
+        return self.state["ys"][4 * self.pb.N + 2:]
+
+
 def field(coords, correction=None) -> dict:
     """The field the integrator follows, ``d/dtau`` of each state block at the current state.
 
-    For tests and diagnostics. Keys: ``z`` (N,), ``a`` (N,) for p only; ``z``, ``P``,
+    For tests and diagnostics. Keys: ``z`` (N,), ``a`` (N,) for p only; ``z``, ``v``, ``a``,
+    ``beta`` (N,) for p and the head; ``z``, ``P``,
     ``b`` (N+1,), ``S`` (N, N), ``MT`` (N, N+1) for W and p; ``frak`` (n,).
     """
     pb, st, opt = coords.pb, coords.state, coords.options
@@ -389,16 +513,26 @@ def field(coords, correction=None) -> dict:
     ys = st["ys"]
     k = np.zeros(ys.size)
     FAC = np.zeros((8, 12, N + 1))
-    work = np.zeros((9, N + 1))
+    work = np.zeros((13, N + 1))
     s, vf, coef, kap = np.empty(N), np.empty(N), np.empty(n), np.empty(n)
     top = np.empty(n, dtype=np.int64)
     if isinstance(coords, FlowWp):
-        fk._stage(fk._MODE_WP, 0, np.zeros(12), ys, st["S"], st["MT"], coords.Gxx, pb.v, pb.y, pb.T, pb.relevant,
+        head = isinstance(coords, FlowWpNu)
+        fk._stage(fk._MODE_WP_NU if head else fk._MODE_WP, 0, np.zeros(12), ys, st["S"], st["MT"], coords.Gxx, pb.v, pb.y, pb.T, pb.relevant,
                   pb.lr, corr, k, FAC, work, s, vf, coef, kap, top)
         E, Qv, R, Z, BETA, C, GAM, DC = (FAC[i, 0] for i in range(8))
         S = np.outer(E[:N], Qv[:N]) + np.outer(Qv[:N], E[:N]) + np.outer(R[:N], Z[:N]) + np.outer(Z[:N], R[:N])
         MT = np.outer(C[:N], BETA) + np.outer(DC[:N], GAM)
-        return {"z": k[:N], "P": k[N], "b": k[N + 1:2 * N + 2], "S": S, "MT": MT, "frak": k[2 * N + 2:]}
+        out = {"z": k[:N], "P": k[N], "b": k[N + 1:2 * N + 2], "S": S, "MT": MT}
+        if head:
+            out.update(v=k[2 * N + 2:3 * N + 2], beta=k[3 * N + 2:4 * N + 2], frak=k[4 * N + 2:])
+        else:
+            out.update(frak=k[2 * N + 2:])
+        return out
+    if isinstance(coords, FlowPNu):
+        fk._stage(fk._MODE_P_NU, 0, np.zeros(12), ys, coords.Gxx, np.zeros((0, 0)), coords.Gkk, pb.v, pb.y, pb.T,
+                  pb.relevant, pb.lr, corr, k, FAC, work, s, vf, coef, kap, top)
+        return {"z": k[:N], "v": k[N:2 * N], "a": k[2 * N:3 * N], "beta": k[3 * N:4 * N], "frak": k[4 * N:]}
     fk._stage(fk._MODE_P, 0, np.zeros(12), ys, np.zeros((0, 0)), np.zeros((0, 0)), coords.Gkk, pb.v, pb.y, pb.T,
               pb.relevant, pb.lr, corr, k, FAC, work, s, vf, coef, kap, top)
     return {"z": k[:N], "a": k[N:2 * N], "frak": k[2 * N:]}

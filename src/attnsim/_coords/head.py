@@ -52,21 +52,30 @@ class _DualHead:
         self.state.update(beta=np.zeros(pb.N), v=pb.v.copy())
         self.h = np.empty(pb.N)
         self.eh = np.empty(pb.N)
+        self._init_head_readout()
+
+    def _init_head_readout(self):
+        pb = self.pb
         self.XtXT = np.ascontiguousarray((pb.Xt @ pb.X.T).T)     # (N, Nt): v_test = vt0 + (Xt X^T) beta
         self.nu0_norm2 = float(pb.nu @ pb.nu)
         self.R_nu = (pb.probes @ pb.nu, pb.probes @ pb.X.T)    # <nu0, r>, <x_j, r>
 
+    def _beta_v(self):
+        """The current ``beta`` and token values ``v`` (the flow keeps them inside its state vector)."""
+        return self.state["beta"], self.state["v"]
+
     def observe_head(self):
-        pb, beta = self.pb, self.state["beta"]
+        pb = self.pb
+        beta, v = self._beta_v()
         Gb = self.Gxx @ beta
         dist2 = float(beta @ Gb)
         norm2 = self.nu0_norm2 + 2.0 * float(beta @ pb.v) + dist2
         vt = self.kern.add_matvec_t(self.XtXT, beta, pb.vt.copy())
-        return HeadObservation(self.state["v"], vt, np.sqrt(max(norm2, 0.0)), np.sqrt(max(dist2, 0.0)),
+        return HeadObservation(v, vt, np.sqrt(max(norm2, 0.0)), np.sqrt(max(dist2, 0.0)),
                                self.R_nu[0] + self.R_nu[1] @ beta)
 
     def final_nu(self):
-        return self.pb.nu + self.pb.X.T @ self.state["beta"]
+        return self.pb.nu + self.pb.X.T @ self._beta_v()[0]
 
 
 @register

@@ -21,6 +21,10 @@ so ``1 - s_r``, ``c`` and the relevant-set mass keep their digits when
 State vectors (``ys``, the "small" state integrated componentwise):
 
 - ``mode 0`` (p only, ``p = p0 + K^T a``): ``[z (N) | a (N) | F (n)]``;
+- ``mode 2`` (p and the head, ``nu = nu0 + X_all^T beta``, ``v = X_all nu0 + Gxx beta``):
+  ``[z (N) | v (N) | a (N) | beta (N) | F (n)]``;
+- ``mode 3`` (W, p and the head): ``[z (N) | P (1) | b (N+1) | v (N) | beta (N) | F (n)]``
+  plus ``S`` and ``MT`` as in mode 1;
 - ``mode 1`` (W and p): ``[z (N) | P (1) | b (N+1) | F (n)]`` plus the matrices
   ``S`` (N, N) and ``MT`` (N, N+1) of ``_kernels.dual_wp_run``, whose
   derivatives are of rank at most 4 and 2: each Runge-Kutta stage stores the
@@ -42,8 +46,8 @@ from .gd import _neg_dloss as _sigmoid_neg
 #: dS_j = e q^T + q e^T + r z^T + z r^T ;  dM_j = beta c^T + gamma dc^T.
 _F_E, _F_Q, _F_R, _F_Z, _F_BETA, _F_C, _F_GAMMA, _F_DC = range(8)
 
-#: What ``_integrate`` integrates: p alone, or W and p (the two public entry points fix it).
-_MODE_P, _MODE_WP = 0, 1
+#: What ``_integrate`` integrates: p alone, W and p, or p and the head (the public entry points fix it).
+_MODE_P, _MODE_WP, _MODE_P_NU, _MODE_WP_NU = 0, 1, 2, 3
 
 
 # ------------------------------------------------------------------ scalar helpers
@@ -186,6 +190,57 @@ def jvp_c(dz, s, vf, coef, kap, top, T, dc):
             dc[base + t] = dco * st * vf[base + t] + co * st * ((dzr - dbar) * vf[base + t] - df)
 
 
+@njit(cache=True)
+def jvp_ch(dz, dv, s, vf, coef, kap, top, T, dc, dh):
+    """Directional derivative of ``(c, h)`` along ``(dz, dv)`` at the point last given to ``forward``.
+
+    ``h = dL/dv``, ``h_t = coef s_t`` (the head's coefficients, p and nu trained).
+
+    Parameters
+    ----------
+    dz, dv : ndarray, shape (N,)
+    s, vf : ndarray, shape (N,)
+    coef, kap : ndarray, shape (n,)
+    top : ndarray of int64, shape (n,)
+    T : int
+    dc, dh : ndarray, shape (N,)
+        Output.
+
+    Notes
+    -----
+    With ``dzr_t = dz_t - dz_r``, ``dvr_t = dv_t - dv_r`` (r the top token),
+    ``dbar = sum_u s_u dzr_u``, ``df_z = sum_t s_t dzr_t (v_t - f)`` and
+    ``df_v = dv_r + sum_t s_t dvr_t`` (so ``dv_t - df_v = dvr_t - sum_u s_u dvr_u``),
+    ``df = df_z + df_v`` and ``d coef = kap df``:
+    ``dc_t = d coef s_t (v_t - f) + coef s_t ((dzr_t - dbar) (v_t - f) - df_z + dv_t - df_v)``,
+    ``dh_t = d coef s_t + coef s_t (dzr_t - dbar)``.
+    """
+    n = top.shape[0]
+    for i in range(n):
+        base = i * T
+        r = top[i]
+        dz_r = dz[base + r]
+        dv_r = dv[base + r]
+        dbar = 0.0
+        dfz = 0.0
+        dvbar = 0.0                               # sum_u s_u dvr_u
+        for t in range(T):
+            if t != r:
+                st = s[base + t]
+                w = st * (dz[base + t] - dz_r)
+                dbar += w
+                dfz += w * vf[base + t]
+                dvbar += st * (dv[base + t] - dv_r)
+        dco = kap[i] * (dfz + dv_r + dvbar)
+        co = coef[i]
+        for t in range(T):
+            dzr = 0.0 if t == r else dz[base + t] - dz_r
+            dvr = 0.0 if t == r else dv[base + t] - dv_r
+            st = s[base + t]
+            dc[base + t] = dco * st * vf[base + t] + co * st * ((dzr - dbar) * vf[base + t] - dfz + dvr - dvbar)
+            dh[base + t] = dco * st + co * st * (dzr - dbar)
+
+
 # ------------------------------------------------------------------ exact GD (the start)
 
 
@@ -225,22 +280,78 @@ def gd_wp_run(z, S, P, b, MT, Gxx, v, y, T, relevant, lr, n_steps, frak_sum,
     State ``z`` (N,), ``S`` (N, N), ``P`` (1,), ``b`` (N+1,), ``MT`` (N, N+1) updated in
     place. Returns the steps completed.
     """
+    for step in range(n_steps):
+        if not _forward_summed(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak, frak_sum):
+            return step
+        _wp_step(z, S, P, b, MT, Gxx, c, lr, e, Sc, Hc)
+    return n_steps
+
+
+@njit(cache=True)
+def _wp_step(z, S, P, b, MT, Gxx, c, lr, e, Sc, Hc):
+    """One step of ``gd_wp_run``'s recurrences at the coefficients ``c``."""
+    N = z.shape[0]
+    _symv(Gxx, c, e)
+    zc = _dot(z, c)
+    Pk = P[0]
+    _key_gram_sweep(S, c, z, e, lr, lr * lr * Pk, Sc)
+    cSc = _dot(c, Sc)
+    _dual_coef_sweep(MT, e, c, b, lr, Hc)
+    for r in range(N + 1):
+        b[r] -= lr * Hc[r]
+    corr = lr * lr * zc
+    for j in range(N):
+        z[j] = z[j] - lr * Sc[j] - lr * Pk * e[j] + corr * e[j]
+    P[0] = Pk - 2.0 * lr * zc + lr * lr * cSc
+
+
+@njit(cache=True)
+def gd_wp_nu_run(z, S, P, b, MT, beta, v, Gxx, y, T, relevant, lr, n_steps, frak_sum,
+                 s, vf, coef, kap, top, c, frak, e, Sc, Hc, h, eh):
+    """Exact simultaneous GD on W, p and the head: ``gd_wp_run`` plus ``beta -= lr h``,
+    ``v -= lr Gxx h``, all from the same iterate. Returns the steps completed."""
     N = z.shape[0]
     for step in range(n_steps):
         if not _forward_summed(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak, frak_sum):
             return step
-        _symv(Gxx, c, e)
-        zc = _dot(z, c)
-        Pk = P[0]
-        _key_gram_sweep(S, c, z, e, lr, lr * lr * Pk, Sc)
-        cSc = _dot(c, Sc)
-        _dual_coef_sweep(MT, e, c, b, lr, Hc)
-        for r in range(N + 1):
-            b[r] -= lr * Hc[r]
-        corr = lr * lr * zc
+        _head_of(s, coef, T, h)
+        _symv(Gxx, h, eh)
         for j in range(N):
-            z[j] = z[j] - lr * Sc[j] - lr * Pk * e[j] + corr * e[j]
-        P[0] = Pk - 2.0 * lr * zc + lr * lr * cSc
+            beta[j] -= lr * h[j]
+            v[j] -= lr * eh[j]
+        _wp_step(z, S, P, b, MT, Gxx, c, lr, e, Sc, Hc)
+    return n_steps
+
+
+@njit(cache=True)
+def _head_of(s, coef, T, h):
+    """``h_t = dL/dv_t = coef_i s_t`` from ``forward``'s outputs."""
+    for i in range(coef.shape[0]):
+        co = coef[i]
+        for t in range(T):
+            h[i * T + t] = co * s[i * T + t]
+
+
+@njit(cache=True)
+def gd_p_nu_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, n_steps, frak_sum, s, vf, coef, kap, top, c, frak,
+                h, w, wh):
+    """Exact GD on p and the head (``_kernels.gd.dual_p_nu_run`` with the top-relative ``c``).
+
+    State ``a``, ``z``, ``beta``, ``v`` (N,) updated in place: ``a -= lr c``, ``z -= lr Gkk c``,
+    ``beta -= lr h``, ``v -= lr Gxx h``. Returns the steps completed.
+    """
+    N = z.shape[0]
+    for step in range(n_steps):
+        if not _forward_summed(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak, frak_sum):
+            return step
+        _head_of(s, coef, T, h)
+        _symv(Gkk, c, w)
+        _symv(Gxx, h, wh)
+        for j in range(N):
+            a[j] -= lr * c[j]
+            z[j] -= lr * w[j]
+            beta[j] -= lr * h[j]
+            v[j] -= lr * wh[j]
     return n_steps
 
 
@@ -290,6 +401,26 @@ def spectral_wp(z, b, MT, Gqq, Gxx, v, y, T, relevant, vb, vMT, n_iter):
     ``dF_b = -(dM e + E dc + M Gxx dc)``, ``dF_M = -(db c^T + b dc^T)``.
     ``vb`` (N+1,) and ``vMT`` (N, N+1) hold the start vector and receive the last iterate.
     """
+    return _spectral_wp(z, b, MT, Gqq, Gxx, v, y, T, relevant, vb, vMT, np.zeros(0), n_iter, False)
+
+
+@njit(cache=True)
+def spectral_wp_nu(z, b, MT, Gqq, Gxx, v, y, T, relevant, vb, vMT, vbeta, n_iter):
+    """``spectral_wp`` with the head: ``F`` gains ``-h`` (the beta block); along ``(db, dM, dbeta)``
+    ``dv = Gxx dbeta``, ``(dc, dh)`` from ``jvp_ch(dz, dv)`` and ``dF_beta = -dh``. ``vbeta`` (N,)
+    is the head's part of the start vector and receives its last iterate."""
+    return _spectral_wp(z, b, MT, Gqq, Gxx, v, y, T, relevant, vb, vMT, vbeta, n_iter, True)
+
+
+@njit(cache=True)
+def _spectral_wp(z, b, MT, Gqq, Gxx, v, y, T, relevant, vb, vMT, vbeta, n_iter, head):
+    """Power-iteration estimate of the spectral radius of ``F'`` for W and p, in (b, M) coordinates.
+
+    ``F(b, M) = (-H c, -b c^T)`` with ``H = E + M Gxx`` and ``z = H^T Gqq b``; the JVP
+    along ``(db, dM)`` is ``dz = Gxx (dM^T Gqq b + M^T Gqq db) + (Gqq db)[1:]``,
+    ``dF_b = -(dM e + E dc + M Gxx dc)``, ``dF_M = -(db c^T + b dc^T)``.
+    ``vb`` (N+1,) and ``vMT`` (N, N+1) hold the start vector and receive the last iterate.
+    """
     N = z.shape[0]
     n = y.shape[0]
     N1 = N + 1
@@ -297,19 +428,23 @@ def spectral_wp(z, b, MT, Gqq, Gxx, v, y, T, relevant, vb, vMT, n_iter):
     top = np.empty(n, dtype=np.int64); frak = np.empty(n)
     e = np.empty(N); Gb = np.empty(N1); u2 = np.empty(N1); u = np.empty(N); dz = np.empty(N)
     dc = np.empty(N); gdc = np.empty(N); ob = np.empty(N1); oMT = np.empty((N, N1))
+    dv = np.empty(N); dh = np.empty(N); obeta = np.empty(vbeta.shape[0])
     forward(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak)
     _symv(Gxx, c, e)
     _symv(Gqq, b, Gb)
-    nrm = np.sqrt(_dot(vb, vb) + np.sum(vMT * vMT))
+    nrm = np.sqrt(_dot(vb, vb) + np.sum(vMT * vMT) + _dot(vbeta, vbeta))
     if not nrm > 0.0:
         for r in range(N1):
             vb[r] = np.sin(1.0 + 0.7 * r)
         for j in range(N):
             for r in range(N1):
                 vMT[j, r] = np.sin(2.0 + 0.37 * (j * N1 + r))
-        nrm = np.sqrt(_dot(vb, vb) + np.sum(vMT * vMT))
+        for j in range(vbeta.shape[0]):
+            vbeta[j] = np.sin(3.0 + 0.53 * j)
+        nrm = np.sqrt(_dot(vb, vb) + np.sum(vMT * vMT) + _dot(vbeta, vbeta))
     vb /= nrm
     vMT /= nrm
+    vbeta /= nrm
     rho = 0.0
     for it in range(n_iter):
         _symv(Gqq, vb, u2)
@@ -318,7 +453,13 @@ def spectral_wp(z, b, MT, Gqq, Gxx, v, y, T, relevant, vb, vMT, n_iter):
         _symv(Gxx, u, dz)
         for j in range(N):
             dz[j] += u2[j + 1]
-        jvp_c(dz, s, vf, coef, kap, top, T, dc)
+        if head:
+            _symv(Gxx, vbeta, dv)
+            jvp_ch(dz, dv, s, vf, coef, kap, top, T, dc, dh)
+            for j in range(N):
+                obeta[j] = -dh[j]
+        else:
+            jvp_c(dz, s, vf, coef, kap, top, T, dc)
         _symv(Gxx, dc, gdc)
         ob[0] = 0.0
         for j in range(N):
@@ -335,7 +476,7 @@ def spectral_wp(z, b, MT, Gqq, Gxx, v, y, T, relevant, vb, vMT, n_iter):
             dcj = dc[j]
             for r in range(N1):
                 oMT[j, r] = -(vb[r] * cj + b[r] * dcj)
-        nrm = np.sqrt(_dot(ob, ob) + np.sum(oMT * oMT))
+        nrm = np.sqrt(_dot(ob, ob) + np.sum(oMT * oMT) + _dot(obeta, obeta))
         if not nrm > 0.0:
             return 0.0
         if it >= n_iter - 2:                      # the ratio can alternate: keep the larger
@@ -345,6 +486,44 @@ def spectral_wp(z, b, MT, Gqq, Gxx, v, y, T, relevant, vb, vMT, n_iter):
         for j in range(N):
             for r in range(N1):
                 vMT[j, r] = oMT[j, r] / nrm
+        for j in range(vbeta.shape[0]):
+            vbeta[j] = obeta[j] / nrm
+    return rho
+
+
+@njit(cache=True)
+def spectral_p_nu(z, v, Gkk, Gxx, y, T, relevant, vec, n_iter):
+    """Power-iteration estimate of the spectral radius of ``F'`` for p and the head (dual coordinates).
+
+    ``F(a, beta) = -(c, h)(z0 + Gkk a, v0 + Gxx beta)``, so ``F' (wa, wb) = -J (Gkk wa, Gxx wb)``
+    with ``J`` the JVP of ``jvp_ch``. ``vec`` (2N,) = ``[wa | wb]`` is the start vector and
+    receives the last iterate. Returns the larger of the last two ratios ``||F' w|| / ||w||``.
+    """
+    N = z.shape[0]
+    n = y.shape[0]
+    s = np.empty(N); vf = np.empty(N); c = np.empty(N); coef = np.empty(n); kap = np.empty(n)
+    top = np.empty(n, dtype=np.int64); frak = np.empty(n); w = np.empty(N); wv = np.empty(N)
+    out = np.empty(2 * N)
+    forward(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak)
+    nrm = np.sqrt(_dot(vec, vec))
+    if not nrm > 0.0:
+        for j in range(2 * N):
+            vec[j] = np.sin(1.0 + 0.7 * j)
+        nrm = np.sqrt(_dot(vec, vec))
+    for j in range(2 * N):
+        vec[j] /= nrm
+    rho = 0.0
+    for it in range(n_iter):
+        _symv(Gkk, vec[:N], w)
+        _symv(Gxx, vec[N:], wv)
+        jvp_ch(w, wv, s, vf, coef, kap, top, T, out[:N], out[N:])
+        nrm = np.sqrt(_dot(out, out))
+        if not nrm > 0.0:
+            return 0.0
+        if it >= n_iter - 2:                      # the ratio can alternate: keep the larger
+            rho = max(rho, nrm)
+        for j in range(2 * N):
+            vec[j] = out[j] / nrm
     return rho
 
 
@@ -371,6 +550,37 @@ def _stage_p(ys, Gkk, v, y, T, relevant, alpha, correct, kout, s, vf, coef, kap,
         for j in range(N):
             da[j] = -alpha * c[j]
     _symv(Gkk, da, kout[:N])
+    return ok
+
+
+@njit(cache=True)
+def _stage_p_nu(ys, Gkk, Gxx, y, T, relevant, alpha, correct, kout, s, vf, coef, kap, top, W):
+    """d ys / d tau for p and the head; ``ys = [z | v | a | beta | F]``. Returns False on a non-finite output.
+
+    ``F(a, beta) = -(c, h)``; ``F' F = J (Gkk c, Gxx h)`` with ``J`` the JVP of ``(c, h)``
+    (``jvp_ch``); ``dz/dtau = Gkk da/dtau`` and ``dv/dtau = Gxx dbeta/dtau`` keep z, v exact.
+    """
+    N = Gkk.shape[0]
+    n = y.shape[0]
+    c = W[0, :N]; h = W[1, :N]; w1 = W[2, :N]; w2 = W[3, :N]; dc = W[4, :N]; dh = W[5, :N]
+    _, ok = forward(ys[:N], ys[N:2 * N], y, T, relevant, s, vf, coef, kap, top, c, kout[4 * N:4 * N + n])
+    _head_of(s, coef, T, h)
+    da = kout[2 * N:3 * N]
+    db = kout[3 * N:4 * N]
+    if correct:
+        _symv(Gkk, c, w1)
+        _symv(Gxx, h, w2)
+        jvp_ch(w1, w2, s, vf, coef, kap, top, T, dc, dh)
+        h2 = 0.5 * alpha * alpha
+        for j in range(N):
+            da[j] = -alpha * c[j] - h2 * dc[j]
+            db[j] = -alpha * h[j] - h2 * dh[j]
+    else:
+        for j in range(N):
+            da[j] = -alpha * c[j]
+            db[j] = -alpha * h[j]
+    _symv(Gkk, da, kout[:N])
+    _symv(Gxx, db, kout[N:2 * N])
     return ok
 
 
@@ -434,7 +644,8 @@ def _lr_m(MT, x1, x2, out1, out2, both, i, hA, FAC, correct):
 
 
 @njit(cache=True)
-def _stage_wp(i, hA, ys, S, MT, Gxx, v, y, T, relevant, alpha, correct, kout, FAC, W, s, vf, coef, kap, top):
+def _stage_wp(i, hA, ys, S, MT, Gxx, v, y, T, relevant, alpha, correct, kout, FAC, W, s, vf, coef, kap, top,
+              head):
     """d ys / d tau for W and p at stage ``i``; ``ys = [z | P | b | F]``.
 
     ``S`` and ``M`` at this stage are the step's base matrices plus the low-rank stage
@@ -451,6 +662,12 @@ def _stage_wp(i, hA, ys, S, MT, Gxx, v, y, T, relevant, alpha, correct, kout, FA
     (The (z, S, P) terms are the push-forward of the (W, p) correction, not the
     correction of the pushed-forward field: the two differ because (z, S, P) are
     nonlinear in (W, p).) Returns False on a non-finite output.
+
+    With ``head`` (W, p and nu; ``ys = [z | P | b | v | beta | F]``) the values are ``ys``'s
+    ``v``, ``dc`` is the JVP of ``c`` along ``(Delta z, Delta v = -Gxx h)`` (``jvp_ch``), and the
+    head's block is ``dbeta = -alpha h + (alpha^2/2) dh`` (``dh`` along ``Delta``, so the
+    second term is ``-(alpha^2/2) F'F``), ``dv = Gxx dbeta``; the (z, S, P, b, M) formulas are
+    unchanged (only ``c``'s derivative sees the head).
     """
     N = v.shape[0]
     n = y.shape[0]
@@ -460,7 +677,13 @@ def _stage_wp(i, hA, ys, S, MT, Gxx, v, y, T, relevant, alpha, correct, kout, FA
     b = ys[N + 1:N + 1 + N1]
     c = W[0, :N]; e = W[1, :N]; Sc = W[2, :N]; dz = W[3, :N]; dc = W[4, :N]; de = W[5, :N]
     Sdc = W[6, :N]; Me = W[7]; Mde = W[8]
-    _, ok = forward(z, v, y, T, relevant, s, vf, coef, kap, top, c, kout[N + 1 + N1:N + 1 + N1 + n])
+    hh = W[9, :N]; eh = W[10, :N]; dh = W[11, :N]; dvn = W[12, :N]
+    off = 4 * N + 2 if head else 2 * N + 2
+    vv = ys[2 * N + 2:3 * N + 2] if head else v
+    _, ok = forward(z, vv, y, T, relevant, s, vf, coef, kap, top, c, kout[off:off + n])
+    if head:
+        _head_of(s, coef, T, hh)
+        _symv(Gxx, hh, eh)
     _symv(Gxx, c, e)
     _lr_sym(S, c, Sc, i, hA, FAC, correct)
     ce = _dot(c, e)
@@ -469,7 +692,12 @@ def _stage_wp(i, hA, ys, S, MT, Gxx, v, y, T, relevant, alpha, correct, kout, FA
     if correct:
         for j in range(N):
             dz[j] = -P * e[j] - Sc[j]
-        jvp_c(dz, s, vf, coef, kap, top, T, dc)
+        if head:
+            for j in range(N):
+                dvn[j] = -eh[j]
+            jvp_ch(dz, dvn, s, vf, coef, kap, top, T, dc, dh)
+        else:
+            jvp_c(dz, s, vf, coef, kap, top, T, dc)
         _symv(Gxx, dc, de)
         _lr_sym(S, dc, Sdc, i, hA, FAC, correct)
         _lr_m(MT, e, de, Me, Mde, True, i, hA, FAC, correct)
@@ -512,6 +740,11 @@ def _stage_wp(i, hA, ys, S, MT, Gxx, v, y, T, relevant, alpha, correct, kout, FA
             fd[j] = dc[j]
         for r in range(N1):
             fg[r] = h2 * b[r]
+    if head:
+        kbeta = kout[3 * N + 2:4 * N + 2]
+        for j in range(N):
+            kbeta[j] = -alpha * hh[j] + (h2 * dh[j] if correct else 0.0)   # dh is along -F's (z, v) part
+        _symv(Gxx, kbeta, kout[2 * N + 2:3 * N + 2])
     return ok
 
 
@@ -524,7 +757,10 @@ def _stage(mode, i, hA, ys, S, MT, G, v, y, T, relevant, alpha, correct, kout, F
         N = v.shape[0]
         return _stage_p(ys, G, v, y, T, relevant, alpha, correct, kout, s, vf, coef, kap, top,
                         W[0, :N], W[1, :N], W[2, :N])
-    return _stage_wp(i, hA, ys, S, MT, G, v, y, T, relevant, alpha, correct, kout, FAC, W, s, vf, coef, kap, top)
+    if mode == _MODE_P_NU:
+        return _stage_p_nu(ys, G, S, y, T, relevant, alpha, correct, kout, s, vf, coef, kap, top, W)
+    return _stage_wp(i, hA, ys, S, MT, G, v, y, T, relevant, alpha, correct, kout, FAC, W, s, vf, coef, kap, top,
+                     mode == _MODE_WP_NU)
 
 
 @njit(cache=True)
@@ -533,7 +769,8 @@ def _error_scale(mode, N, n, ys, ynew, rtol, atol, sc):
 
     Scores, ``||p||^2`` and the 𝔖 integral: ``atol + rtol |y|`` componentwise.
     ``b`` (W and p): ``atol + rtol max_r |b_r|`` (norm-wise: its small entries do not
-    matter on their own). ``a`` (p only) is left out: ``z = z0 + Gkk a`` is controlled.
+    matter on their own). ``a`` (p only) is left out: ``z = z0 + Gkk a`` is controlled; so are
+    ``a`` and ``beta`` (p and the head), with ``z`` and ``v = v0 + Gxx beta`` controlled.
     """
     m = ys.shape[0]
     for k in range(m):
@@ -541,12 +778,18 @@ def _error_scale(mode, N, n, ys, ynew, rtol, atol, sc):
     if mode == _MODE_P:
         for k in range(N, 2 * N):
             sc[k] = 0.0
+    elif mode == _MODE_P_NU:
+        for k in range(2 * N, 4 * N):
+            sc[k] = 0.0
     else:
         bmax = 0.0
         for k in range(N + 1, 2 * N + 2):
             bmax = max(bmax, abs(ys[k]), abs(ynew[k]))
         for k in range(N + 1, 2 * N + 2):
             sc[k] = atol + rtol * bmax
+        if mode == _MODE_WP_NU:
+            for k in range(3 * N + 2, 4 * N + 2):
+                sc[k] = 0.0
 
 
 @njit(cache=True)
@@ -568,6 +811,26 @@ def flow_wp_run(ys, S, MT, Gxx, v, y, T, relevant, alpha, correct, t_len, h_io, 
 
 
 @njit(cache=True)
+def flow_p_nu_run(ys, Gkk, Gxx, v, y, T, relevant, alpha, correct, t_len, h_io, tol, max_steps, tab, ctl,
+                  counters):
+    """Integrate the flow of p and the head (``ys = [z | v | a | beta | F]``, ``Gkk`` the key Gram,
+    ``Gxx`` the token Gram) over ``t_len`` GD steps of time; see ``_integrate`` for the arguments
+    and the return value. ``v`` (N,) only gives the size: the values are ``ys[N:2N]``."""
+    empty = np.zeros((0, 0))
+    return _integrate(_MODE_P_NU, ys, Gxx, empty, Gkk, v, y, T, relevant, alpha, correct, t_len, h_io, tol,
+                      max_steps, tab, ctl, counters)
+
+
+@njit(cache=True)
+def flow_wp_nu_run(ys, S, MT, Gxx, v, y, T, relevant, alpha, correct, t_len, h_io, tol, max_steps, tab, ctl,
+                   counters):
+    """Integrate the flow of W, p and the head (``ys = [z | P | b | v | beta | F]`` plus ``S``,
+    ``MT``) over ``t_len`` GD steps of time; see ``_integrate``. ``v`` (N,) only gives the size."""
+    return _integrate(_MODE_WP_NU, ys, S, MT, Gxx, v, y, T, relevant, alpha, correct, t_len, h_io, tol, max_steps,
+                      tab, ctl, counters)
+
+
+@njit(cache=True)
 def _integrate(mode, ys, S, MT, G, v, y, T, relevant, alpha, correct, t_len, h_io, tol, max_steps, tab, ctl,
                counters):
     """Integrate the (corrected) flow over ``t_len`` GD steps of time with adaptive DOP853.
@@ -575,13 +838,15 @@ def _integrate(mode, ys, S, MT, G, v, y, T, relevant, alpha, correct, t_len, h_i
     Parameters
     ----------
     mode : int
-        ``_MODE_P`` (``G = Gkk``) or ``_MODE_WP`` (``G = Gxx``, ``S`` and ``MT`` integrated too).
+        ``_MODE_P`` (``G = Gkk``), ``_MODE_WP`` (``G = Gxx``, ``S`` and ``MT`` integrated too) or
+        ``_MODE_P_NU`` (``G = Gkk``, ``S = Gxx`` read only) or ``_MODE_WP_NU`` (as ``_MODE_WP``).
     ys : ndarray, shape (m,)
         Small state (module docstring), updated in place. Its 𝔖 block is zeroed first
         and holds ``int m (1 - m) d tau`` over this call on return.
     S : ndarray, shape (N, N)
     MT : ndarray, shape (N, N+1)
-        Mode 1 state, updated in place (shape (0, 0) in mode 0).
+        Mode 1 state, updated in place (shape (0, 0) in mode 0; in mode 2 ``S`` is ``Gxx``
+        and ``MT`` is (0, 0)).
     G : ndarray, shape (N, N)
     v : ndarray, shape (N,)
     y : ndarray, shape (n,)
@@ -630,7 +895,7 @@ def _integrate(mode, ys, S, MT, G, v, y, T, relevant, alpha, correct, t_len, h_i
     ynew = np.empty(m)
     sc = np.empty(m)
     FAC = np.zeros((8, 12, N1))
-    W = np.zeros((9, N1))
+    W = np.zeros((13, N1))
     s = np.empty(N); vf = np.empty(N); coef = np.empty(n); kap = np.empty(n)
     top = np.empty(n, dtype=np.int64)
     hA = np.zeros(12)
@@ -715,7 +980,7 @@ def _integrate(mode, ys, S, MT, G, v, y, T, relevant, alpha, correct, t_len, h_i
                 h_io[0] = h_try
                 return t
         # accept: S and M take their rank-(rank * nb) updates h sum_j B_j dX_j
-        if mode == _MODE_WP:
+        if mode == _MODE_WP or mode == _MODE_WP_NU:
             q = 0
             for j in range(12):
                 wj = h_try * tabB[j]
