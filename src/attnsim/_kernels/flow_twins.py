@@ -148,9 +148,20 @@ def spectral_p(z, Gkk, v, y, T, relevant, vec, n_iter):
     forward(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak)
     _start(vec, vec.shape, (1.0, 0.7))
     vec /= np.sqrt(vec @ vec)
-    rho, out = 0.0, np.empty_like(z)
+    out = np.empty_like(z)
+
+    def apply(x):
+        jvp_c(Gkk @ x, s, vf, coef, kap, top, T, out)
+        return out
+    return _power(apply, vec, n_iter)
+
+
+def _power(apply, vec, n_iter):
+    """Power iterations ``vec <- apply(vec) / |apply(vec)|`` from a unit ``vec`` (updated in place);
+    the larger of the last two ratios (they can alternate), 0 when the image vanishes."""
+    rho = 0.0
     for it in range(n_iter):
-        jvp_c(Gkk @ vec, s, vf, coef, kap, top, T, out)
+        out = apply(vec)
         nrm = np.sqrt(out @ out)
         if not nrm > 0.0:
             return 0.0
@@ -195,17 +206,12 @@ def spectral_p_nu(z, v, Gkk, Gxx, y, T, relevant, vec, n_iter):
     _start(vec, vec.shape, (1.0, 0.7))
     vec /= np.sqrt(vec @ vec)
     N = z.shape[0]
-    rho, dc, dh = 0.0, np.empty(N), np.empty(N)
-    for it in range(n_iter):
-        jvp_ch(Gkk @ vec[:N], Gxx @ vec[N:], s, vf, coef, kap, top, T, dc, dh)
-        out = np.concatenate([dc, dh])
-        nrm = np.sqrt(out @ out)
-        if not nrm > 0.0:
-            return 0.0
-        if it >= n_iter - 2:
-            rho = max(rho, nrm)
-        vec[:] = out / nrm
-    return rho
+    dc, dh = np.empty(N), np.empty(N)
+
+    def apply(x):
+        jvp_ch(Gkk @ x[:N], Gxx @ x[N:], s, vf, coef, kap, top, T, dc, dh)
+        return np.concatenate([dc, dh])
+    return _power(apply, vec, n_iter)
 
 
 def spectral_wp_nu(z, b, MT, Gqq, Gxx, v, y, T, relevant, vb, vMT, vbeta, n_iter):
@@ -317,61 +323,57 @@ def _solve(fun, x0, t_len, tol):
     return sol.y[:, -1], sol.nfev
 
 
-def flow_p_run(ys, Gkk, v, y, T, relevant, alpha, correct, t_len, h_io, tol, max_steps, tab, ctl, counters):
-    """Twin of ``flow.flow_p_run`` (SciPy's DOP853 on the same field; ``tab`` and ``ctl`` unused)."""
-    n = y.shape[0]
+def _integrate_small(ys, field, t_len, tol, n, counters):
+    """SciPy's DOP853 on a state that is ``ys`` alone (its last ``n`` entries, the 𝔖 block, from 0)."""
     ys[ys.shape[0] - n:] = 0.0
     if t_len <= 0.0:
         return 0.0
-    x, nfev = _solve(lambda x: _field_p(x, Gkk, v, y, T, relevant, alpha, correct), ys.copy(), t_len, tol)
+    x, nfev = _solve(field, ys.copy(), t_len, tol)
     ys[:] = x
     counters[0] += nfev
     return t_len
+
+
+def _integrate_with_matrices(ys, S, MT, field, t_len, tol, n, counters):
+    """SciPy's DOP853 on ``[ys | S | MT]`` flattened; the 𝔖 block of ``ys`` from 0."""
+    N = S.shape[0]
+    ys[ys.shape[0] - n:] = 0.0
+    if t_len <= 0.0:
+        return 0.0
+    x, nfev = _solve(field, np.concatenate([ys, S.ravel(), MT.ravel()]), t_len, tol)
+    m = ys.shape[0]
+    ys[:] = x[:m]
+    S[:] = x[m:m + N * N].reshape(N, N)
+    MT[:] = x[m + N * N:].reshape(N, N + 1)
+    counters[0] += nfev
+    return t_len
+
+
+def flow_p_run(ys, Gkk, v, y, T, relevant, alpha, correct, t_len, h_io, tol, max_steps, tab, ctl, counters):
+    """Twin of ``flow.flow_p_run`` (SciPy's DOP853 on the same field; ``tab`` and ``ctl`` unused)."""
+    return _integrate_small(ys, lambda x: _field_p(x, Gkk, v, y, T, relevant, alpha, correct), t_len, tol,
+                            y.shape[0], counters)
 
 
 def flow_wp_run(ys, S, MT, Gxx, v, y, T, relevant, alpha, correct, t_len, h_io, tol, max_steps, tab, ctl,
                 counters):
     """Twin of ``flow.flow_wp_run`` (SciPy's DOP853 on the flattened state; ``tab`` and ``ctl`` unused)."""
     N, n = v.shape[0], y.shape[0]
-    ys[ys.shape[0] - n:] = 0.0
-    if t_len <= 0.0:
-        return 0.0
-    x0 = np.concatenate([ys, S.ravel(), MT.ravel()])
-    x, nfev = _solve(lambda x: _field_wp(x, N, n, Gxx, v, y, T, relevant, alpha, correct), x0, t_len, tol)
-    m = ys.shape[0]
-    ys[:] = x[:m]
-    S[:] = x[m:m + N * N].reshape(N, N)
-    MT[:] = x[m + N * N:].reshape(N, N + 1)
-    counters[0] += nfev
-    return t_len
+    return _integrate_with_matrices(ys, S, MT, lambda x: _field_wp(x, N, n, Gxx, v, y, T, relevant, alpha, correct),
+                                    t_len, tol, n, counters)
 
 
 def flow_p_nu_run(ys, Gkk, Gxx, v, y, T, relevant, alpha, correct, t_len, h_io, tol, max_steps, tab, ctl,
                   counters):
     """Twin of ``flow.flow_p_nu_run`` (SciPy's DOP853 on the same field; ``tab`` and ``ctl`` unused)."""
-    n = y.shape[0]
-    ys[ys.shape[0] - n:] = 0.0
-    if t_len <= 0.0:
-        return 0.0
-    x, nfev = _solve(lambda x: _field_p_nu(x, Gkk, Gxx, y, T, relevant, alpha, correct), ys.copy(), t_len, tol)
-    ys[:] = x
-    counters[0] += nfev
-    return t_len
+    return _integrate_small(ys, lambda x: _field_p_nu(x, Gkk, Gxx, y, T, relevant, alpha, correct), t_len, tol,
+                            y.shape[0], counters)
 
 
 def flow_wp_nu_run(ys, S, MT, Gxx, v, y, T, relevant, alpha, correct, t_len, h_io, tol, max_steps, tab, ctl,
                    counters):
     """Twin of ``flow.flow_wp_nu_run`` (SciPy's DOP853 on the flattened state; ``tab`` and ``ctl`` unused)."""
     N, n = v.shape[0], y.shape[0]
-    ys[ys.shape[0] - n:] = 0.0
-    if t_len <= 0.0:
-        return 0.0
-    x0 = np.concatenate([ys, S.ravel(), MT.ravel()])
-    x, nfev = _solve(lambda x: _field_wp(x, N, n, Gxx, v, y, T, relevant, alpha, correct, head=True), x0, t_len,
-                     tol)
-    m = ys.shape[0]
-    ys[:] = x[:m]
-    S[:] = x[m:m + N * N].reshape(N, N)
-    MT[:] = x[m + N * N:].reshape(N, N + 1)
-    counters[0] += nfev
-    return t_len
+    return _integrate_with_matrices(
+        ys, S, MT, lambda x: _field_wp(x, N, n, Gxx, v, y, T, relevant, alpha, correct, head=True), t_len, tol, n,
+        counters)
