@@ -67,12 +67,8 @@ def args_dual_p_run(seed, n, T, d, steps):
 
 
 def args_dual_wp_run(seed, n, T, d, steps):
-    rng, X, y, W0, p0, nu, relevant = _problem(seed, n, T, d)
+    rng, X, y, nu, relevant, G, b = _wp_state(seed, n, T, d)
     N = n * T
-    Q = np.concatenate([p0[:, None], W0 @ X.T], axis=1)
-    G = Q.T @ Q
-    b = np.zeros(N + 1)
-    b[0] = 1.0
     B = 4                                        # small block: hypothesis' steps cross several flushes
     return (G[1:, 0].copy(), np.ascontiguousarray(G[1:, 1:]), np.array([G[0, 0]]), b, np.zeros((N, N + 1)),
             np.zeros((N, B)), np.zeros((B, N)), np.zeros(1, dtype=np.int64),

@@ -172,31 +172,9 @@ def _power(apply, vec, n_iter):
 
 
 def spectral_wp(z, b, MT, Gqq, Gxx, v, y, T, relevant, vb, vMT, n_iter):
-    """Twin of ``flow.spectral_wp``: the JVP of ``F(b, M) = (-H c, -b c^T)`` by its formula."""
-    s, vf, coef, kap, top, c, frak = _scratch(z, y)
-    forward(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak)
-    e, Gb, N = Gxx @ c, Gqq @ b, z.shape[0]
-    if not np.sqrt(vb @ vb + np.sum(vMT * vMT)) > 0.0:
-        vb[:] = np.sin(1.0 + 0.7 * np.arange(N + 1))
-        vMT[:] = np.sin(2.0 + 0.37 * np.arange(N * (N + 1))).reshape(N, N + 1)
-    nrm = np.sqrt(vb @ vb + np.sum(vMT * vMT))
-    vb /= nrm
-    vMT /= nrm
-    rho, dc = 0.0, np.empty(N)
-    for it in range(n_iter):
-        u2 = Gqq @ vb
-        dz = Gxx @ (vMT @ Gb + MT @ u2) + u2[1:]
-        jvp_c(dz, s, vf, coef, kap, top, T, dc)
-        ob = -(np.concatenate(([0.0], dc)) + vMT.T @ e + MT.T @ (Gxx @ dc))
-        oMT = -(np.outer(c, vb) + np.outer(dc, b))
-        nrm = np.sqrt(ob @ ob + np.sum(oMT * oMT))
-        if not nrm > 0.0:
-            return 0.0
-        if it >= n_iter - 2:
-            rho = max(rho, nrm)
-        vb[:] = ob / nrm
-        vMT[:] = oMT / nrm
-    return rho
+    """Twin of ``flow.spectral_wp``: the JVP of ``F(b, M) = (-H c, -b c^T)`` by its formula
+    (``spectral_wp_nu`` without the head's block)."""
+    return spectral_wp_nu(z, b, MT, Gqq, Gxx, v, y, T, relevant, vb, vMT, np.empty(0), n_iter)
 
 
 def spectral_p_nu(z, v, Gkk, Gxx, y, T, relevant, vec, n_iter):
@@ -215,26 +193,28 @@ def spectral_p_nu(z, v, Gkk, Gxx, y, T, relevant, vec, n_iter):
 
 
 def spectral_wp_nu(z, b, MT, Gqq, Gxx, v, y, T, relevant, vb, vMT, vbeta, n_iter):
-    """Twin of ``flow.spectral_wp_nu``: ``spectral_wp``'s JVP with the head's block."""
+    """Twin of ``flow.spectral_wp_nu``: ``spectral_wp``'s JVP with the head's block (none if
+    ``vbeta`` is empty)."""
     s, vf, coef, kap, top, c, frak = _scratch(z, y)
     forward(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak)
     e, Gb, N = Gxx @ c, Gqq @ b, z.shape[0]
     if not np.sqrt(vb @ vb + np.sum(vMT * vMT) + vbeta @ vbeta) > 0.0:
         vb[:] = np.sin(1.0 + 0.7 * np.arange(N + 1))
         vMT[:] = np.sin(2.0 + 0.37 * np.arange(N * (N + 1))).reshape(N, N + 1)
-        vbeta[:] = np.sin(3.0 + 0.53 * np.arange(N))
+        vbeta[:] = np.sin(3.0 + 0.53 * np.arange(vbeta.size))
     nrm = np.sqrt(vb @ vb + np.sum(vMT * vMT) + vbeta @ vbeta)
     vb /= nrm
     vMT /= nrm
     vbeta /= nrm
+    head = vbeta.size > 0                      # an empty vbeta: W and p only (spectral_wp)
     rho, dc, dh = 0.0, np.empty(N), np.empty(N)
     for it in range(n_iter):
         u2 = Gqq @ vb
         dz = Gxx @ (vMT @ Gb + MT @ u2) + u2[1:]
-        jvp_ch(dz, Gxx @ vbeta, s, vf, coef, kap, top, T, dc, dh)
+        jvp_ch(dz, Gxx @ vbeta if head else np.zeros(N), s, vf, coef, kap, top, T, dc, dh)
         ob = -(np.concatenate(([0.0], dc)) + vMT.T @ e + MT.T @ (Gxx @ dc))
         oMT = -(np.outer(c, vb) + np.outer(dc, b))
-        obeta = -dh
+        obeta = -dh if head else np.empty(0)
         nrm = np.sqrt(ob @ ob + np.sum(oMT * oMT) + obeta @ obeta)
         if not nrm > 0.0:
             return 0.0
