@@ -39,7 +39,7 @@ from numba import njit
 
 # The scalar loss helpers and the two W,p sweeps are shared with the GD kernels. numba's on-disk cache keys
 # a function on its own file only; the Makefile clears the caches whenever a file of _kernels/ changes.
-from .gd import _dot, _dual_coef_sweep, _key_gram_sweep, _logistic_loss, _rows_axpy
+from .gd import _dot, _dual_coef_sweep, _key_gram_sweep, _logistic_loss, _rows_axpy, _same_array
 from .gd import _neg_dloss as _sigmoid_neg
 
 #: Rows of the per-stage factor array ``FAC`` (8, 12, N+1), mode 1.
@@ -63,6 +63,27 @@ def _symv(G, x, out):
         xl = x[l]
         for j in range(N):
             out[j] += xl * G[l, j]
+
+
+@njit(cache=True)
+def _symv_pair(G1, x1, out1, G2, x2, out2):
+    """``out1 = G1 x1`` and ``out2 = G2 x2`` (``_symv`` each, same bits); when ``G1`` is ``G2``
+    (W0 = I: keys are tokens) one pass over its rows serves both."""
+    if not _same_array(G1, G2):
+        _symv(G1, x1, out1)
+        _symv(G2, x2, out2)
+        return
+    N = out1.shape[0]
+    for j in range(N):
+        out1[j] = 0.0
+        out2[j] = 0.0
+    for l in range(N):
+        a = x1[l]
+        b = x2[l]
+        for j in range(N):
+            g = G1[l, j]
+            out1[j] += a * g
+            out2[j] += b * g
 
 
 # ------------------------------------------------------------------ forward and its JVP
@@ -345,8 +366,7 @@ def gd_p_nu_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, n_steps, frak_sum, 
         if not _forward_summed(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak, frak_sum):
             return step
         _head_of(s, coef, T, h)
-        _symv(Gkk, c, w)
-        _symv(Gxx, h, wh)
+        _symv_pair(Gkk, c, w, Gxx, h, wh)
         for j in range(N):
             a[j] -= lr * c[j]
             z[j] -= lr * w[j]
@@ -514,8 +534,7 @@ def spectral_p_nu(z, v, Gkk, Gxx, y, T, relevant, vec, n_iter):
         vec[j] /= nrm
     rho = 0.0
     for it in range(n_iter):
-        _symv(Gkk, vec[:N], w)
-        _symv(Gxx, vec[N:], wv)
+        _symv_pair(Gkk, vec[:N], w, Gxx, vec[N:], wv)
         jvp_ch(w, wv, s, vf, coef, kap, top, T, out[:N], out[N:])
         nrm = np.sqrt(_dot(out, out))
         if not nrm > 0.0:
@@ -568,8 +587,7 @@ def _stage_p_nu(ys, Gkk, Gxx, y, T, relevant, alpha, correct, kout, s, vf, coef,
     da = kout[2 * N:3 * N]
     db = kout[3 * N:4 * N]
     if correct:
-        _symv(Gkk, c, w1)
-        _symv(Gxx, h, w2)
+        _symv_pair(Gkk, c, w1, Gxx, h, w2)
         jvp_ch(w1, w2, s, vf, coef, kap, top, T, dc, dh)
         h2 = 0.5 * alpha * alpha
         for j in range(N):
@@ -579,8 +597,7 @@ def _stage_p_nu(ys, Gkk, Gxx, y, T, relevant, alpha, correct, kout, s, vf, coef,
         for j in range(N):
             da[j] = -alpha * c[j]
             db[j] = -alpha * h[j]
-    _symv(Gkk, da, kout[:N])
-    _symv(Gxx, db, kout[N:2 * N])
+    _symv_pair(Gkk, da, kout[:N], Gxx, db, kout[N:2 * N])
     return ok
 
 
