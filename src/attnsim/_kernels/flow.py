@@ -39,7 +39,8 @@ from numba import njit
 
 # The scalar loss helpers and the two W,p sweeps are shared with the GD kernels. numba's on-disk cache keys
 # a function on its own file only; the Makefile clears the caches whenever a file of _kernels/ changes.
-from .gd import _dot, _dual_coef_sweep, _key_gram_sweep, _logistic_loss, _rows_axpy, _same_array
+from .gd import _dot, _dual_coef_sweep, _key_gram_sweep, _logistic_loss, _rows_axpy, _rows_gemv, _rows_gemv2
+from .gd import _same_array
 from .gd import _neg_dloss as _sigmoid_neg
 
 #: Rows of the per-stage factor array ``FAC`` (8, 12, N+1), mode 1.
@@ -55,35 +56,19 @@ _MODE_P, _MODE_WP, _MODE_P_NU, _MODE_WP_NU = 0, 1, 2, 3
 
 @njit(cache=True)
 def _symv(G, x, out):
-    """``out = G x`` for symmetric ``G`` (N, N), as contiguous row axpys."""
-    N = out.shape[0]
-    for j in range(N):
-        out[j] = 0.0
-    for l in range(N):
-        xl = x[l]
-        for j in range(N):
-            out[j] += xl * G[l, j]
+    """``out = G x`` for symmetric ``G`` (N, N): ``_kernels.gd._rows_gemv``, contiguous row axpys."""
+    _rows_gemv(out, G, x)
 
 
 @njit(cache=True)
 def _symv_pair(G1, x1, out1, G2, x2, out2):
     """``out1 = G1 x1`` and ``out2 = G2 x2`` (``_symv`` each, same bits); when ``G1`` is ``G2``
-    (W0 = I: keys are tokens) one pass over its rows serves both."""
-    if not _same_array(G1, G2):
-        _symv(G1, x1, out1)
-        _symv(G2, x2, out2)
-        return
-    N = out1.shape[0]
-    for j in range(N):
-        out1[j] = 0.0
-        out2[j] = 0.0
-    for l in range(N):
-        a = x1[l]
-        b = x2[l]
-        for j in range(N):
-            g = G1[l, j]
-            out1[j] += a * g
-            out2[j] += b * g
+    (W0 = I: keys are tokens) one pass over its rows serves both (``_rows_gemv2``)."""
+    if _same_array(G1, G2):
+        _rows_gemv2(out1, out2, G1, x1, x2)
+    else:
+        _rows_gemv(out1, G1, x1)
+        _rows_gemv(out2, G2, x2)
 
 
 # ------------------------------------------------------------------ forward and its JVP
