@@ -13,10 +13,11 @@
    d = 2000 and, for flatness in d, d = 500 and d = 8000. One fresh process per measurement,
    with one BLAS/numba thread; the repeats are interleaved over the cases (so that a change
    in the shared machine's load hits every case alike) and the median is reported, with the
-   ratio of each head set to its head-less twin at the same d.
+   ratio of each head set to its head-less twin at the same d; at d = 2000 for W0 random (official)
+   and W0 = I (``w0="identity"``, the head-training papers' setting).
 
-Prints a Markdown table; append it by hand to ``benchmarks/RESULTS.md`` (``bench.py`` rewrites
-that file, so this script does not touch it).
+Prints a Markdown table; append it by hand to ``benchmarks/ANALYSIS.md`` (``bench.py`` regenerates
+``RESULTS.md`` from ``results.json`` and includes ``ANALYSIS.md`` at its end).
 """
 
 from __future__ import annotations
@@ -38,13 +39,16 @@ SETS = ("p", "p+nu", "Wp", "Wp+nu")
 TWIN = {"p+nu": "p", "Wp+nu": "Wp"}
 OFFICIAL_D = 2000
 FLAT_DS = (500, 8000)
+#: W0 random is the official setting; W0 = I is the one of the models that train the head
+#: (Magen et al., Tarzanagh et al.), where keys are tokens and one Gram serves both vectors.
+W0S = ("random", "identity")
 AGREE_STEPS = 20
 AGREE_RTOL = 1e-9
 ONE_THREAD = {k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
 
 
-def config(trainable, d, steps=10**9):
-    return attnsim.preset("balanced", trainable=trainable, d=d, n_test=0, steps=steps)
+def config(trainable, d, w0="random", steps=10**9):
+    return attnsim.preset("balanced", trainable=trainable, d=d, w0=w0, n_test=0, steps=steps)
 
 
 def relative(a, b):
@@ -52,9 +56,9 @@ def relative(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
-def agreement(trainable, d=OFFICIAL_D):
+def agreement(trainable, w0, d=OFFICIAL_D):
     """Worst relative difference between the dual and primal engines over AGREE_STEPS steps."""
-    cfg = config(trainable, d, steps=AGREE_STEPS)
+    cfg = config(trainable, d, w0, steps=AGREE_STEPS)
     save = attnsim.SaveAt.linear(AGREE_STEPS, AGREE_STEPS + 1)
     dual = attnsim.simulate(cfg, save, engine="dual")
     primal = attnsim.simulate(cfg, save, engine="primal")
@@ -66,9 +70,9 @@ def agreement(trainable, d=OFFICIAL_D):
     return dual.engine, primal.engine, worst
 
 
-def measure(trainable, d, budget):
+def measure(trainable, d, w0, budget):
     """Run in a child process: steady-state dual steps per CPU-second, and the warm-up time."""
-    cfg = config(trainable, d)
+    cfg = config(trainable, d, w0)
     t0 = time.perf_counter()
     run = attnsim.prepare_run(cfg, save_at=attnsim.SaveAt.explicit([0, cfg.steps], cfg.steps), engine="dual")
     setup = time.perf_counter() - t0
@@ -92,8 +96,8 @@ def measure(trainable, d, budget):
     return {"rate": k / spent, "steps": k, "setup": setup, "warm_up": warm}
 
 
-def child(trainable, d, budget):
-    out = subprocess.run([sys.executable, __file__, "--child", trainable, str(d), str(budget)],
+def child(trainable, d, w0, budget):
+    out = subprocess.run([sys.executable, __file__, "--child", trainable, str(d), w0, str(budget)],
                          env={**os.environ, **ONE_THREAD}, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -102,26 +106,28 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--budget", type=float, default=1.0, help="CPU-seconds per timed block")
-    parser.add_argument("--child", nargs=3, metavar=("TRAINABLE", "D", "BUDGET"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, metavar=("TRAINABLE", "D", "W0", "BUDGET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        tr, d, budget = args.child
-        print(json.dumps(measure(tr, int(d), float(budget))))
+        tr, d, w0, budget = args.child
+        print(json.dumps(measure(tr, int(d), w0, float(budget))))
         return
 
     print(f"# head_bench: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}, attnsim {attnsim.__version__}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     print(f"agreement, dual vs primal, {AGREE_STEPS} steps at the official setting (d = {OFFICIAL_D}):")
-    for tr in SETS:
-        de, pe, worst = agreement(tr)
-        ok = max(worst.values()) <= AGREE_RTOL
-        print(f"  {tr:6s} ({de} vs {pe}): " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items())
-              + ("  ok" if ok else "  DISAGREE"))
-        if not ok:
-            sys.exit(f"{tr}: dual and primal disagree beyond {AGREE_RTOL}; nothing timed")
+    for w0 in W0S:
+        for tr in SETS:
+            de, pe, worst = agreement(tr, w0)
+            ok = max(worst.values()) <= AGREE_RTOL
+            print(f"  {tr:6s} W0 {w0:8s} ({de} vs {pe}): " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items())
+                  + ("  ok" if ok else "  DISAGREE"))
+            if not ok:
+                sys.exit(f"{tr}, W0 {w0}: dual and primal disagree beyond {AGREE_RTOL}; nothing timed")
 
-    cases = [(tr, OFFICIAL_D) for tr in SETS] + [(tr, d) for d in FLAT_DS for tr in SETS]
+    cases = ([(tr, OFFICIAL_D, w0) for w0 in W0S for tr in SETS]
+             + [(tr, d, "random") for d in FLAT_DS for tr in SETS])
     rates = {c: [] for c in cases}
     warm = {}
     for rep in range(args.repeats):
@@ -133,18 +139,21 @@ def main():
     med = {c: statistics.median(v) for c, v in rates.items()}
 
     print()
-    print("| d | trainable | steps / CPU-s (median) | min–max | vs head-less twin | warm-up s |")
-    print("|---|---|---|---|---|---|")
+    print("| d | W0 | trainable | steps / CPU-s (median) | min–max | vs head-less twin | warm-up s |")
+    print("|---|---|---|---|---|---|---|")
     for c in cases:
-        tr, d = c
-        ratio = f"{med[c] / med[(TWIN[tr], d)]:.0%}" if tr in TWIN else ""
-        print(f"| {d} | {tr} | {med[c]:,.0f} | {min(rates[c]):,.0f}–{max(rates[c]):,.0f} | {ratio} | "
+        tr, d, w0 = c
+        ratio = f"{med[c] / med[(TWIN[tr], d, w0)]:.0%}" if tr in TWIN else ""
+        print(f"| {d} | {w0} | {tr} | {med[c]:,.0f} | {min(rates[c]):,.0f}–{max(rates[c]):,.0f} | {ratio} | "
               f"{warm[c]:.2f} |")
     print()
-    print("flatness in d (median rate at d = 8000 / d = 500): " + ", ".join(
-        f"{tr} {med[(tr, 8000)] / med[(tr, 500)]:.2f}" for tr in SETS))
-    target = all(med[(tr, d)] >= 0.7 * med[(TWIN[tr], d)] for tr in TWIN for d in (OFFICIAL_D,) + FLAT_DS)
-    print(f"acceptance (head sets >= 70 % of their twins at every d): {'met' if target else 'NOT met'}")
+    print("flatness in d (median rate at d = 8000 / d = 500, W0 random): " + ", ".join(
+        f"{tr} {med[(tr, 8000, 'random')] / med[(tr, 500, 'random')]:.2f}" for tr in SETS))
+    for tr in TWIN:
+        for w0 in W0S:
+            ds = (OFFICIAL_D,) + (FLAT_DS if w0 == "random" else ())
+            ok = all(med[(tr, d, w0)] >= 0.7 * med[(TWIN[tr], d, w0)] for d in ds)
+            print(f"{tr}, W0 {w0}: >= 70 % of {TWIN[tr]} at d = {ds}: {'met' if ok else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from collections import Counter
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
+from scipy.optimize import nnls
 
 import attnsim
 from _common import parse_args, save
@@ -78,6 +79,26 @@ def boundaries(regime, ds, mus):
     return rows
 
 
+def flow_costs(sw):
+    """Where the flow points' time goes: a non-negative least-squares fit of each point's wall
+    time to ``c0 + c_gd * (exact GD steps of the start) + c_rhs * (right-hand-side evaluations)``."""
+    rows = []
+    for key, pt in sw.points.items():
+        extra = sw.load(key).extra
+        rows.append((pt.summary["wall_time"], extra.get("gd_start_steps", 0), extra.get("rhs_evals", 0)))
+    wall, gd, rhs = (np.array(c, dtype=float) for c in zip(*rows))
+    A = np.column_stack([np.ones_like(wall), gd, rhs])
+    coef = nnls(A, wall)[0]
+    share = A * coef / wall.sum()
+    return {"points": len(wall), "cpu_seconds_in_runs": float(wall.sum()),
+            "fit_seconds": {"per_point": coef[0], "per_gd_step": coef[1], "per_rhs_eval": coef[2]},
+            "share": {"fixed per point": float(share[:, 0].sum()), "exact GD start": float(share[:, 1].sum()),
+                      "flow integration": float(share[:, 2].sum())},
+            "gd_start_steps_percentiles_10_50_90": np.percentile(gd, [10, 50, 90]).tolist(),
+            "rhs_evals_percentiles_10_50_90": np.percentile(rhs, [10, 50, 90]).tolist(),
+            "wall_seconds_percentiles_10_50_90": np.percentile(wall, [10, 50, 90]).tolist()}
+
+
 def main():
     def extra(p):
         p.add_argument("--full", action="store_true", help="the paper's full 39 x 39 grid with 3 seeds")
@@ -110,10 +131,16 @@ def main():
         elapsed = time.perf_counter() - t0
         maps, statuses = maps_of(sw, ds, mus, n_seeds)
         counts = Counter(attnsim.REGIMES[int(v)] for v in maps["regime"].ravel() if np.isfinite(v))
-        report["horizons"].append({"horizon": label, "steps": steps, "dynamics": dynamics, "sweep_seconds": elapsed,
+        run_seconds = sum(pt.summary["wall_time"] for pt in sw.points.values())
+        report["horizons"].append({"horizon": label, "steps": steps, "dynamics": dynamics,
+                                   "sweep_seconds_this_call": elapsed, "run_seconds_summed": run_seconds,
                                    "regime_cells": dict(counts), "runs_by_path_and_status": dict(statuses),
                                    "boundaries": boundaries(maps["regime"], ds, mus)})
         print(f"{label}: {sum(counts.values())} cells {dict(counts)}; runs {dict(statuses)}; sweep {elapsed:.0f} s")
+        if dynamics == "flow":
+            costs = report["horizons"][-1]["costs"] = flow_costs(sw)
+            print("  where the flow runs' time goes: " + ", ".join(f"{k} {v:.0%}" for k, v in costs["share"].items())
+                  + f" of the {costs['cpu_seconds_in_runs']:.0f} s inside {costs['points']} runs (set-up not included)")
         for col, (m, title, cmap, lims) in enumerate(panels):
             ax = axes[row, col]
             kw = {} if lims is None else dict(vmin=lims[0], vmax=lims[1])

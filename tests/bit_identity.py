@@ -33,6 +33,18 @@ def capture(out):
                 dump(attnsim.simulate(cfg, engine=engine), f"{name}_{trainable}_{engine}_gd")
             cfg = attnsim.preset(name, steps=10**9, n_test=50, trainable=trainable)
             dump(attnsim.simulate(cfg, dynamics="flow", flow={"gd_start_max": 3000}), f"{name}_{trainable}_flow")
+    for trainable in ("p+nu", "Wp+nu"):                      # the head sets, W0 random and W0 = I
+        for w0 in ("random", "identity"):
+            cfg = attnsim.preset("balanced", steps=600, n_test=50, trainable=trainable, w0=w0)
+            dump(attnsim.simulate(cfg, engine="dual"), f"head_{trainable}_{w0}_dual_gd")
+            dump(attnsim.simulate(dataclasses.replace(cfg, optimizer="ngd"), engine="dual"),
+                 f"head_{trainable}_{w0}_dual_ngd")
+            cfg = dataclasses.replace(cfg, steps=10**9)
+            dump(attnsim.simulate(cfg, dynamics="flow", flow={"gd_start_max": 3000}), f"head_{trainable}_{w0}_flow")
+    cfg = attnsim.preset("magen", n_test=50)
+    dump(attnsim.simulate(dataclasses.replace(cfg, steps=2000), engine="dual"), "magen_dual_gd")
+    dump(attnsim.simulate(dataclasses.replace(cfg, steps=10**9), dynamics="flow", flow={"gd_start_max": 3000}),
+         "magen_flow")
 
 
 def compare(a, b):

@@ -125,10 +125,12 @@ def args_primal_wp_nu_run(seed, n, T, d, steps):
 
 
 def args_dual_p_nu_run(seed, n, T, d, steps):
+    """With an even seed W0 = I and one Gram object for keys and tokens (the kernels' shared pass)."""
     rng, X, y, W0, p0, nu, relevant = _problem(seed, n, T, d)
-    K = X @ W0.T
     N = n * T
-    return (np.zeros(N), K @ p0, np.zeros(N), X @ nu, K @ K.T, X @ X.T, y, T, relevant, 0.3, steps, np.zeros(n),
+    Gxx = X @ X.T
+    K, Gkk = (X, Gxx) if seed % 2 == 0 else (X @ W0.T, X @ W0.T @ W0 @ X.T)
+    return (np.zeros(N), K @ p0, np.zeros(N), X @ nu, Gkk, Gxx, y, T, relevant, 0.3, steps, np.zeros(n),
             np.zeros(N), np.zeros(N), np.zeros(N), np.zeros(N))
 
 
@@ -212,9 +214,13 @@ def args_jvp_ch(seed, n, T, d, steps):
 
 
 def _p_nu_state(seed, n, T, d, steps):
+    """With an even seed W0 = I and one Gram object for keys and tokens (the kernels' shared pass)."""
     a, z, Gkk, v, y, T, relevant, lr, steps, frak_sum, _, _ = args_dual_p_run(seed, n, T, d, steps)
-    _, X, *_ = _problem(seed, n, T, d)
-    return a, z, Gkk, v, X @ X.T, y, relevant, lr, steps, frak_sum
+    _, X, _, _, p0, *_ = _problem(seed, n, T, d)
+    Gxx = X @ X.T
+    if seed % 2 == 0:
+        z, Gkk = X @ p0, Gxx
+    return a, z, Gkk, v, Gxx, y, relevant, lr, steps, frak_sum
 
 
 def args_gd_p_nu_run(seed, n, T, d, steps):
@@ -402,6 +408,28 @@ def test_kernel_matches_numpy_twin(key, seed, n, T, d, steps):
     for param, a, b in zip(params, fast_args, slow_args):
         if isinstance(a, np.ndarray) and param not in NOT_COMPARED:
             np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12, err_msg=f"argument {param}; {where}")
+
+
+SHARED_GRAM = [(gd, "dual_p_nu_run"), (gd, "dual_p_ngd_run"), (flow, "gd_p_nu_run"), (flow, "spectral_p_nu"),
+               (flow, "flow_p_nu_run")]
+
+
+@pytest.mark.parametrize("key", SHARED_GRAM, ids=lambda k: IDS[k])
+@given(seed=st.integers(0, 2**31 - 1).map(lambda k: 2 * k), n=st.integers(1, 6), T=st.integers(1, 6),
+       d=st.integers(1, 12), steps=st.integers(1, 20))
+def test_one_gram_for_keys_and_tokens_gives_the_bits_of_two(key, seed, n, T, d, steps):
+    """With W0 = I the p+nu kernels sweep the one Gram once for both vectors; that must give
+    exactly the bits of the two-matrix path, which the same kernel takes for an equal copy."""
+    module, name = key
+    shared = REGISTRY[key](seed, n, T, d, steps)
+    j = next(j for j, b in enumerate(shared) if isinstance(b, np.ndarray) and any(a is b for a in shared[:j]))
+    copied = list(REGISTRY[key](seed, n, T, d, steps))
+    copied[j] = copied[j].copy()
+    out_shared, out_copied = getattr(module, name)(*shared), getattr(module, name)(*copied)
+    np.testing.assert_array_equal(np.asarray(out_shared, dtype=object), np.asarray(out_copied, dtype=object))
+    for param, a, b in zip(inspect.signature(getattr(module, name).py_func).parameters, shared, copied):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b, err_msg=f"argument {param}")
 
 
 def test_dop853_tableau_is_consistent():

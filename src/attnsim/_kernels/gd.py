@@ -283,11 +283,15 @@ def _rows_axpy(x, G, w, scale):
 
 
 @njit(cache=True)
-def _rows_axpy2(x1, G1, w1, x2, G2, w2, scale):
-    """``_rows_axpy(x1, G1, w1, scale)`` and ``_rows_axpy(x2, G2, w2, scale)`` in one sweep over
-    the rows (each vector accumulates in the same order as alone, so the same bits); when
-    ``G1`` and ``G2`` are one array its rows are read once for both."""
-    k = G1.shape[0]
+def _rows_axpy_pair(x1, x2, G, w1, w2, scale):
+    """``_rows_axpy(x1, G, w1, scale)`` and ``_rows_axpy(x2, G, w2, scale)`` in one pass over the
+    rows of ``G`` (k, m): each element of ``G`` is loaded once for both vectors, and each vector
+    accumulates in the same order as alone (so the same bits as the two calls).
+
+    The dual sweeps are bound by the stream of ``G`` from L2, not by arithmetic, so two vectors
+    against one matrix cost little more than one (``benchmarks/RESULTS.md``).
+    """
+    k = G.shape[0]
     m = x1.shape[0]
     k4 = k - k % 4
     for l in range(0, k4, 4):
@@ -299,19 +303,28 @@ def _rows_axpy2(x1, G1, w1, x2, G2, w2, scale):
         b1 = scale * w2[l + 1]
         b2 = scale * w2[l + 2]
         b3 = scale * w2[l + 3]
-        g0, g1, g2, g3 = G1[l], G1[l + 1], G1[l + 2], G1[l + 3]
-        h0, h1, h2, h3 = G2[l], G2[l + 1], G2[l + 2], G2[l + 3]
+        g0, g1, g2, g3 = G[l], G[l + 1], G[l + 2], G[l + 3]
         for j in range(m):
-            x1[j] = x1[j] - a0 * g0[j] - a1 * g1[j] - a2 * g2[j] - a3 * g3[j]
-            x2[j] = x2[j] - b0 * h0[j] - b1 * h1[j] - b2 * h2[j] - b3 * h3[j]
+            q0 = g0[j]
+            q1 = g1[j]
+            q2 = g2[j]
+            q3 = g3[j]
+            x1[j] = x1[j] - a0 * q0 - a1 * q1 - a2 * q2 - a3 * q3
+            x2[j] = x2[j] - b0 * q0 - b1 * q1 - b2 * q2 - b3 * q3
     for l in range(k4, k):
         a = scale * w1[l]
         bb = scale * w2[l]
-        g = G1[l]
-        hh = G2[l]
+        g = G[l]
         for j in range(m):
             x1[j] -= a * g[j]
-            x2[j] -= bb * hh[j]
+            x2[j] -= bb * g[j]
+
+
+@njit(cache=True)
+def _same_array(A, B):
+    """True when ``A`` and ``B`` are views of the same memory with the same shape (one Gram
+    object serving two roles, as the keys and the tokens when W0 = I)."""
+    return A.ctypes.data == B.ctypes.data and A.shape == B.shape
 
 
 @njit(cache=True)
@@ -734,18 +747,24 @@ def dual_p_nu_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, n_steps, frak_sum
 
     State: ``a``, ``z = K p0 + Gkk a``, ``beta``, ``v = X_all nu0 + Gxx beta`` (N,), in place:
     ``a -= lr c``, ``z -= lr Gkk c``, ``beta -= lr h``, ``v -= lr Gxx h`` (DESIGN.md §8).
-    ``eh`` (N,) is scratch for ``Gxx h``. Cost per step one sweep over the rows of both N x N
-    matrices, independent of d; with W0 = I they are one matrix, read once.
+    ``eh`` (N,) is scratch for ``Gxx h``. Cost per step one sweep over the rows of each N x N
+    matrix, independent of d; with W0 = I they are one matrix (``Gkk`` is ``Gxx``), read once
+    for both vectors. Either way the same bits as two ``_rows_axpy`` calls.
     """
     N = z.shape[0]
     work = np.empty(3 * N + 7 * y.shape[0])
+    shared = _same_array(Gkk, Gxx)
     for step in range(n_steps):
         if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
             return step
         for l in range(N):
             a[l] -= lr * c[l]
             beta[l] -= lr * h[l]
-        _rows_axpy2(z, Gkk, c, v, Gxx, h, lr)
+        if shared:
+            _rows_axpy_pair(z, v, Gkk, c, h, lr)
+        else:
+            _rows_axpy(z, Gkk, c, lr)
+            _rows_axpy(v, Gxx, h, lr)
     return n_steps
 
 
@@ -939,16 +958,22 @@ def primal_wp_ngd_run(W, p, u, z, nu, v, X, XT, y, T, relevant, lr, head, block,
 @njit(cache=True)
 def dual_p_ngd_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, head, block, n_steps, frak_sum, s, c, h, ek, eh):
     """Normalised GD on p (and nu if ``head``) in dual coordinates: ``||grad_p||^2 = c^T Gkk c``,
-    ``||grad_nu||^2 = h^T Gxx h`` from the passes ``ek = Gkk c``, ``eh = Gxx h`` the step needs anyway."""
+    ``||grad_nu||^2 = h^T Gxx h`` from the passes ``ek = Gkk c``, ``eh = Gxx h`` the step needs anyway
+    (one pass for both when ``Gkk`` is ``Gxx``, W0 = I)."""
     N = z.shape[0]
     work = np.empty(3 * N + 7 * y.shape[0])
+    shared = _same_array(Gkk, Gxx)
     for step in range(n_steps):
         if not _ngd_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, work, head, block):
             return step
-        _rows_gemv(ek, Gkk, c)
         n2nu = 0.0
+        if head and shared:
+            _rows_gemv2(ek, eh, Gkk, c, h)
+        else:
+            _rows_gemv(ek, Gkk, c)
+            if head:
+                _rows_gemv(eh, Gxx, h)
         if head:
-            _rows_gemv(eh, Gxx, h)
             n2nu = _dot(h, eh)
         ap, _, anu = _ngd_steps(lr, block, _dot(c, ek), 0.0, n2nu)
         for j in range(N):
