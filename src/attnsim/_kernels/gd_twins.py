@@ -188,15 +188,8 @@ def _joint_step(z, S, P, b, MT, CbT, Eb, nb, Gxx, c, e, Sc, Hc, lr):
 
 
 def dual_wp_flush(b, MT, CbT, Eb, nb, lr, Hc):
-    """Twin of ``gd.dual_wp_flush``: the pending steps one after the other."""
-    for t in range(nb[0]):
-        c = CbT[:, t]
-        Hc[:] = np.concatenate(([0.0], c)) + MT.T @ Eb[t]
-        MT -= lr * np.outer(c, b)
-        b -= lr * Hc
-    k = int(nb[0])
-    nb[0] = 0
-    return k
+    """Twin of ``gd.dual_wp_flush``: ``dual_wp_ngd_flush`` with every step size ``lr``."""
+    return dual_wp_ngd_flush(b, MT, CbT, Eb, np.full((CbT.shape[1], 2), lr), nb, Hc)
 
 
 def add_matvec_t(AT, x, out):
