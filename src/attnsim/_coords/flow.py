@@ -429,9 +429,12 @@ class FlowWp(_Flow, DualWpSetup):
         return fk.spectral_wp(z, b, MT, self.Gqq, self.Gxx, pb.v, pb.y, pb.T, pb.relevant, st["eig_b"],
                               st["eig_MT"], self.options.power_iters)
 
+    #: The integrator entry point; FlowWpNu's takes the same arguments with the head in ``ys``.
+    _flow_run = staticmethod(fk.flow_wp_run)
+
     def _flow(self, t_len):
         pb, st = self.pb, self.state
-        return fk.flow_wp_run(st["ys"], st["S"], st["MT"], self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
+        return self._flow_run(st["ys"], st["S"], st["MT"], self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
                               self.options.correction, t_len, st["h"], self._tol(), self.options.max_steps,
                               self.tab, self.ctl, st["ctl"][_RHS:_REJECTED + 1])
 
@@ -445,6 +448,7 @@ class FlowWpNu(_DualHead, FlowWp):
     plus ``S``, ``MT`` (DESIGN.md §8)."""
 
     trainable = "Wp+nu"
+    _flow_run = staticmethod(fk.flow_wp_nu_run)
 
     def __init__(self, pb, kern, options=None):
         super(FlowWp, self).__init__(pb, kern, options)        # _Flow and DualWpSetup; FlowWp's own state is not this one
@@ -489,12 +493,6 @@ class FlowWpNu(_DualHead, FlowWp):
         _, v = self._beta_v()
         return fk.spectral_wp_nu(z, b, MT, self.Gqq, self.Gxx, v, pb.y, pb.T, pb.relevant, st["eig_b"],
                                  st["eig_MT"], st["eig_beta"], self.options.power_iters)
-
-    def _flow(self, t_len):
-        pb, st = self.pb, self.state
-        return fk.flow_wp_nu_run(st["ys"], st["S"], st["MT"], self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
-                                 self.options.correction, t_len, st["h"], self._tol(), self.options.max_steps,
-                                 self.tab, self.ctl, st["ctl"][_RHS:_REJECTED + 1])
 
     def _frak_block(self):
         return self.state["ys"][4 * self.pb.N + 2:]
