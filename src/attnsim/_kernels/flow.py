@@ -39,8 +39,7 @@ from numba import njit
 
 # The scalar loss helpers and the two W,p sweeps are shared with the GD kernels. numba's on-disk cache keys
 # a function on its own file only; the Makefile clears the caches whenever a file of _kernels/ changes.
-from .gd import _dot, _dual_coef_sweep, _key_gram_sweep, _logistic_loss, _rows_axpy, _rows_gemv, _rows_gemv2
-from .gd import _same_array
+from .gd import _dot, _dual_coef_sweep, _key_gram_sweep, _logistic_loss, _rows_axpy, _rows_gemv, _rows_gemv_two
 from .gd import _neg_dloss as _sigmoid_neg
 
 #: Rows of the per-stage factor array ``FAC`` (8, 12, N+1), mode 1.
@@ -58,17 +57,6 @@ _MODE_P, _MODE_WP, _MODE_P_NU, _MODE_WP_NU = 0, 1, 2, 3
 def _symv(G, x, out):
     """``out = G x`` for symmetric ``G`` (N, N): ``_kernels.gd._rows_gemv``, contiguous row axpys."""
     _rows_gemv(out, G, x)
-
-
-@njit(cache=True)
-def _symv_pair(G1, x1, out1, G2, x2, out2):
-    """``out1 = G1 x1`` and ``out2 = G2 x2`` (``_symv`` each, same bits); when ``G1`` is ``G2``
-    (W0 = I: keys are tokens) one pass over its rows serves both (``_rows_gemv2``)."""
-    if _same_array(G1, G2):
-        _rows_gemv2(out1, out2, G1, x1, x2)
-    else:
-        _rows_gemv(out1, G1, x1)
-        _rows_gemv(out2, G2, x2)
 
 
 # ------------------------------------------------------------------ forward and its JVP
@@ -351,7 +339,7 @@ def gd_p_nu_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, n_steps, frak_sum, 
         if not _forward_summed(z, v, y, T, relevant, s, vf, coef, kap, top, c, frak, frak_sum):
             return step
         _head_of(s, coef, T, h)
-        _symv_pair(Gkk, c, w, Gxx, h, wh)
+        _rows_gemv_two(w, wh, Gkk, Gxx, c, h)
         for j in range(N):
             a[j] -= lr * c[j]
             z[j] -= lr * w[j]
@@ -519,7 +507,7 @@ def spectral_p_nu(z, v, Gkk, Gxx, y, T, relevant, vec, n_iter):
         vec[j] /= nrm
     rho = 0.0
     for it in range(n_iter):
-        _symv_pair(Gkk, vec[:N], w, Gxx, vec[N:], wv)
+        _rows_gemv_two(w, wv, Gkk, Gxx, vec[:N], vec[N:])
         jvp_ch(w, wv, s, vf, coef, kap, top, T, out[:N], out[N:])
         nrm = np.sqrt(_dot(out, out))
         if not nrm > 0.0:
@@ -572,7 +560,7 @@ def _stage_p_nu(ys, Gkk, Gxx, y, T, relevant, alpha, correct, kout, s, vf, coef,
     da = kout[2 * N:3 * N]
     db = kout[3 * N:4 * N]
     if correct:
-        _symv_pair(Gkk, c, w1, Gxx, h, w2)
+        _rows_gemv_two(w1, w2, Gkk, Gxx, c, h)
         jvp_ch(w1, w2, s, vf, coef, kap, top, T, dc, dh)
         h2 = 0.5 * alpha * alpha
         for j in range(N):
@@ -582,7 +570,7 @@ def _stage_p_nu(ys, Gkk, Gxx, y, T, relevant, alpha, correct, kout, s, vf, coef,
         for j in range(N):
             da[j] = -alpha * c[j]
             db[j] = -alpha * h[j]
-    _symv_pair(Gkk, da, kout[:N], Gxx, db, kout[N:2 * N])
+    _rows_gemv_two(kout[:N], kout[N:2 * N], Gkk, Gxx, da, db)
     return ok
 
 

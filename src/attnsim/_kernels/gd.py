@@ -289,7 +289,7 @@ def _rows_axpy_pair(x1, x2, G, w1, w2, scale):
     accumulates in the same order as alone (so the same bits as the two calls).
 
     The dual sweeps are bound by the stream of ``G`` from L2, not by arithmetic, so two vectors
-    against one matrix cost little more than one (``benchmarks/RESULTS.md``).
+    against one matrix cost little more than one (``benchmarks/ANALYSIS.md``).
     """
     k = G.shape[0]
     m = x1.shape[0]
@@ -325,6 +325,17 @@ def _same_array(A, B):
     """True when ``A`` and ``B`` are views of the same memory with the same shape (one Gram
     object serving two roles, as the keys and the tokens when W0 = I)."""
     return A.ctypes.data == B.ctypes.data and A.shape == B.shape
+
+
+@njit(cache=True)
+def _rows_axpy_two(x1, x2, G1, G2, w1, w2, scale):
+    """``_rows_axpy(x1, G1, w1, scale)`` and ``_rows_axpy(x2, G2, w2, scale)``: one pass
+    (``_rows_axpy_pair``) when ``G1`` is ``G2``, two otherwise; the same bits either way."""
+    if _same_array(G1, G2):
+        _rows_axpy_pair(x1, x2, G1, w1, w2, scale)
+    else:
+        _rows_axpy(x1, G1, w1, scale)
+        _rows_axpy(x2, G2, w2, scale)
 
 
 @njit(cache=True)
@@ -742,6 +753,17 @@ def _rows_gemv2(out1, out2, G, w1, w2):
 
 
 @njit(cache=True)
+def _rows_gemv_two(out1, out2, G1, G2, w1, w2):
+    """``_rows_gemv(out1, G1, w1)`` and ``_rows_gemv(out2, G2, w2)``: one pass (``_rows_gemv2``)
+    when ``G1`` is ``G2``, two otherwise; the same bits either way."""
+    if _same_array(G1, G2):
+        _rows_gemv2(out1, out2, G1, w1, w2)
+    else:
+        _rows_gemv(out1, G1, w1)
+        _rows_gemv(out2, G2, w2)
+
+
+@njit(cache=True)
 def dual_p_nu_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, n_steps, frak_sum, s, c, h, eh):
     """GD on p and the head nu in dual coordinates ``p = p0 + K^T a``, ``nu = nu0 + X_all^T beta``.
 
@@ -753,18 +775,13 @@ def dual_p_nu_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, n_steps, frak_sum
     """
     N = z.shape[0]
     work = np.empty(3 * N + 7 * y.shape[0])
-    shared = _same_array(Gkk, Gxx)
     for step in range(n_steps):
         if not _head_coefficients_work(z, v, y, T, relevant, s, c, h, frak_sum, work):
             return step
         for l in range(N):
             a[l] -= lr * c[l]
             beta[l] -= lr * h[l]
-        if shared:
-            _rows_axpy_pair(z, v, Gkk, c, h, lr)
-        else:
-            _rows_axpy(z, Gkk, c, lr)
-            _rows_axpy(v, Gxx, h, lr)
+        _rows_axpy_two(z, v, Gkk, Gxx, c, h, lr)
     return n_steps
 
 
@@ -962,19 +979,15 @@ def dual_p_ngd_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, lr, head, block, n_s
     (one pass for both when ``Gkk`` is ``Gxx``, W0 = I)."""
     N = z.shape[0]
     work = np.empty(3 * N + 7 * y.shape[0])
-    shared = _same_array(Gkk, Gxx)
     for step in range(n_steps):
         if not _ngd_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, work, head, block):
             return step
         n2nu = 0.0
-        if head and shared:
-            _rows_gemv2(ek, eh, Gkk, c, h)
+        if head:
+            _rows_gemv_two(ek, eh, Gkk, Gxx, c, h)
+            n2nu = _dot(h, eh)
         else:
             _rows_gemv(ek, Gkk, c)
-            if head:
-                _rows_gemv(eh, Gxx, h)
-        if head:
-            n2nu = _dot(h, eh)
         ap, _, anu = _ngd_steps(lr, block, _dot(c, ek), 0.0, n2nu)
         for j in range(N):
             a[j] -= ap * c[j]
