@@ -391,11 +391,14 @@ class FlowPNu(_DualHead, FlowP):
 class FlowWp(_Flow, DualWpSetup):
     """W and p, ``p = Q b``, ``W = W0 + Q M X``; small state ``[z | P | b | F]`` plus ``S``, ``MT``."""
 
+    #: N-sized blocks between ``b`` and ``F`` in ``ys`` (FlowWpNu: ``v`` and ``beta``).
+    _head_blocks = 0
+
     def __init__(self, pb, kern, options=None):
         super().__init__(pb, kern, options)
         N, n = pb.N, pb.n
         init = self._initial()
-        ys = np.zeros(2 * N + 2 + n)
+        ys = np.zeros((2 + self._head_blocks) * N + 2 + n)
         ys[:N] = init["z"]
         ys[N] = init["P"][0]
         ys[N + 1:2 * N + 2] = init["b"]
@@ -449,19 +452,13 @@ class FlowWpNu(_DualHead, FlowWp):
 
     trainable = "Wp+nu"
     _flow_run = staticmethod(fk.flow_wp_nu_run)
+    _head_blocks = 2
 
     def __init__(self, pb, kern, options=None):
-        super(FlowWp, self).__init__(pb, kern, options)        # _Flow and DualWpSetup; FlowWp's own state is not this one
-        N, n = pb.N, pb.n
-        init = self._initial()
-        ys = np.zeros(4 * N + 2 + n)
-        ys[:N] = init["z"]
-        ys[N] = init["P"][0]
-        ys[N + 1:2 * N + 2] = init["b"]
-        ys[2 * N + 2:3 * N + 2] = pb.v
-        self.state.update(ys=ys, S=init["S"], MT=np.zeros((N, N + 1)),
-                          eig_b=np.zeros(N + 1), eig_MT=np.zeros((N, N + 1)), eig_beta=np.zeros(N))
-        self.e = np.empty(N); self.Sc = np.empty(N); self.Hc = np.empty(N + 1)
+        FlowWp.__init__(self, pb, kern, options)     # not _DualHead's: the flow keeps beta and v inside ys
+        N = pb.N
+        self.state["ys"][2 * N + 2:3 * N + 2] = pb.v
+        self.state["eig_beta"] = np.zeros(N)
         self.h = np.empty(N); self.eh = np.empty(N)
         self._init_head_readout()
 
