@@ -112,27 +112,37 @@ class Law:
         return self.d - self.off
 
 
-def setup_statistics(space, rng, law):
-    """Draw one dual set-up in ``space`` and return named scalar statistics of it.
+def dual_setup(space, rng, law):
+    """Draw the vectors of one dual set-up in ``space`` (explicit or virtual), in the engine's order.
 
-    The order of draws is the one the dual engine's set-up uses: signals, tokens, p0, keys
-    ``W0 x_j``, then ``W0^T`` of p0 and of the keys, then ``W0 mu_+-`` and ``W0^T mu_+`` (new
-    inputs met after the other side has been conditioned). The statistics cover the Gram of the
-    tokens, of the keys, ``Gqq = Q^T Q`` with ``Q = [p0, W0 X^T]``, and the products with
-    ``W0^T W0 x_j``, ``W0^T p0`` and ``mu_+`` that the dual set-up reads.
+    Signals, tokens, p0, keys ``W0 x_j``, then ``W0^T`` of p0 and of the keys, then ``W0 mu_+-``
+    and ``W0^T mu_+`` (new inputs met after the other side has been conditioned); ``W0`` is
+    frozen at the end. Returns a dict of the vectors (rows of 2-d arrays) and ``W0``.
     """
-    mu_p = law.mu_norm * space.new_direction()
-    mu_m = law.mu_norm * space.new_direction()
-    X = space.gaussian(law.sigma, law.N, rng, off=law.off)
-    p0 = space.gaussian(law.sigma_p, 1, rng)[0]
-    W0 = space.gaussian_matrix(law.s, rng)
-    K = W0.matmat(X.T).T                 # keys k_j = W0 x_j, rows
-    w0t_p0 = W0.rmatvec(p0)
-    WK = W0.rmatmat(K.T).T               # W0^T W0 x_j, rows
-    w0_mu = W0.matvec(mu_p)
-    w0_mum = W0.matvec(mu_m)
-    w0t_mu = W0.rmatvec(mu_p)
+    v = {"mu_p": law.mu_norm * space.new_direction(), "mu_m": law.mu_norm * space.new_direction()}
+    v["X"] = space.gaussian(law.sigma, law.N, rng, off=law.off)
+    v["p0"] = space.gaussian(law.sigma_p, 1, rng)[0]
+    v["W0"] = W0 = space.gaussian_matrix(law.s, rng)
+    v["K"] = W0.matmat(v["X"].T).T               # keys k_j = W0 x_j
+    v["w0t_p0"] = W0.rmatvec(v["p0"])
+    v["WK"] = W0.rmatmat(v["K"].T).T             # W0^T W0 x_j
+    v["w0_mu"] = W0.matvec(v["mu_p"])
+    v["w0_mum"] = W0.matvec(v["mu_m"])
+    v["w0t_mu"] = W0.rmatvec(v["mu_p"])
     W0.freeze()
+    return v
+
+
+def setup_statistics(space, rng, law):
+    """Named scalar statistics of one ``dual_setup``.
+
+    They cover the Gram of the tokens, of the keys, ``Gqq = Q^T Q`` with ``Q = [p0, W0 X^T]``, and
+    the products with ``W0^T W0 x_j``, ``W0^T p0``, ``W0 mu_+-`` and ``mu_+`` that the dual set-up
+    reads.
+    """
+    v = dual_setup(space, rng, law)
+    X, K, WK, p0, mu_p = v["X"], v["K"], v["WK"], v["p0"], v["mu_p"]
+    w0t_p0, w0_mu, w0t_mu = v["w0t_p0"], v["w0_mu"], v["w0t_mu"]
     last = law.N - 1
     return {
         "x0_sq": X[0] @ X[0], "xlast_sq": X[last] @ X[last], "x_trace": np.sum(X * X),
@@ -141,7 +151,7 @@ def setup_statistics(space, rng, law):
         "p0_sq": p0 @ p0, "p0_k0": p0 @ K[0], "p0_klast": p0 @ K[last],
         "wtwx_x": WK[0] @ X[1], "wtwx_mu": WK[0] @ mu_p, "wtwx_sq": WK[0] @ WK[0], "wtwx_01": WK[0] @ WK[1],
         "w0tp0_sq": w0t_p0 @ w0t_p0, "w0tp0_x0": w0t_p0 @ X[0], "w0tp0_mu": w0t_p0 @ mu_p,
-        "w0mu_sq": w0_mu @ w0_mu, "w0mu_p0": w0_mu @ p0, "w0mu_k0": w0_mu @ K[0], "w0mu_w0mum": w0_mu @ w0_mum,
+        "w0mu_sq": w0_mu @ w0_mu, "w0mu_p0": w0_mu @ p0, "w0mu_k0": w0_mu @ K[0], "w0mu_w0mum": w0_mu @ v["w0_mum"],
         "w0tmu_x0": w0t_mu @ X[0], "w0tmu_sq": w0t_mu @ w0t_mu,
     }
 
@@ -150,14 +160,14 @@ def make_space(kind, law):
     return ExplicitSpace(law.d) if kind == "explicit" else VirtualSpace(law.d, law.k_max)
 
 
-def draw_statistics(kind, seed, law, n_draws=N_DRAWS, scenario=setup_statistics):
-    """``n_draws`` independent set-ups in a fresh space of ``kind`` ("explicit" or "implicit").
+def draw_statistics(kind, seed, law, n_draws=N_DRAWS, scenario=setup_statistics, space=make_space):
+    """``n_draws`` independent runs of ``scenario`` in a fresh ``space(kind, law)`` each.
 
-    Returns a dict: statistic name -> ndarray, shape (n_draws,). The explicit and implicit
-    streams of one ``seed`` are independent (distinct seed sequences).
+    ``kind`` is "explicit" or "implicit"; the two streams of one ``seed`` are independent
+    (distinct seed sequences). Returns a dict: statistic name -> ndarray, shape (n_draws,).
     """
     rng = np.random.default_rng([seed, 0 if kind == "explicit" else 1])
-    rows = [scenario(make_space(kind, law), rng, law) for _ in range(n_draws)]
+    rows = [scenario(space(kind, law), rng, law) for _ in range(n_draws)]
     return {name: np.array([row[name] for row in rows]) for name in rows[0]}
 
 
@@ -264,25 +274,21 @@ def test_zero_noise_touches_nothing_and_draws_nothing():
 
 
 def test_law_holds_when_every_direction_is_touched():
-    """d = k_max: once k = d the complement is {0}, and vectors live on the touched coordinates."""
+    """d = k_max = 5 and 8 tokens: once k = d the complement is {0}; later vectors live on the touched coordinates."""
     law = Law(d=5, N=8)
 
     def tokens_and_keys(space, rng, law):
         X = space.gaussian(law.sigma, law.N, rng)
-        W0 = space.gaussian_matrix(law.s, rng)
-        K = W0.matmat(X.T).T
+        K = space.gaussian_matrix(law.s, rng).matmat(X.T).T
         G, Gk = X @ X.T, K @ K.T
         return {"g00": G[0, 0], "g77": G[7, 7], "g67": G[6, 7], "gk77": Gk[7, 7], "gk06": Gk[0, 6],
-                "logdet5": np.linalg.slogdet(G[3:, 3:])[1]}
+                "logdet_last5": np.linalg.slogdet(G[3:, 3:])[1]}
 
-    def space_of(kind, law):
+    def full_space(kind, law):
         return ExplicitSpace(law.d) if kind == "explicit" else VirtualSpace(law.d, law.d)
 
-    draws = {}
-    for kind in ("explicit", "implicit"):
-        rng = np.random.default_rng([7, kind == "implicit"])
-        rows = [tokens_and_keys(space_of(kind, law), rng, law) for _ in range(N_DRAWS)]
-        draws[kind] = {name: np.array([r[name] for r in rows]) for name in rows[0]}
+    draws = {kind: draw_statistics(kind, 7, law, scenario=tokens_and_keys, space=full_space)
+             for kind in ("explicit", "implicit")}
     p = ks_pvalues(draws["explicit"], draws["implicit"])
     assert min(p.values()) > family_threshold(p), p
 
@@ -354,20 +360,11 @@ def test_planted_error_is_rejected_by_the_law_tests(plant, off, monkeypatch):
 def test_conditioning_is_consistent_and_adjoint():
     """V^T A = B^T U, U and V orthonormal, and <W0 a, b> = <a, W0^T b> for every pair met."""
     law = Law(off=2)
-    space = VirtualSpace(law.d, law.k_max)
-    rng = np.random.default_rng(11)
-    mu = law.mu_norm * space.new_direction()
-    space.new_direction()
-    X = space.gaussian(law.sigma, law.N, rng, off=2)
-    p0 = space.gaussian(law.sigma_p, 1, rng)[0]
-    W0 = space.gaussian_matrix(law.s, rng)
-    K = W0.matmat(X.T).T
-    w0t_p0 = W0.rmatvec(p0)
-    WK = W0.rmatmat(K.T).T
-    w0_mu = W0.matvec(mu)
-    w0t_mu = W0.rmatvec(mu)
+    v = dual_setup(VirtualSpace(law.d, law.k_max), np.random.default_rng(11), law)
+    W0, X, K, WK, p0, mu = v["W0"], v["X"], v["K"], v["WK"], v["p0"], v["mu_p"]
+    w0t_p0, w0_mu, w0t_mu = v["w0t_p0"], v["w0_mu"], v["w0t_mu"]
     U, A, V, B = W0.U, W0.A, W0.V, W0.B
-    assert U.shape[1] == law.N + 1 and V.shape[1] == law.N + 2
+    assert U.shape[1] == law.N + 2 and V.shape[1] == law.N + 2   # inputs: tokens, mu_+-; p0, keys, mu_+
     scale = np.max(np.abs(A)) * np.max(np.abs(B))
     assert np.max(np.abs(V.T @ A - B.T @ U)) <= 1e-13 * scale
     assert np.max(np.abs(U.T @ U - np.eye(U.shape[1]))) <= 1e-14
@@ -472,24 +469,10 @@ def test_chi_square_draws_are_accurate_at_a_billion_degrees_of_freedom():
 
 
 def paper_setup(d, N, rng):
-    """The paper's sizes in implicit form: unit noise, the Gaussian twin of the official W0."""
+    """A ``dual_setup`` at the paper's scales: unit noise, p0 = 0, the Gaussian twin of the official W0."""
     law = Law(d=d, N=N, sigma=1.0, s=1 / np.sqrt(3 * d), sigma_p=0.0, mu_norm=20.0, off=0)
     space = VirtualSpace(d, law.k_max)
-    return space, setup_statistics_full(space, rng, law), law
-
-
-def setup_statistics_full(space, rng, law):
-    """Tokens and keys as arrays (N, k_max) after the whole set-up of ``setup_statistics``."""
-    mu_p = law.mu_norm * space.new_direction()
-    space.new_direction()
-    X = space.gaussian(law.sigma, law.N, rng, off=law.off)
-    p0 = space.gaussian(law.sigma_p, 1, rng)[0]
-    W0 = space.gaussian_matrix(law.s, rng)
-    K = W0.matmat(X.T).T
-    W0.rmatvec(p0)
-    W0.rmatmat(K.T)
-    W0.matvec(mu_p)
-    return X, K
+    return space, dual_setup(space, rng, law), law
 
 
 def test_grams_concentrate_at_their_scale_at_a_billion_dimensions():
@@ -498,14 +481,15 @@ def test_grams_concentrate_at_their_scale_at_a_billion_dimensions():
     Bounds are 6 standard deviations (a 160-token max stays far inside them).
     """
     d, N = 10**9, 160
-    space, (X, K), law = paper_setup(d, N, np.random.default_rng(4))
+    space, v, law = paper_setup(d, N, np.random.default_rng(4))
+    X, K = v["X"], v["K"]
     G = X @ X.T / (law.sigma**2 * d)
     assert np.max(np.abs(np.diag(G) - 1)) < 6 * np.sqrt(2 / d)
     assert np.max(np.abs(G - np.diag(np.diag(G)))) < 6 / np.sqrt(d)
     assert np.max(np.abs(G - np.diag(np.diag(G)))) > 1 / np.sqrt(d)   # not degenerate: off-diagonals live
     gain = np.sum(K * K, axis=1) / (law.s**2 * d * np.sum(X * X, axis=1))
     assert np.max(np.abs(gain - 1)) < 6 * np.sqrt(2 / d)
-    assert space.k == 3 * N + 3   # mu_+-, tokens, keys, W0^T keys, W0 mu_+ (p0 = 0 touches nothing)
+    assert space.k == 3 * N + 5   # mu_+-, tokens, keys, W0^T keys, W0 mu_+-, W0^T mu_+ (p0 = 0 touches nothing)
 
 
 def test_no_array_of_size_d_exists_at_a_billion_dimensions():
