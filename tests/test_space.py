@@ -226,3 +226,18 @@ def test_the_law_test_rejects_a_planted_wrong_degree_of_freedom(monkeypatch):
     monkeypatch.setattr(_implicit.VirtualSpace, "_chi", planted)
     with pytest.raises(AssertionError, match="explicit and implicit laws differ"):
         _two_sample(_small(), 300, 1e-4)
+
+
+@pytest.mark.parametrize("fields", [dict(init="gaussian", sigma_p=0.2, sigma_w=0.3, head_init="gaussian", sigma_nu=0.1,
+                                         trainable="Wp"),
+                                    dict(w0="identity", head_init="gaussian", sigma_nu=0.1, trainable="p"),
+                                    dict(trainable="p", noise="orthogonal")])
+def test_implicit_dimension_is_enough_at_the_smallest_d_allowed(fields):
+    # At d = implicit_dimension every direction the set-up may touch must fit (a full basis raises).
+    cfg = Config(**{**IMPLICIT, "n_train": 4, "T": 3, "steps": 3, "lr": 1e-3, **fields})
+    cfg = cfg.replace(d=cfg.implicit_dimension)
+    run = attnsim.prepare_run(cfg)
+    run.run()
+    assert run.result(cfg).final_step == 3
+    with pytest.raises(ConfigError, match=rf"d must be >= {cfg.implicit_dimension} "):
+        cfg.replace(d=cfg.implicit_dimension - 1)
