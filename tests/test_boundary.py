@@ -179,6 +179,18 @@ def test_rerunning_a_trace_simulates_nothing_and_a_finer_one_only_the_new_levels
         assert old["lo"] <= new["lo"] < new["hi"] <= old["hi"] and new["hi"] / new["lo"] - 1 <= 0.005
 
 
+def test_trace_classifies_with_the_given_thresholds_from_the_cached_runs(traced):
+    folder, _, _ = traced
+    counter = CountingExecutor()
+    strict = trace_boundary(folder, CHEAP, "signal_norm", 3.78, 12.0, at={"d": [200]}, seeds=(0, 4), n_saves=5,
+                            dynamics="gd", classify={"benign_test_acc": 0.9995}, executor=counter)
+    assert counter.configs == []   # the ends are in the folder already
+    for row in strict.rows:
+        test_acc = simulate(CHEAP.replace(signal_norm=12.0, seed=row["seed"]), SaveAt.log(CHEAP.steps, 5)).test_acc[-1]
+        assert 0.95 <= test_acc < 0.9995   # benign at the default threshold, harmful at the strict one
+        assert (row["status"], row["regime_lo"], row["regime_hi"]) == ("not bracketed", HARMFUL, HARMFUL)
+
+
 def test_boundary_table_writes_csv_and_frame_with_the_rows(traced, tmp_path):
     _, table, _ = traced
     path = tmp_path / "boundary.csv"
@@ -229,17 +241,39 @@ def test_trace_walks_the_at_grid_with_seeds_fastest(tmp_path):
     assert table.columns()[:3] == ["d", "eta", "seed"]
 
 
+def test_trace_reads_only_runs_of_its_own_dynamics_and_flow_options_and_reports_stopped_runs(tmp_path):
+    tiny = Config(d=20, n_test=20, steps=300)
+    at = {"d": [20, 21, 22]}   # six configs: a point taken from the wrong recording would show in some
+    stiff = attnsim.FlowOptions(gd_start=0, max_steps=3)   # too few integrator steps: every run stops
+    attnsim.sweep(tmp_path, tiny, grid={"signal_norm": [1.0, 30.0], **at}, n_saves=5, dynamics="flow", flow=stiff,
+                  flow_retries=0, workers=1, progress=False)
+    counter = CountingExecutor()
+    stopped = trace_boundary(tmp_path, tiny, "signal_norm", 1.0, 30.0, at=at, n_saves=5, flow=stiff, flow_retries=0,
+                             executor=counter)
+    assert counter.configs == []   # the sweep's own runs are the trace's
+    for row in stopped.rows:
+        assert (row["status"], row["runs"]) == ("run stopped", 2) and "(max_steps_reached)" in row["message"]
+    # the same configs with the default flow budget, or with GD, are other points: run anew, and they finish
+    for options in (dict(flow=attnsim.FlowOptions(gd_start=0)), dict(dynamics="gd")):
+        counter = CountingExecutor()
+        table = trace_boundary(tmp_path, tiny, "signal_norm", 1.0, 30.0, at=at, n_saves=5, flow_retries=0,
+                               executor=counter, **options)
+        assert len(counter.configs) == 6
+        assert [(r["status"], r["regime_lo"], r["regime_hi"]) for r in table.rows] == [("not bracketed", NOT, NOT)] * 3
+    assert len(attnsim.Sweep.open(tmp_path)) == 18
+
+
 @pytest.mark.slow
 def test_traced_flow_boundary_lies_inside_the_bracket_of_direct_flow_runs(tmp_path):
-    base = Config(d=200, n_test=0, test_metrics="population", steps=10**6)
-    table = trace_boundary(tmp_path, base, "signal_norm", 3.0, 10.0, seeds=(0,), rtol=0.05, workers=1)
+    base = Config(d=200, n_test=0, test_metrics="population", steps=10**8)   # the flow, at tau = 1e8
+    table = trace_boundary(tmp_path, base, "signal_norm", 3.6, 12.0, rtol=0.02, n_saves=5, workers=1)
     (row,) = table.rows
-    grid = np.geomspace(3.0, 10.0, 5)
+    grid = np.geomspace(3.6, 12.0, 6)
     regimes = [direct_regime(base.replace(signal_norm=float(mu)), dynamics="flow") for mu in grid]
     switch = [k for k in range(len(grid) - 1) if regimes[k] != regimes[k + 1]]
-    assert len(switch) == 1 and {regimes[0], regimes[-1]} == {HARMFUL, BENIGN}, regimes
-    assert row["status"] == "converged" and row["width"] <= 0.05
-    assert grid[switch[0]] <= row["lo"] < row["hi"] <= grid[switch[0] + 1]
+    assert len(switch) == 1 and (regimes[0], regimes[-1]) == (HARMFUL, BENIGN), regimes
+    assert row["status"] == "converged" and row["width"] <= 0.02 and row["runs"] == log_runs(3.6, 12.0, 0.02)
+    assert grid[switch[0]] <= row["lo"] < row["hi"] <= grid[switch[0] + 1], (row, grid[switch[0]:switch[0] + 2])
 
 
 # ------------------------------------------------------------------ bad input, before any run
@@ -266,7 +300,8 @@ def test_traced_flow_boundary_lies_inside_the_bracket_of_direct_flow_runs(tmp_pa
     (dict(seeds=(1, 1)), r"seeds must be distinct; got \[1, 1\]"),
     (dict(classify={"benign_acc": 0.9}), r"classify options \['benign_acc'\] are not known; allowed: benign_test_acc"),
     (dict(classify={"benign_test_acc": 2.0}), r"classify\['benign_test_acc'\] must be <= 1.0; got 2.0"),
-    (dict(field="n_train", lo=1, hi=20, at={"d": [100]}), r"lo=1 is not a valid n_train at d=100, seed=0: n_train must be >= 2"),
+    (dict(field="n_train", lo=1, hi=20, at={"d": [100]}),
+     r"lo=1 is not a valid n_train at d=100, seed=0: n_train must be >= 2"),
     (dict(field="eta", lo=0.1, hi=1.0), r"hi=1.0 is not a valid eta at seed=0: eta must be < 1.0"),
     (dict(dynamics="sde"), r"dynamics must be one of 'gd', 'flow'; got 'sde'"),
     (dict(base="balanced"), r"base must be a Config; got str"),
