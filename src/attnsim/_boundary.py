@@ -1,8 +1,8 @@
 """Where a regime changes along one Config field, by bisection on runs kept in a sweep folder.
 
 A grid column spends one run per grid value to place a boundary to within one grid step;
-bisection places it to a relative width ``rtol`` in ``2 + log2(log(hi/lo) / log(1 + rtol))``
-runs (8 runs for a factor 4 at 2 %). ``trace_boundary`` bisects every (point of ``at``,
+bisection places it to a relative width ``rtol`` in ``2 + ceil(log2(log(hi/lo) / log(1 + rtol)))``
+runs (9 runs for a factor 4 at 2 %, where a grid of that resolution needs 72). ``trace_boundary`` bisects every (point of ``at``,
 seed) at once: each level is one ``attnsim.sweep`` call holding the next value of every
 bracket still open, so independent brackets share the sweep's worker pool, and every run
 lands in the sweep folder. The bisection path is a deterministic function of the regimes
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field as dataclass_field
@@ -402,7 +403,7 @@ def trace_boundary(folder, base: Config, field: str, lo: float, hi: float, *,
     at_fields = tuple(at or ())
     rows = tuple({**{name: getattr(cfg, name) for name in at_fields}, "seed": cfg.seed, **b.row()}
                  for cfg, b in zip(points, brackets))
-    return BoundaryTable(folder=str(folder), field=field, scale=scale, between=between, rtol=rtol, at=at_fields,
+    return BoundaryTable(folder=os.fspath(folder), field=field, scale=scale, between=between, rtol=rtol, at=at_fields,
                          rows=rows)
 
 
