@@ -2,13 +2,13 @@
 
 A grid column spends one run per grid value to place a boundary to within one grid step;
 bisection places it to a relative width ``rtol`` in ``2 + ceil(log2(log(hi/lo) / log(1 + rtol)))``
-runs (9 runs for a factor 4 at 2 %, where a grid of that resolution needs 72). ``trace_boundary`` bisects every (point of ``at``,
-seed) at once: each level is one ``attnsim.sweep`` call holding the next value of every
-bracket still open, so independent brackets share the sweep's worker pool, and every run
-lands in the sweep folder. The bisection path is a deterministic function of the regimes
-found, so a rerun of the same call finds each of its points in the folder and simulates
-nothing, and a rerun with a larger ``max_runs`` or a smaller ``rtol`` continues where the
-first stopped.
+runs (9 runs for a factor 4 at 2 %, where a grid of that resolution needs 72).
+``trace_boundary`` bisects every (point of ``at``, seed) at once: each level is one
+``attnsim.sweep`` call holding the next value of every bracket still open, so independent
+brackets share the sweep's worker pool, and every run lands in the sweep folder. The
+bisection path is a deterministic function of the regimes found, so a rerun of the same call
+finds each of its points in the folder and simulates nothing, and a rerun with a larger
+``max_runs`` or a smaller ``rtol`` continues where the first stopped.
 
 Regimes are read with ``attnsim.classify_regime`` at the last save time of each run.
 """
