@@ -264,6 +264,15 @@ def test_trace_reads_only_runs_of_its_own_dynamics_and_flow_options_and_reports_
 
 
 @pytest.mark.slow
+def test_trace_over_a_process_pool_finds_the_rows_of_the_serial_trace(traced, tmp_path):
+    _, table, _ = traced
+    pooled = trace_boundary(tmp_path, CHEAP, "signal_norm", 3.78, 12.0, at={"d": [200]}, seeds=(0, 4), rtol=0.02,
+                            n_saves=5, dynamics="gd", workers=2)
+    assert pooled.rows == table.rows
+    assert len(attnsim.Sweep.open(tmp_path)) == 16
+
+
+@pytest.mark.slow
 def test_traced_flow_boundary_lies_inside_the_bracket_of_direct_flow_runs(tmp_path):
     base = Config(d=200, n_test=0, test_metrics="population", steps=10**8)   # the flow, at tau = 1e8
     table = trace_boundary(tmp_path, base, "signal_norm", 3.6, 12.0, rtol=0.02, n_saves=5, workers=1)

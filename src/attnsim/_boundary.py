@@ -28,6 +28,7 @@ from ._analysis import REGIMES, classify_regime
 from ._batch import check_dynamics
 from ._config import Config, field_names, field_type
 from ._io import write_csv_atomic
+from ._pool import check_workers, local_executor, shutdown
 from ._result import FINISHED
 from ._sweep import Sweep, grid_configs, sweep
 from ._validation import ConfigError, check_choice, check_float, check_int
@@ -383,22 +384,31 @@ def trace_boundary(folder, base: Config, field: str, lo: float, hi: float, *,
                 raise ConfigError(f"{name}={value!r} is not a valid {field} at {_describe(cfg, at)}: {exc}") from None
     brackets = [_Bisection(field, lo, hi, between, scale, rtol, max_runs, integer) for _ in points]
 
-    while True:
-        asks = [b.todo() for b in brackets]
-        wanted = {(i, value): points[i].replace(**{field: value}) for i, values in enumerate(asks) for value in values}
-        if not wanted:
-            break
-        configs = list(dict.fromkeys(wanted.values()))
-        sw = sweep(folder, base, configs=configs, n_saves=n_saves, engine=engine, dynamics=dynamics, flow=flow,
-                   flow_retries=flow_retries, executor=executor, workers=workers, progress=progress)
-        found = _find_points(sw, configs, dynamics, flow_options, n_saves, flow_retries)
-        outcomes = {}
-        for cfg in configs:
-            result = sw.load(found[cfg].key)
-            outcomes[cfg] = (classify_regime(result, **classify).name, result.status, result.message)
-        for i, values in enumerate(asks):
-            if values:
-                brackets[i].tell({value: outcomes[wanted[i, value]] for value in values})
+    # One pool for the whole trace: a sweep call's own pool would spawn and warm its workers once a level.
+    owned = None
+    if executor is None and check_workers(workers, 2 * len(points)) > 1:
+        executor = owned = local_executor(check_workers(workers, 2 * len(points)))
+    try:
+        while True:
+            asks = [b.todo() for b in brackets]
+            wanted = {(i, value): points[i].replace(**{field: value})
+                      for i, values in enumerate(asks) for value in values}
+            if not wanted:
+                break
+            configs = list(dict.fromkeys(wanted.values()))
+            sw = sweep(folder, base, configs=configs, n_saves=n_saves, engine=engine, dynamics=dynamics, flow=flow,
+                       flow_retries=flow_retries, executor=executor, workers=workers, progress=progress)
+            found = _find_points(sw, configs, dynamics, flow_options, n_saves, flow_retries)
+            outcomes = {}
+            for cfg in configs:
+                result = sw.load(found[cfg].key)
+                outcomes[cfg] = (classify_regime(result, **classify).name, result.status, result.message)
+            for i, values in enumerate(asks):
+                if values:
+                    brackets[i].tell({value: outcomes[wanted[i, value]] for value in values})
+    finally:
+        if owned is not None:
+            shutdown(owned)
 
     at_fields = tuple(at or ())
     rows = tuple({**{name: getattr(cfg, name) for name in at_fields}, "seed": cfg.seed, **b.row()}
