@@ -69,7 +69,7 @@ CONFIG_CASES = [
     (dict(noise="gauss"), r"^noise must be one of 'isotropic', 'orthogonal'; got 'gauss'"),
     (dict(trainable="W"), r"^trainable must be one of 'Wp', 'p', 'Wp\+nu', 'p\+nu'; got 'W'"),
     (dict(trainable=["p"]), r"^trainable must be one of 'Wp', 'p', 'Wp\+nu', 'p\+nu'; got \['p'\]"),
-    (dict(init="xavier"), r"^init must be one of 'official', 'gaussian'; got 'xavier'"),
+    (dict(init="xavier"), r"^init must be one of 'official', 'gaussian', 'official-gaussian'; got 'xavier'"),
     (dict(optimizer="adam"), r"^optimizer must be one of 'gd', 'ngd'; got 'adam'"),
     (dict(w0="eye"), r"^w0 must be one of 'random', 'identity'; got 'eye'"),
     (dict(head_init="ones"), r"^head_init must be one of 'official', 'zero', 'gaussian'; got 'ones'"),
@@ -206,7 +206,8 @@ CHOICES = dict(label_noise=("official", "random"), noise=("isotropic", "orthogon
                trainable=("Wp", "p", "Wp+nu", "p+nu"), optimizer=("gd", "ngd"), ngd_norm=("joint", "block"),
                w0=("random", "identity"), head_init=("official", "zero", "gaussian"),
                signal_noise=("noisy", "noiseless"), labels=("balanced", "rademacher"),
-               init=("official", "gaussian"), test_metrics=("sample", "population"))
+               init=("official", "gaussian", "official-gaussian"), test_metrics=("sample", "population"),
+               space=("explicit", "implicit"))
 
 not_a_number = st.one_of(st.text(max_size=5), st.booleans(), st.complex_numbers(allow_nan=False).filter(
     lambda z: z.imag != 0), st.lists(st.integers(), max_size=2), st.just(object()))

@@ -12,7 +12,8 @@ from ._analysis import (
 from ._att_svm import AttSVM, att_svm, att_svm_gram, mm_cosine_dual, optimal_tokens, selected_tokens
 from ._batch import simulate_many, train_many
 from ._config import PRESETS, Config, field_names, preset
-from ._data import ROLE_NAMES, Data, init_params, make_data
+from ._data import ROLE_NAMES, Data, init_params, make_data, run_data
+from ._datamodel import DataModel
 from ._checkpoint import (Checkpoint, CheckpointHook, CheckpointWarning, load_checkpoint, restore, resume,
                           save_checkpoint)
 from ._coords import FlowOptions, choose_engine, step_costs
@@ -35,7 +36,7 @@ __all__ = [
     "noise_probes", "noisy_fit_times", "noisy_fitted", "role_mass", "time_to_fit_all", "time_to_test_acc",
     "time_to_test_loss", "token_noise", "token_values", "Sweep", "grid_configs", "sweep",
     "Config", "ConfigError", "Data", "PRESETS", "ROLE_NAMES", "Result", "ResultFileError", "SaveAt",
-    "choose_engine", "field_names", "init_params", "load", "loss_and_grads", "loss_and_grads_head", "make_data", "preset",
+    "choose_engine", "field_names", "init_params", "load", "loss_and_grads", "loss_and_grads_head", "make_data", "run_data", "DataModel", "preset",
     "simulate", "simulate_many", "step_costs", "train", "train_many", "__version__",
     "Checkpoint", "CheckpointHook", "CheckpointWarning", "FlowOptions", "load_checkpoint", "restore", "resume",
     "save_checkpoint", "Run", "STATUSES", "SweepPoint", "plot_attention", "plot_max_margin", "plot_result", "prepare", "prepare_run",

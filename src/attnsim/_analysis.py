@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._data import ROLE_NAMES, ROLE_RELEVANT, ROLE_WEAK, ROLE_WEAK_OPPOSITE, Data, make_data
+from ._data import ROLE_NAMES, ROLE_RELEVANT, ROLE_WEAK, ROLE_WEAK_OPPOSITE, Data, run_data
+from ._datamodel import role_coefficients, signal_part
 from ._validation import ConfigError
 
 #: Returned by the first-passage functions when the event never happens within the run.
@@ -239,13 +240,7 @@ def token_noise(data: Data, rho: float) -> np.ndarray:
 
     ``rho`` is the weak-token signal strength (``Config.rho``); it is not stored in ``Data``.
     """
-    same = np.where(data.y_true[:, None] > 0, data.mu_pos, data.mu_neg)    # mu_{y*}, (n, d)
-    other = np.where(data.y_true[:, None] > 0, data.mu_neg, data.mu_pos)
-    signal = np.zeros_like(data.X)
-    signal[:, data.roles == ROLE_RELEVANT] = same[:, None]
-    signal[:, data.roles == ROLE_WEAK] = rho * same[:, None]
-    signal[:, data.roles == ROLE_WEAK_OPPOSITE] = rho * other[:, None]
-    return data.X - signal
+    return data.X - signal_part(role_coefficients(data.roles, rho), data.y_true, data.mu_pos, data.mu_neg)
 
 
 @dataclass(frozen=True)
@@ -273,7 +268,7 @@ class QueryDecomposition:
 
 def noise_probes(config, data: Data | None = None) -> np.ndarray:
     """Probe matrix ``[mu_+, mu_-, eps_11, ..., eps_nT]``, shape (2 + n T, d) (what ``probes="noise"`` records)."""
-    data = make_data(config) if data is None else data
+    data = run_data(config) if data is None else data
     eps = token_noise(data, config.rho)
     return np.concatenate([data.mu_pos[None], data.mu_neg[None], eps.reshape(-1, data.X.shape[2])])
 
@@ -283,7 +278,7 @@ def decompose_query(result, data: Data | None = None) -> QueryDecomposition:
 
     Needs a run recorded with ``simulate(config, probes="noise")`` (``result.query_probe``
     holds ``<W^T p, r>`` for ``r`` in ``noise_probes(config)``). ``data`` defaults to
-    ``make_data(result.config)``.
+    ``run_data(result.config)`` (an implicit run's coordinates: inner products are what matter).
 
     Raises
     ------
@@ -300,7 +295,7 @@ def decompose_query(result, data: Data | None = None) -> QueryDecomposition:
             f"decompose_query needs query_probe of width 2 + n T = {k}; got {result.query_probe.shape[1]}; "
             "record the run with simulate(config, probes='noise')"
         )
-    data = make_data(config) if data is None else data
+    data = run_data(config) if data is None else data
     basis = noise_probes(config, data)                       # (k, d)
     gram = basis @ basis.T
     coef = np.linalg.lstsq(gram, np.asarray(result.query_probe).T, rcond=None)[0].T   # (S, k)

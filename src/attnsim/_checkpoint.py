@@ -58,7 +58,8 @@ def fingerprint(run) -> str:
     """
     pb = run.pb
     h = hashlib.sha256()
-    W0 = np.array([]) if pb.W0 is None else pb.W0          # None: the identity
+    # None: the identity; an implicit space's W0 is an operator: hash what the run has seen of it
+    W0 = np.array([]) if pb.W0 is None else pb.keys_of(pb.X) if pb.implicit else pb.W0
     for name, arr in (("X", pb.X), ("y", pb.y), ("W0", W0), ("p0", pb.p0), ("nu", pb.nu), ("Xt", pb.Xt),
                       ("yt", pb.yt), ("relevant", pb.relevant), ("probes", pb.probes),
                       ("lr", np.array([pb.lr])), ("save_steps", run.save_steps)):

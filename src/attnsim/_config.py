@@ -13,7 +13,7 @@ from ._validation import ConfigError, check_choice, check_float, check_int, chec
 LABEL_NOISE_MODES = ("official", "random")
 NOISE_MODES = ("isotropic", "orthogonal")
 TRAINABLE = ("Wp", "p", "Wp+nu", "p+nu")
-INITS = ("official", "gaussian")
+INITS = ("official", "gaussian", "official-gaussian")
 OPTIMIZERS = ("gd", "ngd")
 W0_MODES = ("random", "identity")
 HEAD_INITS = ("official", "zero", "gaussian")
@@ -21,6 +21,7 @@ SIGNAL_NOISE = ("noisy", "noiseless")
 LABELS = ("balanced", "rademacher")
 NGD_NORMS = ("joint", "block")
 TEST_METRICS = ("sample", "population")
+SPACES = ("explicit", "implicit")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,9 +66,11 @@ class Config:
     trainable : {"Wp", "p", "Wp+nu", "p+nu"}
         Train ``W`` and ``p`` together, or ``p`` alone; ``+nu`` trains the head ``nu`` as well
         (from the head initialisation below), all from the same old iterate.
-    init : {"official", "gaussian"}
+    init : {"official", "gaussian", "official-gaussian"}
         ``official``: ``p0 = 0``, ``W0`` entries uniform on ``[-1/sqrt(d), 1/sqrt(d)]``;
-        ``gaussian``: ``p0 ~ N(0, sigma_p^2 I)``, ``W0`` entries ``N(0, sigma_w^2)``.
+        ``gaussian``: ``p0 ~ N(0, sigma_p^2 I)``, ``W0`` entries ``N(0, sigma_w^2)``;
+        ``official-gaussian``: the official initialisation's Gaussian twin, ``p0 = 0`` and ``W0``
+        entries ``N(0, 1/(3d))`` (the uniform's variance), which the implicit space can draw.
     sigma_p, sigma_w : float
         Standard deviations of the gaussian initialisation.
     w0 : {"random", "identity"}
@@ -141,6 +144,7 @@ class Config:
     seed: int = 0
     init_seed: int | None = None
     test_metrics: str = "sample"
+    space: str = "explicit"
 
     def __post_init__(self):
         def put(name, value):
@@ -205,6 +209,9 @@ class Config:
         if self.init_seed is not None:
             put("init_seed", check_int("init_seed", self.init_seed, minimum=0,
                                        hint="seeds are integers >= 0, or None to derive it from seed"))
+        check_choice("space", self.space, SPACES)
+        if self.space == "implicit":
+            self._check_implicit()
         if self.labels == "rademacher" and self.label_noise == "official" and self.eta > 0:
             raise ConfigError(f"labels='rademacher' needs label_noise='random' when eta > 0; got "
                               f"label_noise='official', eta={self.eta} (the official flips assume the balanced "
@@ -215,7 +222,30 @@ class Config:
                 "leaving a class with no clean sample; lower eta or raise n_train"
             )
 
+    def _check_implicit(self):
+        if self.init == "official" and self.w0 == "random":
+            raise ConfigError(
+                "init='official' draws W0 uniform on [-1/sqrt(d), 1/sqrt(d)], which is not rotation-invariant "
+                "and has no exact implicit form; with space='implicit' use init='official-gaussian' (its "
+                "Gaussian twin, same variance 1/(3d)), init='gaussian' or w0='identity', or space='explicit'")
+        if self.test_metrics != "population":
+            raise ConfigError(
+                f"space='implicit' has no d-dimensional test set to draw; got test_metrics={self.test_metrics!r}; "
+                "use test_metrics='population' (exact expectations over the test distribution) or space='explicit'")
+        if self.d < self.implicit_dimension:
+            raise ConfigError(
+                f"d must be >= {self.implicit_dimension} (the directions the implicit space may touch: "
+                f"about 3 n_train T) with space='implicit'; got d={self.d}; use space='explicit' at this d")
+
     # derived quantities -------------------------------------------------------
+    @property
+    def implicit_dimension(self) -> int:
+        """Directions of R^d an implicit run may touch (its coordinate arrays' length): ``mu_+-``,
+        the initial head and query, ``N`` token noises and, with a random ``W0``, the ``N`` keys
+        ``W0 x_j`` and the ``N + 1`` vectors ``W0^T`` meets."""
+        w0_random = self.w0 == "random"
+        return 2 + 2 + self.N + (2 * self.N + 1 if w0_random else 0)
+
     @property
     def snr(self) -> float:
         """``||mu|| / (sigma_eps sqrt(d))``."""

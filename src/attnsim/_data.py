@@ -7,10 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._config import Config
-
-#: Integer codes of the token roles, in layout order.
-ROLE_RELEVANT, ROLE_WEAK, ROLE_WEAK_OPPOSITE, ROLE_IRRELEVANT = 0, 1, 2, 3
-ROLE_NAMES = ("R", "W_{Y*}", "W_{-Y*}", "I")
+from ._validation import ConfigError
+from ._datamodel import (ROLE_IRRELEVANT, ROLE_NAMES, ROLE_RELEVANT, ROLE_WEAK,  # noqa: F401 - re-exported
+                         ROLE_WEAK_OPPOSITE, DataModel, token_roles)
 
 _STREAMS = ("train", "test", "init", "head")
 
@@ -63,61 +62,13 @@ class Data:
     nu: np.ndarray
 
 
-def token_roles(config: Config) -> np.ndarray:
-    """Role code of each of the T positions: R first, then W_{Y*}, W_{-Y*}, I."""
-    counts = (config.n_relevant, config.n_weak, config.n_weak_opposite, config.n_irrelevant)
-    return np.repeat(np.arange(4, dtype=np.int8), counts)
-
-
-def _balanced_labels(n: int) -> np.ndarray:
-    """First ``n // 2`` samples +1, the rest -1 (the official layout)."""
-    y = -np.ones(n)
-    y[: n // 2] = 1.0
-    return y
-
-
-def _tokens(rng, y_true, roles, config, mu_pos, mu_neg) -> np.ndarray:
-    """Tokens for samples with true labels ``y_true``: role signal plus noise, shape (n, T, d)."""
-    n, T, d = y_true.size, roles.size, config.d
-    X = rng.standard_normal((n, T, d)) * config.sigma_eps
-    if config.noise == "orthogonal":
-        basis = np.stack([mu_pos, mu_neg]) / config.signal_norm
-        X -= (X @ basis.T) @ basis
-    same = np.where(y_true[:, None] > 0, mu_pos, mu_neg)  # mu_{y*}, shape (n, d)
-    other = np.where(y_true[:, None] > 0, mu_neg, mu_pos)  # mu_{-y*}
-    if config.signal_noise == "noiseless":
-        X[:, roles == ROLE_RELEVANT, :] = 0.0      # drawn all the same: the other tokens keep their noise
-    X[:, roles == ROLE_RELEVANT, :] += same[:, None, :]
-    X[:, roles == ROLE_WEAK, :] += config.rho * same[:, None, :]
-    X[:, roles == ROLE_WEAK_OPPOSITE, :] += config.rho * other[:, None, :]
-    return X
-
-
-def _labels(rng, n, config) -> np.ndarray:
-    """True labels: balanced (first half +1), or i.i.d. uniform on {-1, +1}."""
-    if config.labels == "rademacher":
-        return np.where(rng.random(n) < 0.5, 1.0, -1.0)
-    return _balanced_labels(n)
-
-
 def _head(rng, config, mu_pos, mu_neg) -> np.ndarray:
     if config.head_init == "zero":
-        return np.zeros(config.d)
+        return np.zeros_like(mu_pos)
     if config.head_init == "gaussian":
         return rng.standard_normal(config.d) * config.sigma_nu
     diff = mu_pos - mu_neg
     return diff / np.linalg.norm(diff) * config.effective_head_scale
-
-
-def _flip_mask(rng, y_true, config) -> np.ndarray:
-    n = y_true.size
-    if config.label_noise == "random":
-        return rng.random(n) < config.eta
-    per_class = config.n_train_noisy_official // 2
-    mask = np.zeros(n, dtype=bool)
-    mask[:per_class] = True
-    mask[n // 2 : n // 2 + per_class] = True
-    return mask
 
 
 def make_data(config: Config) -> Data:
@@ -132,34 +83,72 @@ def make_data(config: Config) -> Data:
     >>> data = make_data(Config(n_train=4, n_test=3, d=10, eta=0.5))
     >>> data.X.shape, data.X_test.shape, data.noisy.tolist()
     ((4, 8, 10), (3, 8, 10), [True, False, True, False])
-    """
-    rngs = _rngs(config)
-    d = config.d
-    mu_pos = np.zeros(d)
-    mu_pos[0] = config.signal_norm
-    mu_neg = np.zeros(d)
-    mu_neg[1] = config.signal_norm
-    nu = _head(rngs["head"], config, mu_pos, mu_neg)
-    roles = token_roles(config)
 
-    y_true = _labels(rngs["train"], config.n_train, config)
-    X = _tokens(rngs["train"], y_true, roles, config, mu_pos, mu_neg)
-    noisy = _flip_mask(rngs["train"], y_true, config)
+    Raises
+    ------
+    ConfigError
+        For ``config.space == "implicit"``, whose arrays are never d-dimensional (``run_data``
+        gives its coordinates).
+    """
+    _explicit_only(config, "make_data")
+    rngs = _rngs(config)
+    mu_pos, mu_neg = signals(config)
+    nu = _head(rngs["head"], config, mu_pos, mu_neg)
+    model = DataModel.from_config(config)
+
+    y_true = model.true_labels(rngs["train"], config.n_train)
+    X = model.tokens(rngs["train"], y_true, mu_pos, mu_neg)
+    noisy = model.flips(rngs["train"], y_true)
     y = np.where(noisy, -y_true, y_true)
 
-    y_test = _labels(rngs["test"], config.n_test, config)
-    X_test = _tokens(rngs["test"], y_test, roles, config, mu_pos, mu_neg)
+    y_test = model.true_labels(rngs["test"], config.n_test)
+    X_test = model.tokens(rngs["test"], y_test, mu_pos, mu_neg)
     return Data(
         X=X, y=y, y_true=y_true, noisy=noisy, X_test=X_test, y_test=y_test,
-        roles=roles, relevant=roles == ROLE_RELEVANT, mu_pos=mu_pos, mu_neg=mu_neg, nu=nu,
+        roles=model.roles.copy(), relevant=model.relevant, mu_pos=mu_pos, mu_neg=mu_neg, nu=nu,
     )
+
+
+def _explicit_only(config: Config, name: str) -> None:
+    if config.space != "explicit":
+        raise ConfigError(f"{name} draws d-dimensional arrays, which space='implicit' never forms (d={config.d}); "
+                          f"use config.replace(space='explicit') at a d that fits in memory, or "
+                          f"attnsim.run_data(config) for the implicit draw's coordinates")
+
+
+def run_data(config: Config) -> Data:
+    """The training data a run of ``config`` sees: ``make_data(config)``, or for
+    ``space="implicit"`` the same arrays in the coordinates of its virtual basis (``X`` of shape
+    (n, T, k) with ``k = config.implicit_dimension``, no test set), whose inner products have
+    the law of the explicit ones. What the analysis functions read (``noise_probes``,
+    ``decompose_query``) comes from here, so they work in both spaces.
+
+    Examples
+    --------
+    >>> cfg = Config(space="implicit", init="official-gaussian", test_metrics="population", n_test=0,
+    ...              d=10**9, n_train=4, T=3)
+    >>> run_data(cfg).X.shape == (4, 3, cfg.implicit_dimension)
+    True
+    """
+    return draw_implicit(config).data if config.space == "implicit" else make_data(config)
+
+
+def signals(config: Config) -> tuple[np.ndarray, np.ndarray]:
+    """``(mu_+, mu_-) = (||mu|| e_1, ||mu|| e_2)`` in dimension ``config.d`` (the official code's)."""
+    mu_pos = np.zeros(config.d)
+    mu_pos[0] = config.signal_norm
+    mu_neg = np.zeros(config.d)
+    mu_neg[1] = config.signal_norm
+    return mu_pos, mu_neg
 
 
 def init_params(config: Config) -> tuple[np.ndarray | None, np.ndarray]:
     """Initial ``(W0, p0)`` of shapes (d, d) and (d,), from the initialisation stream.
 
     ``W0`` is None for ``w0="identity"``: ``train`` reads it as the identity, which it never
-    builds while W is fixed (d = 11000 would be a 1 GB matrix)."""
+    builds while W is fixed (d = 11000 would be a 1 GB matrix). Not for ``space="implicit"``
+    (``ConfigError``)."""
+    _explicit_only(config, "init_params")
     rng = _rngs(config)["init"]
     d = config.d
     identity = config.w0 == "identity"
@@ -168,6 +157,84 @@ def init_params(config: Config) -> tuple[np.ndarray | None, np.ndarray]:
             return None, np.zeros(d)
         bound = 1.0 / np.sqrt(d)
         return rng.uniform(-bound, bound, size=(d, d)), np.zeros(d)
+    if config.init == "official-gaussian":
+        return (None if identity else rng.standard_normal((d, d)) * w0_scale(config)), np.zeros(d)
     W0 = None if identity else rng.standard_normal((d, d)) * config.sigma_w
     p0 = rng.standard_normal(d) * config.sigma_p
     return W0, p0
+
+
+def w0_scale(config: Config) -> float:
+    """Standard deviation of the Gaussian ``W0`` entries: ``sigma_w`` for ``init="gaussian"``; for
+    ``init="official-gaussian"``, ``1/sqrt(3d)``, the variance of the official ``U(-1/sqrt(d), 1/sqrt(d))``."""
+    if config.init == "official-gaussian":
+        return 1.0 / np.sqrt(3.0 * config.d)
+    return float(config.sigma_w)
+
+
+@dataclass(frozen=True, eq=False)
+class ImplicitDraw:
+    """One synthetic problem of ``Config(space="implicit")``, in the coordinates of a virtual space.
+
+    Every vector is a coordinate array of length ``k = config.implicit_dimension`` in an
+    orthonormal basis of the directions the problem touches (DESIGN.md §11); inner products of
+    coordinates are inner products in R^d, whose joint law is that of ``make_data`` and
+    ``init_params`` at the same ``d`` (with ``W0`` Gaussian or the identity).
+
+    Attributes
+    ----------
+    data : Data
+        As ``make_data`` returns it, with ``d`` replaced by ``k``: ``X`` (n, T, k), ``mu_pos``,
+        ``mu_neg`` and ``nu`` (k,) (``mu_+- = ||mu|| e_{0,1}`` of the virtual basis); no test set
+        (``X_test`` of shape (0, T, k)).
+    W0 : attnsim._implicit.LazyGaussianMatrix or None
+        The Gaussian ``W0`` as an operator, already applied to every vector a run's set-up asks
+        of it and frozen; None for the identity.
+    p0 : ndarray, shape (k,)
+    space : attnsim._implicit.VirtualSpace
+    """
+
+    data: Data
+    W0: object
+    p0: np.ndarray
+    space: object
+
+
+def draw_implicit(config: Config) -> ImplicitDraw:
+    """Draw the problem of ``config`` (``space="implicit"``) without any d-dimensional array.
+
+    Streams as in ``make_data``: tokens, labels and flips from the training stream, the head
+    from the head stream, ``p0`` and ``W0`` from the initialisation stream; the virtual basis
+    is shared and touched in that order (``mu_+``, ``mu_-``, token noises, head, ``p0``, then the
+    keys ``W0 x_j`` and ``W0^T`` of ``p0`` and of the keys), so the draw is deterministic given
+    the seeds and does not depend on which coordinates a run uses afterwards. Cost
+    O(N k^2) whatever ``d`` is.
+    """
+    from ._implicit import VirtualSpace
+
+    rngs = _rngs(config)
+    space = VirtualSpace(config.d, config.implicit_dimension)
+    mu_pos = space.new_direction() * config.signal_norm
+    mu_neg = space.new_direction() * config.signal_norm
+    model = DataModel.from_config(config)
+    y_true = model.true_labels(rngs["train"], config.n_train)
+    X = model.tokens_implicit(space, rngs["train"], y_true, mu_pos, mu_neg)
+    noisy = model.flips(rngs["train"], y_true)
+    k = space.k_max
+    if config.head_init == "gaussian":
+        nu = space.gaussian(config.sigma_nu, 1, rngs["head"])[0]
+    else:
+        nu = _head(rngs["head"], config, mu_pos, mu_neg)
+    p0 = np.zeros(k)
+    if config.init == "gaussian" and config.sigma_p > 0:
+        p0 = space.gaussian(config.sigma_p, 1, rngs["init"])[0]
+    W0 = None
+    if config.w0 == "random":
+        W0 = space.gaussian_matrix(w0_scale(config), rngs["init"])
+        keys = W0.matmat(X.reshape(-1, k).T)                    # (k, N): W0 x_j
+        W0.rmatmat(np.column_stack([p0, keys]) if np.any(p0) else keys)
+        W0.freeze()
+    data = Data(X=X, y=np.where(noisy, -y_true, y_true), y_true=y_true, noisy=noisy,
+                X_test=np.zeros((0, model.T, k)), y_test=np.zeros(0), roles=model.roles.copy(),
+                relevant=model.relevant, mu_pos=mu_pos, mu_neg=mu_neg, nu=nu)
+    return ImplicitDraw(data=data, W0=W0, p0=p0, space=space)

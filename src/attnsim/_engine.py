@@ -38,13 +38,15 @@ def _check_roles(roles, T):
 def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
             relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto",
             backend="numba", dynamics="gd", flow=None, optimizer="gd", ngd_norm="joint", max_margin=False,
-            population=None, _owned=False) -> Run:
+            population=None, _owned=False, _implicit=False) -> Run:
     """Validate the inputs and build a ``Run`` ready to advance (see ``train``).
 
     ``population`` (a ``_population.PopulationSpec``, set by ``prepare_run`` for
     ``Config.test_metrics="population"``) records the population test metrics at every save
     instead of a test set's; it excludes ``X_test``. ``_owned=True`` (``prepare_run``) says the
-    arrays were made for this run alone: they are checked but not copied.
+    arrays were made for this run alone: they are checked but not copied. ``_implicit=True``
+    (``prepare_run`` for ``Config(space="implicit")``) says the arrays are coordinates of an
+    implicit space and ``W0`` an operator (``_data.draw_implicit``): dual coordinates only.
     """
     X = check_array("X", X, ndim=3, hint="X holds n samples of T tokens in R^d, shape (n, T, d)")
     n, T, d = X.shape
@@ -52,7 +54,7 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
         raise ConfigError(f"X must have n, T, d >= 1; got shape {X.shape}; pass at least one sample and token")
     like_x = f"X has shape (n, T, d) = {X.shape}"
     y = check_labels("y", y, n, hint=like_x)
-    if W0 is not None:                 # None: the identity, never materialised while W is fixed
+    if W0 is not None and not _implicit:   # None: the identity, never materialised while W is fixed
         W0 = check_array("W0", W0, ndim=2, shape=(d, d), hint=like_x, copy=not _owned)
     p0 = check_array("p0", p0, ndim=1, shape=(d,), hint=like_x)
     nu = check_array("nu", nu, ndim=1, shape=(d,), hint=like_x)
@@ -95,9 +97,12 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     spec = as_saveat(save_at, steps)
     max_margin = check_max_margin(max_margin, n, T)
 
+    if _implicit and engine == "primal":
+        raise ConfigError("engine='primal' needs p and W as d-vectors, which space='implicit' never forms; "
+                          "use engine='auto' or 'dual', or space='explicit' for the primal engine")
     pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, ngd_block=ngd_norm == "block",
-                 population=population)
-    if dynamics == "flow":
+                 population=population, implicit=_implicit)
+    if dynamics == "flow" or _implicit:
         engine = "dual"
     elif engine == "auto":
         engine = choose_engine(pb.N, d, pb.Xt.shape[0], steps, len(spec), trainable)

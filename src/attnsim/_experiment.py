@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._config import Config
-from ._data import init_params, make_data
+from ._data import draw_implicit, init_params, make_data
 from ._engine import prepare
 from ._population import PopulationSpec
 from ._result import Result
@@ -44,10 +44,24 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
     >>> run.warm_up(); run.run(); run.result().final_step
     40
     """
-    data = make_data(config)
-    W0, p0 = init_params(config)
+    if config.space == "implicit":
+        k = config.implicit_dimension
+        if probes is not None and not isinstance(probes, str) and np.shape(probes)[1:] != (k,):
+            # arrays of the virtual basis's coordinates come back from checkpoints (restore
+            # checks the fingerprint); a d-dimensional array has no place in that basis
+            raise ConfigError(f"probes must be None, 'noise' or coordinates of shape (m, {k}) with "
+                              f"space='implicit'; got shape {np.shape(probes)}; use space='explicit' to record "
+                              "d-dimensional probe directions")
+        draw = draw_implicit(config)
+        data, W0, p0 = draw.data, draw.W0, draw.p0
+        signals = (data.mu_pos, data.mu_neg)
+    else:
+        data = make_data(config)
+        W0, p0 = init_params(config)
+        signals = None
     has_test = config.n_test > 0
-    population = PopulationSpec.from_config(config) if config.test_metrics == "population" else None
+    population = (PopulationSpec.from_config(config, signals=signals) if config.test_metrics == "population"
+                  else None)
     return prepare(
         data.X, data.y, W0, p0, data.nu, lr=config.lr, steps=config.steps, trainable=config.trainable,
         save_at=save_at, X_test=data.X_test if has_test else None, y_test=data.y_test if has_test else None,
@@ -55,7 +69,7 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
         probes=_probe_matrix(config, data, probes), engine=engine, backend=backend, dynamics=dynamics, flow=flow,
         optimizer=config.optimizer, ngd_norm=config.ngd_norm,
         max_margin=max_margin,
-        population=population, _owned=True,
+        population=population, _owned=True, _implicit=config.space == "implicit",
     )
 
 

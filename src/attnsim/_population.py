@@ -28,6 +28,7 @@ from scipy.stats import qmc
 
 from ._config import NOISE_MODES, Config
 from ._data import ROLE_RELEVANT, ROLE_WEAK, ROLE_WEAK_OPPOSITE, token_roles
+from ._data import signals as _signals
 from ._validation import ConfigError, check_choice
 
 #: Total quasi-random draws per call (over all replicates).
@@ -344,8 +345,10 @@ class PopulationSpec:
     seed: int = 0
 
     @classmethod
-    def from_config(cls, config: Config, **quadrature) -> PopulationSpec:
-        mu_pos, mu_neg = signals(config)
+    def from_config(cls, config: Config, *, signals=None, **quadrature) -> PopulationSpec:
+        """The spec of ``config``'s data model; ``signals`` gives ``(mu_+, mu_-)`` in other
+        coordinates (an implicit space's), default ``make_data``'s d-vectors."""
+        mu_pos, mu_neg = _signals(config) if signals is None else signals
         return cls(mu_pos=mu_pos, mu_neg=mu_neg, mu_norm=config.signal_norm, rho=config.rho,
                    roles=token_roles(config), sigma=config.sigma_eps, noise=config.noise, **quadrature)
 
@@ -365,15 +368,6 @@ class PopulationSpec:
 
 
 # --------------------------------------------------------------------------- from parameters
-
-def signals(config: Config) -> tuple[np.ndarray, np.ndarray]:
-    """``(mu_+, mu_-) = (||mu|| e_1, ||mu|| e_2)`` in dimension ``config.d``, as ``make_data`` builds them."""
-    mu_pos = np.zeros(config.d)
-    mu_pos[0] = config.signal_norm
-    mu_neg = np.zeros(config.d)
-    mu_neg[1] = config.signal_norm
-    return mu_pos, mu_neg
-
 
 def population_metrics_from_params(q, nu, config: Config, *, n_draws=DEFAULT_N_DRAWS,
                                    replicates=DEFAULT_REPLICATES, seed=0) -> PopulationMetrics:
@@ -400,7 +394,7 @@ def population_metrics_from_params(q, nu, config: Config, *, n_draws=DEFAULT_N_D
     nu = np.asarray(nu, dtype=np.float64)
     if q.shape != (config.d,) or nu.shape != (config.d,):
         raise ConfigError(f"q and nu must have shape (d,) = ({config.d},); got {q.shape} and {nu.shape}")
-    mu_pos, mu_neg = signals(config)
+    mu_pos, mu_neg = _signals(config)
     mean_z, mean_v, cov = population_moments(
         q @ q, q @ nu, nu @ nu, [q @ mu_pos, q @ mu_neg], [nu @ mu_pos, nu @ mu_neg],
         mu_norm=config.signal_norm, rho=config.rho, roles=token_roles(config), sigma=config.sigma_eps,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._implicit import LazyGaussianMatrix
+from ._validation import ConfigError
+
 
 class Problem:
     """Validated, flattened arrays of one training problem (read-only inside the engine).
@@ -18,8 +21,14 @@ class Problem:
     Xt : ndarray, shape (Nt, d)    test tokens (Nt = 0 without a test set)
     vt : ndarray, shape (Nt,)
     yt : ndarray, shape (n_test,)
-    W0 : ndarray, shape (d, d), or None
+    W0 : ndarray, shape (d, d), LazyGaussianMatrix, or None
         None is the identity, never materialised while W is fixed (``w0_mul``, ``w0t_mul``).
+        A ``LazyGaussianMatrix`` is the implicit space's ``W0`` (``Config(space="implicit")``):
+        the arrays are then coordinates in a virtual basis, ``d`` is its size, and ``W0`` is
+        only ever applied (``keys_of``, ``w0_mul``, ``w0t_mul``), never formed.
+    implicit : bool
+        True when the arrays are coordinates of an implicit space (``p``, ``W``, ``nu`` are then
+        not available as d-vectors).
     p0, nu : ndarray, shape (d,)
     lr : float
     probes : ndarray, shape (k, d)       the caller's probe directions
@@ -31,7 +40,9 @@ class Problem:
         Normalised GD only: each trained block's step has length ``lr`` (else the joint step).
     """
 
-    def __init__(self, X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, ngd_block=False, population=None):
+    def __init__(self, X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, ngd_block=False, population=None,
+                 implicit=False):
+        self.implicit = implicit
         self.n, self.T, self.d = X.shape
         self.N = self.n * self.T
         self.X = X.reshape(self.N, self.d)
@@ -50,17 +61,32 @@ class Problem:
         self.ngd_block = ngd_block
 
     def keys_of(self, A):
-        """``A @ W0^T`` for A of shape (..., d): the keys of the tokens in the rows of A."""
+        """``A @ W0^T`` for A of shape (m, d): the keys of the tokens in the rows of A."""
+        if isinstance(self.W0, LazyGaussianMatrix):
+            return self.W0.matmat(A.T).T
         return A if self.W0 is None else A @ self.W0.T
 
     def w0_mul(self, A):
-        """``W0 @ A`` for A of shape (d, ...)."""
+        """``W0 @ A`` for A of shape (d,) or (d, m)."""
+        if isinstance(self.W0, LazyGaussianMatrix):
+            return self.W0.matvec(A) if A.ndim == 1 else self.W0.matmat(A)
         return A if self.W0 is None else self.W0 @ A
 
     def w0t_mul(self, A):
-        """``W0^T @ A`` for A of shape (d, ...)."""
+        """``W0^T @ A`` for A of shape (d,) or (d, m)."""
+        if isinstance(self.W0, LazyGaussianMatrix):
+            return self.W0.rmatvec(A) if A.ndim == 1 else self.W0.rmatmat(A)
         return A if self.W0 is None else self.W0.T @ A
 
     def W0_dense(self):
-        """``W0`` as a (d, d) array (the identity built only here, when W is trained)."""
+        """``W0`` as a (d, d) array (the identity built only here, when W is trained).
+
+        Raises
+        ------
+        ConfigError
+            In an implicit space, where ``W0`` exists only as an operator.
+        """
+        if isinstance(self.W0, LazyGaussianMatrix):
+            raise ConfigError("W0 of an implicit space (space='implicit') is never formed; use engine='dual' "
+                              "(the only engine of the implicit space), or space='explicit' for W itself")
         return np.eye(self.d) if self.W0 is None else self.W0

@@ -81,15 +81,16 @@ class Result:
         ``mu_+ - mu_-``, the direction of the official head. NaN with fewer than two probes.
     nu_probe : ndarray, shape (S, k)
         ``<nu, r_j>``.
-    p : ndarray, shape (d,)
+    p : ndarray, shape (d,), or None
     W : ndarray, shape (d, d), or None
         Final parameters (after the last recorded step). For a diverged run they are the
         iterate at the step named in ``message``, where something became non-finite.
         ``W`` is None when it was not trained (it is ``W0``, which the caller has): a
-        d x d matrix is 32 MB at d = 2000.
+        d x d matrix is 32 MB at d = 2000. Both are None for an implicit run
+        (``Config(space="implicit")``), which never forms a d-vector.
     nu : ndarray, shape (d,), or None
-        Final head (the initial head when it was not trained). None only for files written
-        before attnsim stored it.
+        Final head (the initial head when it was not trained). None for an implicit run and
+        for files written before attnsim stored it.
     y, y_true : ndarray, shape (n,)
         Observed and true training labels (``y_true = y`` when unknown).
     noisy : ndarray of bool, shape (n,)
@@ -148,7 +149,7 @@ class Result:
     query_norm: np.ndarray
     p_probe: np.ndarray
     query_probe: np.ndarray
-    p: np.ndarray
+    p: np.ndarray | None
     W: np.ndarray | None
     y: np.ndarray
     y_true: np.ndarray
@@ -251,6 +252,7 @@ def load(path) -> Result:
     names = [f.name for f in dataclasses.fields(Result) if f.name not in
              ("config", "engine", "status", "message", "wall_time", "compile_time", "extra")]
     arrays.setdefault("W", None)           # not stored when W was not trained
+    arrays.setdefault("p", None)           # not stored by implicit runs (space="implicit")
     arrays.setdefault("mm_cos", None)      # only recorded with max_margin (and absent from older files)
     arrays.setdefault("mm_margin", None)
     if "nu_norm" not in arrays and "steps" in arrays and "p_probe" in arrays:

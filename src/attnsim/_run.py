@@ -296,7 +296,11 @@ class Run:
         and a d^2 N product at d = 5000, wasted when nobody reads it."""
         count = self.recorder.count
         arrays = {name: buf[:count].copy() for name, buf in self.recorder.buffers.items()}
-        W, p = self.coords.final_params(with_W=keep_W) if params else (None, np.full(self.pb.d, np.nan))
+        if self.pb.implicit:       # coordinates of a virtual basis, not vectors of R^d: nothing to give
+            W, p, nu = None, None, None
+        else:
+            W, p = self.coords.final_params(with_W=keep_W) if params else (None, np.full(self.pb.d, np.nan))
+            nu = self.coords.final_nu()
         extra = self.coords.extra()
         mm_cos = mm_margin = None
         if self.max_margin is not None and count > 0:
@@ -310,7 +314,7 @@ class Run:
             **arrays,
             p=p,
             W=W,
-            nu=self.coords.final_nu(),
+            nu=nu,
             y=self.pb.y.copy(),
             y_true=self.meta["y_true"],
             noisy=self.recorder.noisy.copy(),
