@@ -140,7 +140,8 @@ def test_population_run_resumes_from_a_checkpoint_bit_for_bit(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(test_metrics="population"), r"n_test must be 0 with test_metrics='population'.*got n_test=1000; pass n_test=0"),
+    (dict(test_metrics="population", n_test=1000),   # left out, n_test is 0 here (issue 17.6)
+     r"n_test must be 0 with test_metrics='population'.*got n_test=1000; leave n_test out \(or pass n_test=0\)"),
     (dict(test_metrics="exact", n_test=0), r"test_metrics must be one of"),
 ])
 def test_config_rejects_bad_test_metrics(kwargs, match):

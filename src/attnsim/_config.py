@@ -22,6 +22,8 @@ LABELS = ("balanced", "rademacher")
 NGD_NORMS = ("joint", "block")
 TEST_METRICS = ("sample", "population")
 SPACES = ("explicit", "implicit")
+#: ``n_test`` when it is left out with ``test_metrics="sample"`` (the paper's test set).
+DEFAULT_N_TEST = 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,8 +35,12 @@ class Config:
 
     Parameters
     ----------
-    n_train, n_test : int
-        Training samples (>= 2, both classes present) and clean test samples (>= 0).
+    n_train : int
+        Training samples (>= 2, both classes present).
+    n_test : int or None
+        Clean test samples (>= 0). ``None`` (the default) means ``DEFAULT_N_TEST`` = 1000 with
+        ``test_metrics="sample"`` and 0 with ``"population"``; the stored field is always the
+        resolved integer, so ``Config().n_test == 1000``.
     T : int
         Tokens per sample; must be at least ``n_relevant + n_weak + n_weak_opposite``.
     d : int
@@ -103,7 +109,8 @@ class Config:
         (the paper's). ``population``: their exact expectations over the test distribution
         given the trained parameters (DESIGN.md §10; ``attnsim.population_metrics``), with the
         quadrature's standard errors in ``Result.test_loss_se`` / ``test_acc_se``; no test set
-        is drawn, so ``n_test`` must be 0 (the saved config then says what was drawn).
+        is drawn, so ``n_test`` defaults to 0 there, and a nonzero ``n_test`` is an error (the
+        saved config says what was drawn).
 
     Examples
     --------
@@ -115,7 +122,7 @@ class Config:
     """
 
     n_train: int = 20
-    n_test: int = 1000
+    n_test: int | None = None
     T: int = 8
     d: int = 2000
     signal_norm: float = 20.0
@@ -152,6 +159,8 @@ class Config:
 
         put("n_train", check_int("n_train", self.n_train, minimum=2,
                                  hint="both classes need a sample, e.g. n_train=20 (the paper's setting)"))
+        if self.n_test is None:   # the test set follows test_metrics (checked below)
+            put("n_test", _default_n_test(self.test_metrics))
         put("n_test", check_int("n_test", self.n_test, minimum=0, hint="use n_test=0 for no test set"))
         put("T", check_int("T", self.T, minimum=1, hint="e.g. T=8 (the paper's setting)"))
         put("d", check_int("d", self.d, minimum=2, hint="the class signals use e_1 and e_2; e.g. d=2000"))
@@ -180,8 +189,8 @@ class Config:
         if self.test_metrics == "population" and self.n_test != 0:
             raise ConfigError(
                 f"n_test must be 0 with test_metrics='population' (the test metrics are expectations over "
-                f"the data model; no test set is drawn); got n_test={self.n_test}; pass n_test=0, or "
-                "test_metrics='sample' for a finite test set"
+                f"the data model; no test set is drawn); got n_test={self.n_test}; leave n_test out (or pass "
+                "n_test=0), or use test_metrics='sample' for a finite test set"
             )
         if self.test_metrics == "population" and (self.trainable.endswith("+nu") or self.signal_noise != "noisy"):
             raise ConfigError(
@@ -285,10 +294,17 @@ class Config:
 
     # conversions ----------------------------------------------------------------
     def replace(self, **changes) -> Config:
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again).
+
+        An ``n_test`` at the default of the old ``test_metrics`` follows a change of
+        ``test_metrics`` (``Config().replace(test_metrics="population").n_test == 0``).
+        """
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ConfigError(f"unknown Config field(s) {sorted(unknown)}; allowed: {field_names()}")
+        if ("test_metrics" in changes and "n_test" not in changes
+                and self.n_test == _default_n_test(self.test_metrics)):
+            changes["n_test"] = None
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -307,6 +323,11 @@ class Config:
     @classmethod
     def from_json(cls, text: str) -> Config:
         return cls.from_dict(json.loads(text))
+
+
+def _default_n_test(test_metrics) -> int:
+    """``n_test`` when it is not given: no test set for the population metrics."""
+    return 0 if test_metrics == "population" else DEFAULT_N_TEST
 
 
 def field_names() -> list[str]:

@@ -11,6 +11,10 @@ import tempfile
 import numpy as np
 
 
+#: The first bytes of a zip archive (an ``.npz``): a local file header, or an empty archive.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
 class ResultFileError(ValueError):
     """A result or checkpoint file is missing, truncated, corrupted or of another format version."""
 
@@ -97,6 +101,12 @@ def read_npz(path, kind: str, version: int) -> tuple[dict, dict]:
         raise ResultFileError(f"{path}: no such file")
     if os.path.isdir(path):
         raise ResultFileError(f"{path}: is a folder, expected an .npz file")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not any(magic.startswith(head) for magic in _ZIP_MAGIC):   # a prefix: a truncated zip, said below
+        # Otherwise numpy takes it for a pickle and advises allow_pickle=True, which is no fix.
+        raise ResultFileError(f"{path}: not an attnsim file (expected an {kind!r} .npz, which is a zip archive; "
+                              f"this file starts with {head!r}); pass a file written by attnsim")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
