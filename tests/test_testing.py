@@ -1,13 +1,15 @@
 """attnsim.testing: its strategy respects its bounds, and its assertions catch planted bugs."""
 
+import random
 import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from hypothesis import find, given, settings
+from hypothesis import HealthCheck, find, given, settings
 
+import attnsim.testing as testing
 from attnsim.testing import (DEFAULT_MAX_GAP, Problem, assert_gradients_match, assert_trajectory_matches,
                              problems)
 
@@ -88,6 +90,95 @@ def test_problems_reach_fully_saturated_single_samples():
 def test_problems_default_max_gap_is_the_documented_one():
     find(problems(), lambda p: p.gap > 0.99 * DEFAULT_MAX_GAP, settings=settings(max_examples=500, database=None))
     assert DEFAULT_MAX_GAP == 15.0
+
+
+MAX_PASSES = 120     # score passes one draw may make: <= 64 direction draws, then ~53 shrinks at the very worst
+
+
+@pytest.fixture
+def passes(monkeypatch):
+    """Score passes (calls of ``_top_gaps``) made by each ``_build``; a draw past MAX_PASSES fails at once.
+
+    A work limit instead of a wall-time limit: the old ``p *= 1 - 2**-50`` loop made millions of passes
+    on the draws below, so it fails here in milliseconds, and the count does not depend on the machine.
+    """
+    counts = []
+    top_gaps, build = testing._top_gaps, testing._build
+
+    def counting(X, W, p):
+        counts[-1] += 1
+        if counts[-1] > MAX_PASSES:
+            raise AssertionError(f"problems: one draw made more than {MAX_PASSES} passes over the scores")
+        return top_gaps(X, W, p)
+
+    def building(*args):
+        counts.append(0)
+        return build(*args)
+
+    monkeypatch.setattr(testing, "_top_gaps", counting)
+    monkeypatch.setattr(testing, "_build", building)
+    return counts
+
+
+# (n, T, d, seed, scale, target gap) draws on which the old loop ran for millions of passes (issue 17)
+HUNG = [(2, 6, 2, 2298414371, 0.18470998465715488, 1.0000001e-08), (1, 12, 7, 1444875767, 0.1, 1e-07),
+        (1, 8, 8, 382480957, 3.0, 15.0), (1, 5, 8, 157181683, 0.1, 1.0000001e-08)]
+
+
+def extreme_draws(count, seed):
+    """Sizes and scales at and inside the default bounds, targets at the snap threshold, tiny, mid, max and far."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        scale = float(rng.choice([0.1, 3.0, rng.uniform(0.1, 3.0)]))
+        gap = float(rng.choice([1e-8 * (1 + 1e-7), 1e-7, 2.0 ** -20, rng.uniform(0.0, 15.0), 15.0, 700.0]))
+        yield (int(rng.integers(1, 9)), int(rng.integers(2, 13)), int(rng.integers(1, 17)),
+               int(rng.integers(0, 2**32)), scale, gap)
+
+
+@pytest.mark.parametrize("draw", HUNG)
+def test_build_finishes_on_the_draws_that_hung(passes, draw):
+    n, T, d, seed, scale, gap = draw
+    prob = testing._build(n, T, d, seed, scale, gap, np.ones(n))
+    assert gap * (1 - 1e-9) <= prob.gap <= gap
+    assert passes[-1] <= 8
+
+
+def test_build_hits_its_target_gap_from_below_in_few_passes(passes):
+    for n, T, d, seed, scale, gap in extreme_draws(2000, 17):
+        prob = testing._build(n, T, d, seed, scale, gap, np.ones(n))
+        assert gap * (1 - 1e-9) <= prob.gap <= gap, (n, T, d, seed, scale, gap, prob.gap)
+    # a direction draw or two, one rescale, rarely a few shrinks (measured: at most 7 over 20 000 such draws)
+    assert max(passes) <= 8, np.bincount(passes)
+
+
+@pytest.mark.parametrize("what, seeds, condition", [
+    ("large n T shrunk to a gap above 1", [4], lambda p: p.n * p.T > 60 and p.gap > 1.0),   # hung before
+    ("smallest positive gap", [0], lambda p: p.gap > 0.0),
+])
+def test_problems_every_draw_of_a_shrinking_search_finishes(passes, what, seeds, condition):
+    # hypothesis' shrinking drives the draws to the extremes (sizes, scales, the gap's bounds) that hung
+    for s in seeds:
+        prob = find(problems(), condition, settings=settings(max_examples=300, database=None, derandomize=False,
+                                                            suppress_health_check=list(HealthCheck)),
+                    random=random.Random(s))
+        assert condition(prob) and 0.0 <= prob.gap <= DEFAULT_MAX_GAP
+    assert max(passes) <= 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("what, condition", [
+    ("smallest positive gap", lambda p: p.gap > 0.0),
+    ("gap near the maximum", lambda p: p.gap > 14.0),
+    ("d = 1", lambda p: p.d == 1 and p.gap > 0.0),
+    ("large n T", lambda p: p.n * p.T > 60 and p.gap > 1.0),
+])
+def test_problems_every_draw_finishes_over_many_seeds(passes, what, condition):
+    for s in range(30):
+        prob = find(problems(), condition, settings=settings(max_examples=300, database=None, derandomize=False,
+                                                            suppress_health_check=list(HealthCheck)),
+                    random=random.Random(s))
+        assert condition(prob) and 0.0 <= prob.gap <= DEFAULT_MAX_GAP
+    assert max(passes) <= 8
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -39,6 +39,8 @@ __all__ = ["DEFAULT_MAX_GAP", "DEFAULT_RTOL", "Problem", "assert_gradients_match
 DEFAULT_MAX_GAP = 15.0
 DEFAULT_RTOL = 1e-6
 _SNAP_TO_ZERO = 1e-8     # drawn gaps below this become exactly 0 (p = 0), not subnormal scores
+_MIN_GAP_RATIO = 1e-6    # a direction's top gap must exceed this fraction of its largest score
+_MAX_DIRECTION_DRAWS = 64
 
 
 def _top_gaps(X, W, p):
@@ -128,19 +130,48 @@ def _range(name, value, low):
     return int(lo), int(hi)
 
 
+def _direction(X, W, rng):
+    """A random ``p`` direction whose largest top gap is not a rounding tie.
+
+    A direction whose gap is tiny next to its scores (measure zero, but drawn now and then) would
+    leave the rescaled gap at the mercy of the scores' rounding, so it is redrawn, a bounded
+    number of times.
+    """
+    for _ in range(_MAX_DIRECTION_DRAWS):
+        direction = rng.standard_normal(X.shape[2])
+        z = np.einsum("itk,k->it", X, W.T @ direction)
+        raw = _top_gaps(X, W, direction).max()
+        if raw > _MIN_GAP_RATIO * np.abs(z).max():
+            return direction, raw
+    raise RuntimeError(f"problems: {_MAX_DIRECTION_DRAWS} random directions all tied their top scores "
+                       f"(X {X.shape}, scale of W {np.abs(W).max():.3g}); widen the ranges of T, d or scale")
+
+
+def _scale_to_gap(X, W, p, gap):
+    """``p`` rescaled so that the computed largest top gap lies in ``[gap (1 - ~1e-9), gap]``.
+
+    One rescale lands within the scores' rounding of ``gap``; if that overshoots, each further
+    pass shrinks by a factor twice as far from 1 as the last (``2**-52, 2**-51, ...``), so at
+    most ~53 passes reach ``p = 0`` (gap exactly 0): termination is guaranteed, and in practice
+    the first or second pass is below ``gap``. Returns ``(p, passes)``.
+    """
+    current = _top_gaps(X, W, p).max()
+    shrink, passes = 0.0, 1
+    while current > gap:
+        p = p * ((gap / current) * (1.0 - shrink))
+        shrink = 2.0 ** -52 if shrink == 0.0 else min(1.0, 2.0 * shrink)
+        current = _top_gaps(X, W, p).max()
+        passes += 1
+    return p, passes
+
+
 def _build(n, T, d, seed, scale, gap, y):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, T, d))
     W = rng.standard_normal((d, d)) * (scale / np.sqrt(d))
     nu = rng.standard_normal(d) * (scale / np.sqrt(d))
-    direction = rng.standard_normal(d)
-    raw = _top_gaps(X, W, direction).max()
-    while not raw > 1e-6:            # a (measure-zero) direction with tied scores: draw another
-        direction = rng.standard_normal(d)
-        raw = _top_gaps(X, W, direction).max()
-    p = direction * (gap / raw)
-    while _top_gaps(X, W, p).max() > gap:        # rounding may overshoot the target by an ulp or two
-        p = p * (1.0 - 2.0 ** -50)
+    direction, raw = _direction(X, W, rng)
+    p, _ = _scale_to_gap(X, W, direction * (gap / raw), gap)
     return Problem(X, np.asarray(y, dtype=np.float64), W, p, nu, seed=seed, scale=scale)
 
 
