@@ -377,7 +377,7 @@ def test_float32_model_is_caught_in_every_seeded_run():
 
 
 def test_honest_float64_autodiff_passes_every_seeded_run():
-    for s in range(5):
+    for s in range(2):          # 100 runs: the slow test below
         user_suite(autograd_model(), s)
 
 
@@ -404,8 +404,8 @@ def test_float64_rtol_grows_like_exp_gap_and_stays_within_its_floor_and_ceiling(
     X, y, W, p, nu = problem.arrays()
     i = int(np.argmax(problem.gaps))             # one sample: its gap is the problem's (4 at c = 1)
     rtols = [float64_rtol(Problem(X[i:i + 1], y[i:i + 1], W, c * p, nu))["grad_p"] for c in (0.0, 1.0, 2.0, 3.5, 10.0)]
-    assert rtols[0] <= 1e-10 and rtols[-1] == 1e-6
-    assert all(1e-12 <= r <= 1e-6 for r in rtols) and rtols == sorted(rtols)
+    assert rtols[0] <= 1e-10 and rtols[-1] == 1e-4
+    assert all(1e-12 <= r <= 1e-4 for r in rtols) and rtols == sorted(rtols)
     assert 1e3 < rtols[3] / rtols[1] < 1e6          # gaps 4 -> 14
 
 
