@@ -16,7 +16,7 @@ def loss_and_grads(X, y, W, p, nu):
     X, y, nu = (torch.tensor(a) for a in (X, y, nu))
     W, p = torch.tensor(W, requires_grad=True), torch.tensor(p, requires_grad=True)
     f = (torch.softmax(X @ (W.T @ p), dim=1) * (X @ nu)).sum(dim=1)
-    loss = torch.nn.functional.softplus(-y * f).mean()
+    loss = torch.logaddexp(torch.zeros_like(f), -y * f).mean()   # softplus drops e^-u beyond u = 20
     loss.backward()
     return loss, W.grad, p.grad
 
