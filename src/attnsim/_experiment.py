@@ -48,7 +48,7 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
     W0, p0 = init_params(config)
     has_test = config.n_test > 0
     population = PopulationSpec.from_config(config) if config.test_metrics == "population" else None
-    return prepare(
+    run = prepare(
         data.X, data.y, W0, p0, data.nu, lr=config.lr, steps=config.steps, trainable=config.trainable,
         save_at=save_at, X_test=data.X_test if has_test else None, y_test=data.y_test if has_test else None,
         relevant=data.relevant, noisy=data.noisy, y_true=data.y_true, roles=data.roles,
@@ -57,6 +57,8 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
         max_margin=max_margin,
         population=population, _owned=True,
     )
+    run.config = config          # its Result keeps the final state, and rebuilds W, p, nu from it
+    return run
 
 
 def simulate(config: Config, save_at=None, *, engine="auto", progress=False, hooks=(), probes=None, dynamics="gd",
