@@ -106,15 +106,19 @@ class CompactParams:
 
         Raises
         ------
+        MemoryBudgetError
+            If the data, ``W0`` and the set-up would not fit in the memory available.
         ResultFileError
             If the data drawn again differ from the run's (another numpy or attnsim version), or
             the state does not fit this attnsim's coordinates.
         """
-        from ._experiment import prepare_run
+        from ._experiment import prepare_run, run_memory_check
 
         where = f"{self.origin}: " if self.origin else ""
         config = self.config.replace(n_test=0)       # the test set plays no part in W, p, nu
         final_W = with_W and config.trainable.startswith("Wp")
+        run_memory_check(config, engine="dual", n_saves=2, probes=None, final_W=final_W,
+                         what=f"rebuilding Result.{'W' if final_W else 'p'} (d={config.d})")
         run = prepare_run(config, [0, config.steps], engine="dual", backend=self.backend, dynamics=self.dynamics,
                           flow=self.flow)
         if inputs_digest(run.pb) != self.digest:

@@ -6,10 +6,12 @@ import numpy as np
 
 from ._config import Config
 from ._data import init_params, make_data
-from ._engine import prepare
+from ._engine import prepare, resolve_engine
+from ._memory import check_memory, config_memory, run_fixes
 from ._population import PopulationSpec
 from ._result import Result
 from ._run import Run
+from ._saveat import as_saveat
 from ._validation import ConfigError
 
 
@@ -44,6 +46,10 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
     >>> run.warm_up(); run.run(); run.result().final_step
     40
     """
+    n_saves = len(as_saveat(save_at, config.steps))
+    engine = resolve_engine(engine, dynamics, config.N, config.d, config.n_test * config.T, config.steps, n_saves,
+                            config.trainable)
+    run_memory_check(config, engine=engine, n_saves=n_saves, probes=probes)
     data = make_data(config)
     W0, p0 = init_params(config)
     has_test = config.n_test > 0
@@ -59,6 +65,25 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
     )
     run.config = config          # its Result keeps the final state, and rebuilds W, p, nu from it
     return run
+
+
+def run_memory_check(config: Config, *, engine: str, n_saves: int, probes, final_W: bool | None = None,
+                     what=None) -> None:
+    """Raise ``MemoryBudgetError`` (a ConfigError: one line and exit 2 from the CLI) when the data,
+    the initialisation and the set-up of ``config`` in coordinates ``engine`` would not fit in the
+    memory available, before anything is drawn (``attnsim._memory``). ``final_W``: the Result
+    holds a d x d ``W`` (default: in primal coordinates; a dual run's Result rebuilds it on request)."""
+    final_W = engine != "dual" if final_W is None else final_W
+    if probes is None or isinstance(probes, str):       # [mu_+, mu_-], and "noise": every training token's too
+        n_probes = 2 + (config.N if isinstance(probes, str) else 0)
+    else:
+        n_probes = len(probes) if hasattr(probes, "__len__") else 0
+    n_probes += 3 if config.test_metrics == "population" else 0
+    need = config_memory(config, engine=engine, n_saves=n_saves, n_probes=n_probes, final_W=final_W)
+    what = what or (f"the run (d={config.d}, n_train={config.n_train}, n_test={config.n_test}, T={config.T}, "
+                    f"trainable={config.trainable!r}, w0={config.w0!r}, engine={engine!r})")
+    check_memory(need, what, run_fixes(need, identity=config.w0 == "identity", trainable=config.trainable,
+                                       engine=engine))
 
 
 def simulate(config: Config, save_at=None, *, engine="auto", progress=False, hooks=(), probes=None, dynamics="gd",

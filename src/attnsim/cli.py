@@ -491,6 +491,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("attnsim: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MemoryError:  # past the estimate (attnsim._memory): still one line, and what to change
+        print("attnsim: error: out of memory; use --w0 identity (no d x d W0), --test-metrics population "
+              "--n-test 0 (no test set), or a smaller --d", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:  # e.g. disk full while writing a result: still one line, no traceback
         print(f"attnsim: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 1
