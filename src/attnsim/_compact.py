@@ -8,14 +8,20 @@ checkpoints) keeps that final state and a digest of the inputs, not the d x d ``
 small whatever d is. On first access, ``Result.W`` (``p``, ``nu``) draws the data and the
 initialisation again, checks them against the digest, sets them up in the same coordinates,
 loads the state and reads it out with the same ``final_params`` / ``final_nu`` the run would
-have called: the same arithmetic on the same numbers, so the same bits (BLAS products round the
-same way for the same shapes whatever the thread count; ``tests/test_compact.py`` checks it).
+have called: the same arithmetic on the same numbers, so the same bits (``tests/test_compact.py``;
+and across processes: the large-noise run's 4500 x 4500 W rebuilt from a compact file equals the
+one an earlier attnsim stored, bit for bit). BLAS products round according to how they are split
+among threads, so under another BLAS thread count (``OPENBLAS_NUM_THREADS``, ...) the rebuilt
+arrays may differ from the run's in the last bits: at d = 4500, 1 thread against 2, up to 2 ulp of
+``max|W|`` (16 ulp of ``max|W - W0|``) and 4 ulp of ``max|p|``, as a rerun of the run itself would
+(checkpoints note the same). The environment is recorded, and a rebuild in another one warns.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +70,8 @@ class CompactParams:
         ``Coordinates.options_dict()``: the flow's options (its state layout depends on them).
     digest : str
         ``inputs_digest`` of the run's inputs.
+    threads : dict
+        ``blas_threads()`` where the Result was made (what decides the rounding of BLAS products).
     origin : str
         The file it was read from ("" in memory), for messages.
     """
@@ -74,20 +82,24 @@ class CompactParams:
     backend: str
     flow: dict | None
     digest: str
+    threads: dict
     origin: str = ""
 
     @classmethod
     def of_run(cls, run, config: Config) -> CompactParams:
+        from ._checkpoint import blas_threads
+
         coords = run.coords
         return cls(config=config, state={k: v.copy() for k, v in coords.state.items()}, dynamics=coords.dynamics,
-                   backend=coords.backend, flow=coords.options_dict(), digest=inputs_digest(run.pb))
+                   backend=coords.backend, flow=coords.options_dict(), digest=inputs_digest(run.pb),
+                   threads=blas_threads())
 
     # ------------------------------------------------------------------ files
     def to_file(self) -> tuple[dict, dict]:
         """``(arrays, meta)`` for ``Result.save``: the state as ``params/<name>``, the rest as JSON."""
         arrays = {f"params/{k}": v for k, v in self.state.items()}
         meta = {"form": "dual state", "dynamics": self.dynamics, "backend": self.backend, "flow": self.flow,
-                "digest": self.digest}
+                "digest": self.digest, "threads": self.threads}
         return arrays, meta
 
     @classmethod
@@ -98,7 +110,8 @@ class CompactParams:
                                   "the file is damaged or of another attnsim version")
         state = {key.removeprefix("params/"): arrays.pop(key) for key in [k for k in arrays if k.startswith("params/")]}
         return cls(config=config, state=state, dynamics=str(meta["dynamics"]), backend=str(meta["backend"]),
-                   flow=meta.get("flow"), digest=str(meta["digest"]), origin=str(path))
+                   flow=meta.get("flow"), digest=str(meta["digest"]), threads=dict(meta.get("threads") or {}),
+                   origin=str(path))
 
     # ------------------------------------------------------------------ rebuild
     def rebuild(self, with_W: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
@@ -112,6 +125,7 @@ class CompactParams:
             If the data drawn again differ from the run's (another numpy or attnsim version), or
             the state does not fit this attnsim's coordinates.
         """
+        from ._checkpoint import blas_threads
         from ._experiment import prepare_run, run_memory_check
 
         where = f"{self.origin}: " if self.origin else ""
@@ -132,5 +146,12 @@ class CompactParams:
                                   f"coordinates {sorted(state)}; load the file with the attnsim version that wrote it")
         for k in state:
             state[k][...] = self.state[k]
+        now = blas_threads()
+        if self.threads and now != self.threads:
+            diffs = "; ".join(f"{k}={self.threads.get(k)!r} then, {now.get(k)!r} now" for k in now
+                              if self.threads.get(k) != now.get(k))
+            warnings.warn(f"{where}rebuilding the final parameters in another BLAS environment ({diffs}): they may "
+                          "differ from the run's in the last bits; set the same thread variables to rebuild them "
+                          "bit for bit", UserWarning, stacklevel=4)
         W, p = run.coords.final_params(with_W=final_W)
         return W, p, run.coords.final_nu()

@@ -121,10 +121,13 @@ class Result:
         Final parameters (after the last recorded step). For a diverged run they are the
         iterate at the step named in ``message``, where something became non-finite.
         ``W`` is None when it was not trained (it is ``W0``, which the caller has).
-        In a compact Result (see ``compact``) ``W``, ``p`` and ``nu`` are rebuilt exactly, to
-        the bit, when first read, and kept: the data and initialisation are drawn again from
-        ``config`` and the final dual state read out as the run would have (about 3 s at
-        d = 4500, with the memory of the run's ``W0`` and ``W``).
+        In a compact Result (see ``compact``) ``W``, ``p`` and ``nu`` are rebuilt when first read,
+        and kept: the data and initialisation are drawn again from ``config`` and the final dual
+        state is read out as the run would have, to the bit (under the BLAS thread settings of
+        the run; under others, to a few ulps, with a warning). At d = 4500 that is about 1 CPU-s
+        and the memory of the run's ``W0`` and ``W``; too little memory raises
+        ``MemoryBudgetError``, a digest mismatch (data drawn differently by another numpy or
+        attnsim version) ``ResultFileError``.
     nu : ndarray, shape (d,), or None
         Final head (the initial head when it was not trained). None only for files written
         before attnsim stored it.
