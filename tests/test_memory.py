@@ -151,6 +151,7 @@ def test_available_memory_takes_the_tightest_limit(cgroup_line, files, expected,
     assert _memory.available_memory() == expected
 
 
+@pytest.mark.slow
 def test_available_memory_subtracts_mapped_address_space_from_rlimit_as():
     """In a child under ``ulimit -v`` 6 GiB: the headroom is the limit less VmSize (or MemAvailable if
     that is tighter), within the few MiB the interpreter maps between the readings."""

@@ -121,14 +121,16 @@ def engine_memory(n: int, T: int, d: int, n_test_tokens: int, *, engine: str, tr
         if has_W:
             # Q = [p0, W0 X^T] stays; W0^T Q and the test cross terms' stacking are set-up temporaries
             kept.update({"Q = [p0, W0 X^T] (d x N)": d * (N + 1), "test cross terms": Nt * (2 * N + 1)})
-            setup_temp = {"set-up product W0^T Q (d x N)": d * (N + 1), "test cross-term temporaries": 2 * Nt * (2 * N + 1)}
+            setup_temp = {"set-up product W0^T Q (d x N)": d * (N + 1),
+                          "test cross-term temporaries": 2 * Nt * (2 * N + 1)}
             if final_W:
                 run_temp = {"Q M^T (d x N)": d * N, "W0 = I for the final W (d x d)": 0 if dense_w0 else d * d}
         else:
             kept.update({"keys X W0^T (N x d)": N * d, "test cross terms": Nt * N})
             setup_temp = {"set-up product W0^T K^T (d x N)": d * N}
     elif has_W:
-        kept.update({"tokens X^T (copy)": N * d, "W iterate (d x d)": d * d, "W0 = I (d x d)": 0 if dense_w0 else d * d})
+        kept.update({"tokens X^T (copy)": N * d, "W iterate (d x d)": d * d,
+                     "W0 = I (d x d)": 0 if dense_w0 else d * d})
         # observe(): W - W0, then inside its norm x / m and its square
         run_temp = {"||W - W0|| at each save (3 d x d temporaries)": 3 * d * d}
     else:
@@ -300,7 +302,8 @@ def check_memory(estimate: MemoryEstimate, what: str, fixes: list[str]) -> None:
         needed=need, available=available, limit=limit)
 
 
-def run_fixes(estimate: MemoryEstimate, *, identity: bool, trainable: str, engine: str, arrays: bool = False) -> list[str]:
+def run_fixes(estimate: MemoryEstimate, *, identity: bool, trainable: str, engine: str,
+              arrays: bool = False) -> list[str]:
     """The settings that shrink the largest items of ``estimate``, most effective first; ``arrays``:
     said for ``train`` (``W0=None``) rather than for a ``Config`` (``w0='identity'``)."""
     items = {name: size for phase in estimate.phases.values() for name, size in phase.items()}
