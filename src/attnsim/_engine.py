@@ -38,6 +38,8 @@ def _check_roles(roles, T):
 
 def resolve_engine(engine, dynamics, N, d, n_test_tokens, steps, n_saves, trainable) -> str:
     """The coordinates a run uses: dual for the flow, the cheaper by ``step_costs`` for ``"auto"``."""
+    check_choice("engine", engine, ENGINES)
+    check_choice("dynamics", dynamics, DYNAMICS)
     if dynamics == "flow":
         return "dual"
     if engine == "auto":
