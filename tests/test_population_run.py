@@ -119,7 +119,7 @@ def test_population_metrics_survive_save_load_and_old_files_load(tmp_path):
     res.save(tmp_path / "r.npz")
     back = attnsim.load(tmp_path / "r.npz")
     np.testing.assert_array_equal(back.test_loss_se, res.test_loss_se)
-    arrays, meta = read_npz(tmp_path / "r.npz", "attnsim.Result", 1)
+    arrays, meta = read_npz(tmp_path / "r.npz", "attnsim.Result", attnsim._result.FORMAT_VERSION)
     del arrays["test_loss_se"], arrays["test_acc_se"]          # a file written before they existed
     write_npz_atomic(tmp_path / "old.npz", arrays, meta)
     old = attnsim.load(tmp_path / "old.npz")

@@ -86,8 +86,9 @@ def _fsync_folder(folder) -> None:
         os.close(fd)
 
 
-def read_npz(path, kind: str, version: int) -> tuple[dict, dict]:
-    """Read a file written by ``write_npz_atomic``; check its kind and format ``version``.
+def read_npz(path, kind: str, version: int | tuple) -> tuple[dict, dict]:
+    """Read a file written by ``write_npz_atomic``; check its kind and format ``version`` (or one of
+    a tuple of readable versions).
 
     Every member is read in full, so zip's CRC-32 check catches flipped bytes.
 
@@ -125,10 +126,11 @@ def read_npz(path, kind: str, version: int) -> tuple[dict, dict]:
         raise ResultFileError(f"{path}: corrupted __meta__ record (not a JSON object)")
     if meta.get("kind") != kind:
         raise ResultFileError(f"{path}: holds {meta.get('kind')!r}, expected {kind!r}; pass a file of that kind")
-    if meta.get("format_version") != version:
+    versions = version if isinstance(version, tuple) else (version,)
+    if meta.get("format_version") not in versions:
         raise ResultFileError(
             f"{path}: format_version {meta.get('format_version')!r} is not supported "
-            f"(this attnsim reads version {version}); use the attnsim version that wrote it"
+            f"(this attnsim reads version {' and '.join(map(str, versions))}); use the attnsim version that wrote it"
         )
     for name, arr in arrays.items():
         if arr.dtype.hasobject:  # unreachable with allow_pickle=False, kept as a guard

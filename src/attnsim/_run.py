@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from ._compact import REBUILD, CompactParams
 from ._coords import Coordinates
 from ._max_margin import max_margin_record
 from ._numerics import logistic_loss, outputs
@@ -180,6 +181,10 @@ class Run:
     max_margin : None, "final", "optimal" or ndarray of int64, shape (n,)
         The att-SVM selection ``result()`` compares against (``train(..., max_margin=...)``);
         it reads only recorded scores, so it may be set on a restored run before ``result()``.
+    config : Config or None
+        The config whose seeds drew this run's arrays (set by ``prepare_run``); None for arrays
+        given to ``prepare``. ``result(config)`` for that config holds the final parameters of a
+        dual run as its state (``Result.compact``).
     """
 
     def __init__(self, pb: Problem, coords: Coordinates, save_steps: np.ndarray, noisy, extra_meta,
@@ -197,6 +202,7 @@ class Run:
         self.wall_time = 0.0
         self.compile_time = 0.0
         self.meta = extra_meta
+        self.config = None
 
     @property
     def total_steps(self) -> int:
@@ -293,11 +299,20 @@ class Run:
     def result(self, config=None, params=True, keep_W=True) -> Result:
         """The ``Result`` so far. ``params=False`` skips materialising the final ``W`` and ``p``
         (``W`` None, ``p`` NaN), ``keep_W=False`` the final ``W`` only: a d x d ``W`` is 200 MB
-        and a d^2 N product at d = 5000, wasted when nobody reads it."""
+        and a d^2 N product at d = 5000, wasted when nobody reads it.
+
+        For the config this run was prepared from (``prepare_run``) in dual coordinates, the
+        ``Result`` is compact: it keeps the final state (O(N^2)) and rebuilds ``W``, ``p`` and
+        ``nu`` exactly when they are first read (``attnsim._compact``)."""
         count = self.recorder.count
         arrays = {name: buf[:count].copy() for name, buf in self.recorder.buffers.items()}
+        compact = None
         if self.pb.implicit:       # coordinates of a virtual basis, not vectors of R^d: nothing to give
             W, p, nu = None, None, None
+        elif params and config is not None and config == self.config and self.coords.engine == "dual":
+            compact = CompactParams.of_run(self, config)
+            W = REBUILD if keep_W and self.coords.trainable.startswith("Wp") else None
+            p = nu = REBUILD
         else:
             W, p = self.coords.final_params(with_W=keep_W) if params else (None, np.full(self.pb.d, np.nan))
             nu = self.coords.final_nu()
@@ -309,7 +324,7 @@ class Run:
             mm_cos, mm_margin, extra["max_margin"] = max_margin_record(
                 self.max_margin, arrays["scores"], norms, self.coords.key_gram(), pb.y, self.coords.observe_head().v,
                 self.coords.trainable)
-        return Result(
+        result = Result(
             steps=self.save_steps[:count].copy(),
             **arrays,
             p=p,
@@ -330,6 +345,8 @@ class Run:
             mm_cos=mm_cos,
             mm_margin=mm_margin,
         )
+        result._compact = compact
+        return result
 
     # ---------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:

@@ -203,7 +203,8 @@ def run_point(config: Config, n_saves: int = 200, probes=None, keep_params: bool
               dynamics: str = "gd", flow=None, flow_retries: int = 0):
     """Simulate one grid point (what each worker runs). Returns the ``Result``.
 
-    The final ``W`` (d x d, 32 MB at d = 2000) is dropped (``Result.W = None``) unless ``keep_params``.
+    The final ``W`` is dropped (``Result.W = None``) unless ``keep_params``; kept, it costs a dual
+    point's file its O(N^2) final state (``Result.compact``), a primal point's 8 d^2 bytes.
 
     No run left behind: a flow run that stops with ``max_steps_reached`` (a stiff stretch) or
     ``step_size_collapsed`` is run again from the start, up to ``flow_retries`` times, with
@@ -244,7 +245,7 @@ def run_point(config: Config, n_saves: int = 200, probes=None, keep_params: bool
 
 def _recording_of(result) -> dict:
     """What a Result file says about how it was recorded (for re-indexing a file the index lost)."""
-    out = {"n_saves": int(result.steps.size), "keep_params": result.W is not None}
+    out = {"n_saves": int(result.steps.size), "keep_params": result._raw("W") is not None}   # without rebuilding W
     if result.extra.get("dynamics", "gd") != "gd":
         out.update(dynamics=result.extra["dynamics"],
                    flow={k: result.extra[k] for k in (f.name for f in dataclasses.fields(FlowOptions))
@@ -534,7 +535,8 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
     probes : None or "noise"
         Passed to ``simulate``.
     keep_params : bool
-        Keep the final ``W`` in each file (d x d floats; off by default).
+        Keep the final ``W`` in each file (off by default): a dual point's O(N^2) final state, from
+        which ``Result.W`` is rebuilt on request (``Result.compact``); a primal point's d x d array.
     engine : {"auto", "primal", "dual"}
     dynamics : {"gd", "flow"}
         ``flow``: the GD-matched gradient flow (``simulate``), for horizons up to 10^15 steps.

@@ -488,7 +488,8 @@ def _add_sweep_arguments(parser) -> None:
     parser.add_argument("--engine", default="auto", help="auto, primal or dual (default auto)")
     parser.add_argument("--probes", default=None, choices=["noise"],
                         help="also record W^T p along every training token's noise vector")
-    parser.add_argument("--keep-params", action="store_true", help="keep the final W (d x d) in every file")
+    parser.add_argument("--keep-params", action="store_true", help="keep the final W in every file (dual runs: its O(N^2) dual "
+                        "state, Result.W rebuilt on request; primal: d x d)")
     _add_dynamics_flags(parser)
     parser.add_argument("--flow-retries", default=None, metavar="N",
                         help="reruns of a flow point that stopped stiff, each with 10x max_steps (default 1)")
@@ -605,6 +606,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("attnsim: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MemoryError:  # past the estimate (attnsim._memory): still one line, and what to change
+        print("attnsim: error: out of memory; use --w0 identity (no d x d W0), --test-metrics population "
+              "--n-test 0 (no test set), or a smaller --d", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:  # e.g. disk full while writing a result: still one line, no traceback
         print(f"attnsim: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 1
