@@ -11,6 +11,7 @@ from ._analysis import (
 )
 from ._att_svm import AttSVM, att_svm, att_svm_gram, mm_cosine_dual, optimal_tokens, selected_tokens
 from ._batch import simulate_many, train_many
+from ._boundary import BOUNDARY_STATUSES, BoundaryTable, trace_boundary
 from ._config import PRESETS, Config, field_names, preset
 from ._data import ROLE_NAMES, Data, init_params, make_data, run_data
 from ._datamodel import DataModel
@@ -44,4 +45,5 @@ __all__ = [
     "save_checkpoint", "Run", "STATUSES", "SweepPoint", "plot_attention", "plot_max_margin", "plot_result", "prepare", "prepare_run",
     "AttSVM", "att_svm", "att_svm_gram", "mm_cosine_dual", "optimal_tokens", "selected_tokens",
     "PopulationMetrics", "population_metrics", "population_metrics_from_params", "population_moments",
+    "BOUNDARY_STATUSES", "BoundaryTable", "trace_boundary",
 ]
