@@ -398,6 +398,10 @@ def kernel_cases():
     mz, mv, cov = random_moments(rng, 4, 0.3)
     out["mean gaps 1000"] = (mz + [[1000.0, 0, -500, 0]], mv, per_token(cov, 4).copy())   # factors underflow
     out["noise sd 200"] = (mz, mv, per_token(cov * 4e4, 4).copy())                       # per-draw fallback
+    # means 800 apart, noise sd 600: the factor exp(-800) of a token underflows to 0 while its
+    # noise can make it the top token, whose true weight is 1
+    out["underflow compensated"] = (np.array([[0.0, -800.0, -400.0], [-400.0, -800.0, 0.0]]), mv[:, :3],
+                                    per_token(np.array([[3.6e5, 300.0], [300.0, 1.0]]), 3).copy())
     mz, mv, cov = random_moments(rng, 1, 0.5)
     out["T=1"] = (mz, mv, per_token(cov, 1).copy())
     mz, mv, _ = random_moments(rng, 6, 0.0)

@@ -20,8 +20,8 @@ from numba import njit
 #: half an ulp of 2), so the normal CDF of a conditional mean 6+ standard deviations positive
 #: is 1.0 without calling ``erfc``: same bits, and saturated runs spend most draws there.
 ERFC_ONE = 6.0
-#: Softmax weights are products of two exponentials when both exponents exceed ``-FACTOR_RANGE``
-#: (``_sums``): each factor and their product then stay far above float64's smallest normal.
+#: Softmax weights are products of two exponentials when a class's mean scores lie within
+#: ``FACTOR_RANGE`` of their maximum (``_sums``): the top token's product then stays a normal number.
 FACTOR_RANGE = 300.0
 #: Draws a block: the SIMD-parallel axis of ``_sums``; its scratch stays in L1.
 BLOCK = 64
@@ -64,18 +64,25 @@ def _sums(mean_z, mean_v, root, beta, cvar, ez, ez_ok, ys, draws, start, stop, l
     Draws go in blocks of ``B = work.shape[2]``, the block's draws along the innermost loops:
     every operation but ``exp``, ``log1p`` and ``erfc`` then runs on SIMD lanes, and each
     draw's sums over tokens keep their sequential order (no reassociation, no fastmath).
-    ``ez[c, t] = exp(mean_z[c, t] - max_t mean_z[c])`` (C, T) is computed once a call, so a draw
-    needs T exponentials, ``fz_t = exp(nz_t - max nz)``, for all classes:
-    ``exp(z_t - z_top) = ez_t fz_t / (ez_top fz_top)``, to a few ulps while no factor
-    underflows, that is while both exponents exceed ``-FACTOR_RANGE`` (``ez_ok[c]``, and
-    checked per draw); a draw outside takes one exponential per token instead.
+
+    ``ez[c, t] = exp(mean_z[c, t] - max_t mean_z[c])`` (C, T) is computed once a call, so a
+    draw needs T exponentials, ``fz_t = exp(nz_t - max nz)``, for all classes:
+    ``exp(z_t - z_top) = ez_t fz_t / (ez_top fz_top)``. This is used for class ``c`` when its
+    means lie within ``FACTOR_RANGE`` of their maximum (``ez_ok[c]``): the top token beats the
+    noisiest one, so ``nz_top >= max nz - FACTOR_RANGE`` and ``ez_top fz_top >= exp(-600)``, a
+    normal number; a product ``ez_t fz_t`` that underflows (or is subnormal) then stands for a
+    true weight below ``exp(-708 + 600)``, 1e-47 of the top token's. Other classes take one
+    exponential per token and draw.
     """
     C, T = mean_z.shape
     R = draws.shape[0]
     B = work.shape[2]
     nz, nv, fz = work[0], work[1], work[2]                     # (T, B)
-    nzmax, fok, ztop, vtop, mtop, inv = work[3, 0], work[3, 1], work[3, 2], work[3, 3], work[3, 4], work[3, 5]
-    esum, phi, psi, var = work[3, 6], work[3, 7], work[4, 0], work[4, 1]      # (B,)
+    nzmax, ztop, vtop, mtop, inv = work[3, 0], work[3, 1], work[3, 2], work[3, 3], work[3, 4]
+    esum, phi, psi, var = work[3, 5], work[3, 6], work[3, 7], work[4, 0]      # (B,)
+    factor = False
+    for c in range(C):
+        factor = factor or ez_ok[c]
     for r in range(R):
         for m0 in range(start, stop, B):
             nb = min(B, stop - m0)
@@ -86,21 +93,17 @@ def _sums(mean_z, mean_v, root, beta, cvar, ez, ez_ok, ys, draws, start, stop, l
                     g1 = draws[r, 1, t, m0 + b]
                     nz[t, b] = a00 * g0 + a01 * g1
                     nv[t, b] = a10 * g0 + a11 * g1
-            for b in range(nb):
-                nzmax[b] = nz[0, b]
-                fok[b] = 1.0
-            for t in range(1, T):
+            if factor:
                 for b in range(nb):
-                    nzmax[b] = max(nzmax[b], nz[t, b])
-            for t in range(T):
-                for b in range(nb):
-                    x = nz[t, b] - nzmax[b]
-                    fok[b] = fok[b] if x >= -FACTOR_RANGE else 0.0
-            for t in range(T):
-                for b in range(nb):
-                    fz[t, b] = math.exp(nz[t, b] - nzmax[b])
+                    nzmax[b] = nz[0, b]
+                for t in range(1, T):
+                    for b in range(nb):
+                        nzmax[b] = max(nzmax[b], nz[t, b])
+                for t in range(T):
+                    for b in range(nb):
+                        fz[t, b] = math.exp(nz[t, b] - nzmax[b])
             for c in range(C):
-                # the top token of each draw, and its value, conditional mean and factored weight
+                # the top token of each draw: its score, value, conditional mean and factored weight
                 for b in range(nb):
                     ztop[b] = mean_z[c, 0] + nz[0, b]
                     vtop[b] = mean_v[c, 0] + nv[0, b]
@@ -115,25 +118,25 @@ def _sums(mean_z, mean_v, root, beta, cvar, ez, ez_ok, ys, draws, start, stop, l
                         mtop[b] = mean_v[c, t] + beta[t] * nz[t, b] if up else mtop[b]
                         inv[b] = ez[c, t] * fz[t, b] if up else inv[b]
                 for b in range(nb):
-                    inv[b] = 1.0 / inv[b]
                     esum[b] = phi[b] = psi[b] = var[b] = 0.0
-                for t in range(T):
+                if ez_ok[c]:
                     for b in range(nb):
-                        e = ez[c, t] * fz[t, b] * inv[b]
-                        esum[b] += e
-                        phi[b] += e * (mean_v[c, t] + nv[t, b] - vtop[b])     # the top term is exactly 0
-                        psi[b] += e * (mean_v[c, t] + beta[t] * nz[t, b] - mtop[b])
-                        var[b] += e * e * cvar[t]
-                for b in range(nb):
-                    if ez_ok[c] and fok[b] > 0.0:
-                        continue
-                    esum[b] = phi[b] = psi[b] = var[b] = 0.0           # factors underflow: one exp a token
+                        inv[b] = 1.0 / inv[b]
                     for t in range(T):
-                        e = math.exp(mean_z[c, t] + nz[t, b] - ztop[b])
-                        esum[b] += e
-                        phi[b] += e * (mean_v[c, t] + nv[t, b] - vtop[b])
-                        psi[b] += e * (mean_v[c, t] + beta[t] * nz[t, b] - mtop[b])
-                        var[b] += e * e * cvar[t]
+                        for b in range(nb):
+                            e = ez[c, t] * fz[t, b] * inv[b]
+                            esum[b] += e
+                            phi[b] += e * (mean_v[c, t] + nv[t, b] - vtop[b])   # the top term is exactly 0
+                            psi[b] += e * (mean_v[c, t] + beta[t] * nz[t, b] - mtop[b])
+                            var[b] += e * e * cvar[t]
+                else:
+                    for t in range(T):
+                        for b in range(nb):
+                            e = math.exp(mean_z[c, t] + nz[t, b] - ztop[b])
+                            esum[b] += e
+                            phi[b] += e * (mean_v[c, t] + nv[t, b] - vtop[b])
+                            psi[b] += e * (mean_v[c, t] + beta[t] * nz[t, b] - mtop[b])
+                            var[b] += e * e * cvar[t]
                 y = ys[c]
                 for b in range(nb):
                     loss[c, r] += _logistic_loss(y * (vtop[b] + phi[b] / esum[b]))
@@ -207,7 +210,7 @@ def population_quadrature(mean_z, mean_v, cov, ys, draws, first, se_target, out)
     _conditional(cov, root, beta, cvar)
     loss = np.zeros((C, R))
     acc = np.zeros((C, R))
-    work = np.empty((5, max(T, 8), BLOCK))
+    work = np.zeros((5, max(T, 8), BLOCK))     # zeros: fz is read (times 0) when no class factors
     ez = np.empty((C, T))
     ez_ok = np.empty(C, dtype=np.bool_)
     for c in range(C):
