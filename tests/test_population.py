@@ -415,13 +415,16 @@ def kernel_cases():
 @pytest.mark.parametrize("se_target", [-1.0, 3e-3])
 def test_quadrature_kernel_matches_its_numpy_twin(case, se_target):
     mz, mv, cov = kernel_cases()[case]
-    draws = standard_normal_draws(mz.shape[1], 2 ** 12, 8, 3)
-    got, want = np.empty((2, 3, 2)), np.empty((2, 3, 2))
-    n_got = kernel.population_quadrature(mz, mv, cov, np.array([1.0, -1.0]), draws, 8, se_target, got)
-    n_want = twin.population_quadrature(mz, mv, cov, np.array([1.0, -1.0]), draws, 8, se_target, want)
-    assert n_got == n_want, f"{case}, se_target={se_target}: draws {n_got} vs {n_want}"
-    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-14, err_msg=f"{case}, se_target={se_target}")
-    assert np.isfinite(got).all() and (got[1, :, 0] >= 0).all() and (got[1, :, 0] <= 1).all()
+    # 2**12 draws: blocks of 64, the first look at 8 (a partial block); 2**6: blocks of 8 < BLOCK
+    for n_draws, first in ((2 ** 12, 8), (2 ** 6, 2)):
+        draws = standard_normal_draws(mz.shape[1], n_draws, 8, 3)
+        got, want = np.empty((2, 3, 2)), np.empty((2, 3, 2))
+        n_got = kernel.population_quadrature(mz, mv, cov, np.array([1.0, -1.0]), draws, first, se_target, got)
+        n_want = twin.population_quadrature(mz, mv, cov, np.array([1.0, -1.0]), draws, first, se_target, want)
+        label = f"{case}, se_target={se_target}, n_draws={n_draws}"
+        assert n_got == n_want, f"{label}: draws {n_got} vs {n_want}"
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-14, err_msg=label)
+        assert np.isfinite(got).all() and (got[1, :, 0] >= 0).all() and (got[1, :, 0] <= 1).all()
 
 
 def test_se_target_spends_draws_until_the_target(rng):

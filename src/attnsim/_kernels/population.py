@@ -23,7 +23,8 @@ ERFC_ONE = 6.0
 #: Softmax weights are products of two exponentials when a class's mean scores lie within
 #: ``FACTOR_RANGE`` of their maximum (``_sums``): the top token's product then stays a normal number.
 FACTOR_RANGE = 300.0
-#: Draws a block: the SIMD-parallel axis of ``_sums``; its scratch stays in L1.
+#: Most draws a block (``attnsim._population.standard_normal_draws``): the SIMD-parallel axis of
+#: ``_sums``; its scratch stays in L1.
 BLOCK = 64
 
 
@@ -61,7 +62,7 @@ def _sums(mean_z, mean_v, root, beta, cvar, ez, ez_ok, ys, draws, start, stop, l
     """Add the loss and conditional accuracy of draws ``start .. stop - 1`` of every scrambling
     into ``loss``, ``acc`` (C, R).
 
-    Draws go in blocks of ``B = work.shape[2]``, the block's draws along the innermost loops:
+    Draws go in the blocks of ``draws``, the block's draws along the innermost loops:
     every operation but ``exp``, ``log1p`` and ``erfc`` then runs on SIMD lanes, and each
     draw's sums over tokens keep their sequential order (no reassociation, no fastmath).
 
@@ -75,22 +76,26 @@ def _sums(mean_z, mean_v, root, beta, cvar, ez, ez_ok, ys, draws, start, stop, l
     exponential per token and draw.
     """
     C, T = mean_z.shape
-    R = draws.shape[0]
-    B = work.shape[2]
+    R = draws.shape[1]
     nz, nv, fz = work[0], work[1], work[2]                     # (T, B)
     nzmax, ztop, vtop, mtop, inv = work[3, 0], work[3, 1], work[3, 2], work[3, 3], work[3, 4]
     esum, phi, psi, var = work[3, 5], work[3, 6], work[3, 7], work[4, 0]      # (B,)
     factor = False
     for c in range(C):
         factor = factor or ez_ok[c]
-    for r in range(R):
-        for m0 in range(start, stop, B):
-            nb = min(B, stop - m0)
+    size = draws.shape[4]
+    m0 = start
+    while m0 < stop:
+        j = m0 // size
+        off = m0 - j * size
+        nb = min(size - off, stop - m0)
+        m0 += nb
+        for r in range(R):
             for t in range(T):
                 a00, a01, a10, a11 = root[t, 0, 0], root[t, 0, 1], root[t, 1, 0], root[t, 1, 1]
                 for b in range(nb):
-                    g0 = draws[r, 0, t, m0 + b]
-                    g1 = draws[r, 1, t, m0 + b]
+                    g0 = draws[j, r, 0, t, off + b]
+                    g1 = draws[j, r, 1, t, off + b]
                     nz[t, b] = a00 * g0 + a01 * g1
                     nv[t, b] = a10 * g0 + a11 * g1
             if factor:
@@ -169,7 +174,7 @@ def _mean_se(x, scale, R):
 def population_quadrature(mean_z, mean_v, cov, ys, draws, first, se_target, out):
     """Population loss and accuracy by randomised QMC, spending draws until ``se_target``.
 
-    Token ``t`` of class ``c`` under draw ``g = draws[r, :, :, m]`` (2, T) has
+    Token ``t`` of class ``c`` under draw ``m = j B + b`` of scrambling ``r``, ``g = draws[j, r, :, :, b]`` (2, T), has
     ``(z_t, v_t) = (mean_z[c, t], mean_v[c, t]) + sqrt(cov[t]) g[:, t]``. The softmax is taken
     relative to the top token (DESIGN.md §7), ``f = v_top + sum_t s_t (v_t - v_top)``. Given the
     scores, ``f`` is Gaussian with mean ``sum_t s_t (mean_v + beta_t (z_t - mean_z))`` and
@@ -188,8 +193,9 @@ def population_quadrature(mean_z, mean_v, cov, ys, draws, first, se_target, out)
         Per-token covariance of ``(z_t, v_t)``, symmetric PSD.
     ys : ndarray, shape (C,)
         The class label ``y*`` of each class.
-    draws : ndarray, shape (R, 2, T, M)
-        Standard normal draws, ``R`` independent scramblings of ``M`` each.
+    draws : ndarray, shape (M / B, R, 2, T, B)
+        Standard normal draws, ``R`` independent scramblings of ``M`` each, in blocks of ``B <= BLOCK``
+        (block-major, so that the first draws of every scrambling are one contiguous piece of memory).
     first : int
         Draws per scrambling before the first standard error is looked at.
     se_target : float
@@ -203,7 +209,7 @@ def population_quadrature(mean_z, mean_v, cov, ys, draws, first, se_target, out)
         Draws per scrambling used.
     """
     C, T = mean_z.shape
-    R, M = draws.shape[0], draws.shape[3]
+    R, M = draws.shape[1], draws.shape[0] * draws.shape[4]
     root = np.empty((T, 2, 2))
     beta = np.empty(T)
     cvar = np.empty(T)

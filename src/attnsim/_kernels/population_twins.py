@@ -44,7 +44,9 @@ def _sums(mean_z, mean_v, cov, ys, g):
 def population_quadrature(mean_z, mean_v, cov, ys, draws, first, se_target, out):
     """Twin of ``population.population_quadrature``."""
     C = mean_z.shape[0]
-    R, M = draws.shape[0], draws.shape[3]
+    n_blocks, R, _, T, size = draws.shape
+    M = n_blocks * size
+    draws = np.moveaxis(draws, 0, 3).reshape(R, 2, T, M)     # (R, 2, T, M): draw m = j size + b
     loss = np.zeros((C, R))
     acc = np.zeros((C, R))
     done, stop = 0, min(max(first, 1), M)
