@@ -229,8 +229,8 @@ def test_the_law_test_rejects_a_planted_wrong_degree_of_freedom(monkeypatch):
 
 
 @pytest.mark.parametrize("fields", [dict(init="gaussian", sigma_p=0.2, sigma_w=0.3, head_init="gaussian", sigma_nu=0.1,
-                                         trainable="Wp"),
-                                    dict(w0="identity", head_init="gaussian", sigma_nu=0.1, trainable="p"),
+                                         trainable="Wp+nu"),
+                                    dict(w0="identity", head_init="gaussian", sigma_nu=0.1, trainable="p+nu"),
                                     dict(trainable="p", noise="orthogonal")])
 def test_implicit_dimension_is_enough_at_the_smallest_d_allowed(fields):
     # At d = implicit_dimension every direction the set-up may touch must fit (a full basis raises).

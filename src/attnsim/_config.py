@@ -192,12 +192,6 @@ class Config:
                 f"the data model; no test set is drawn); got n_test={self.n_test}; leave n_test out (or pass "
                 "n_test=0), or use test_metrics='sample' for a finite test set"
             )
-        if self.test_metrics == "population" and (self.trainable.endswith("+nu") or self.signal_noise != "noisy"):
-            raise ConfigError(
-                f"test_metrics='population' assumes a fixed head and noise on every token; got "
-                f"trainable={self.trainable!r}, signal_noise={self.signal_noise!r}; use test_metrics='sample' "
-                "(with n_test > 0) for these models"
-            )
         put("sigma_p", check_float("sigma_p", self.sigma_p, nonnegative=True, hint="a standard deviation, e.g. 0.01"))
         put("sigma_w", check_float("sigma_w", self.sigma_w, nonnegative=True, hint="a standard deviation, e.g. 0.01"))
         check_choice("w0", self.w0, W0_MODES)

@@ -134,7 +134,7 @@ class DataModel:
     def class_means(self) -> np.ndarray:
         """Coefficients of ``(mu_+, mu_-)`` in each token's mean, shape (2, T, 2): class ``y* = +1``
         (row 0) then ``y* = -1`` (row 1). For ``y* = -1`` the roles of ``mu_+`` and ``mu_-`` swap."""
-        return np.stack([self.coef, self.coef[:, ::-1]])
+        return np.stack([self.coef, self.coef[:, ::-1]])   # the population metrics' layout
 
     def signal_part(self, y_true, mu_pos, mu_neg) -> np.ndarray:
         """Mean of every token of samples with true labels ``y_true`` (n,), shape (n, T, k) (``signal_part``)."""

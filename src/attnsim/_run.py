@@ -21,6 +21,7 @@ from ._compact import REBUILD, CompactParams
 from ._coords import Coordinates
 from ._max_margin import max_margin_record
 from ._numerics import logistic_loss, outputs
+from ._population import HeadInnerProducts
 from ._problem import Problem
 from ._result import DIVERGED, FINISHED, INTERRUPTED, Result
 
@@ -42,7 +43,7 @@ class _Recorder:
     SCALARS = ("train_loss", "train_acc", "train_acc_clean", "train_acc_noisy", "test_loss", "test_acc",
                "p_norm", "w_dist", "query_norm", "nu_norm", "nu_dist", "nu_align", "test_loss_se", "test_acc_se")
 
-    def __init__(self, n_saves, pb: Problem, noisy):
+    def __init__(self, n_saves, pb: Problem, noisy, coords: Coordinates):
         n, T, k = pb.n, pb.T, pb.probes.shape[0]
         self.k = k
         self.buffers = {name: np.full(n_saves, np.nan) for name in self.SCALARS}
@@ -62,17 +63,17 @@ class _Recorder:
         self.align_norm = float(np.linalg.norm(pb.probes[0] - pb.probes[1])) if k >= 2 else 0.0
         self.count = 0
         if pb.population is not None:
-            mu = pb.population.directions(pb.nu)[:2]
-            self._head = (float(pb.nu @ pb.nu), mu @ pb.nu)
+            # The head's inner products: fixed head once; a trained one from v = X nu and z = X q
+            # through X X^T (HeadInnerProducts), the key Gram itself where the keys are the tokens.
+            gram = None
+            if coords.trainable.endswith("+nu"):
+                gram = coords.key_gram() if coords.trainable.startswith("Wp") or pb.W0 is None else pb.X @ pb.X.T
+            self._head = HeadInnerProducts(pb.X, pb.nu, pb.population.directions(pb.nu)[:2], gram)
 
-    def _head_moments(self, obs, pb):
-        """``(nu^T nu, nu^T mu_+-, q^T nu)``: the one place the population metrics read the head.
-
-        The head is fixed (``pb.nu``), so its own inner products are computed once; ``q^T nu``
-        comes from the probe ``nu`` that ``Problem`` appended (``PopulationSpec.directions``).
-        """
-        nunu, nu_mu = self._head
-        return nunu, nu_mu, float(obs.query_probe[self.k + 2])
+    def warm_up(self, pb: Problem):
+        """Load the population quadrature's kernel and draws before the first save is timed."""
+        if pb.population is not None:
+            pb.population.warm_up()
 
     def record(self, idx, coords: Coordinates, frak_sum) -> str | None:
         """Fill row ``idx``; return the name of a non-finite quantity, or None."""
@@ -108,8 +109,8 @@ class _Recorder:
             buf["test_loss"][idx] = np.mean(logistic_loss(mt))
             buf["test_acc"][idx] = np.mean(mt > 0)
         elif pb.population is not None and np.isfinite(q_norm) and np.all(np.isfinite(q_probe)):
-            nunu, nu_mu, q_nu = self._head_moments(obs, pb)
-            k = self.k
+            k = self.k     # PopulationSpec.directions appended mu_+, mu_-, nu0 after the caller's probes
+            nunu, nu_mu, q_nu = self._head(z, head.v, head.nu_norm, float(q_probe[k + 2]))
             pm = pb.population.metrics(q_norm ** 2, q_probe[k:k + 2], q_nu, nunu, nu_mu)
             buf["test_loss"][idx], buf["test_acc"][idx] = pm.loss, pm.acc
             buf["test_loss_se"][idx], buf["test_acc_se"][idx] = pm.loss_se, pm.acc_se
@@ -193,7 +194,7 @@ class Run:
         self.max_margin = max_margin     # None, "final", "optimal" or an (n,) selection (validated)
         self.coords = coords
         self.save_steps = save_steps
-        self.recorder = _Recorder(save_steps.size, pb, noisy)
+        self.recorder = _Recorder(save_steps.size, pb, noisy, coords)
         self.frak_sum = np.zeros(pb.n)
         self.step = 0
         self.next_save = 0
@@ -220,6 +221,7 @@ class Run:
         """
         t0 = time.perf_counter()
         self.coords.warm_up()
+        self.recorder.warm_up(self.pb)
         self.compile_time += time.perf_counter() - t0
 
     def _diverged(self, at_step, what):
