@@ -104,8 +104,9 @@ class Config:
         initialisation (``numpy.random.SeedSequence.spawn``).
     init_seed : int or None
         Overrides the initialisation stream, to vary the initialisation on fixed data.
-    test_metrics : {"sample", "population"}
-        ``sample``: ``test_loss`` and ``test_acc`` on a drawn set of ``n_test`` clean samples
+    test_metrics : {"sample", "population"} or None
+        None (the default) is ``sample`` in the explicit space and ``population`` in the implicit
+        one (the stored value is always resolved). ``sample``: ``test_loss`` and ``test_acc`` on a drawn set of ``n_test`` clean samples
         (the paper's). ``population``: their exact expectations over the test distribution
         given the trained parameters (DESIGN.md §10; ``attnsim.population_metrics``), with the
         quadrature's standard errors in ``Result.test_loss_se`` / ``test_acc_se``; no test set
@@ -150,7 +151,7 @@ class Config:
     steps: int = 1000
     seed: int = 0
     init_seed: int | None = None
-    test_metrics: str = "sample"
+    test_metrics: str | None = None
     space: str = "explicit"
 
     def __post_init__(self):
@@ -159,6 +160,8 @@ class Config:
 
         put("n_train", check_int("n_train", self.n_train, minimum=2,
                                  hint="both classes need a sample, e.g. n_train=20 (the paper's setting)"))
+        if self.test_metrics is None:   # follows the space: an implicit one has no test set to draw
+            put("test_metrics", _default_test_metrics(self.space))
         if self.n_test is None:   # the test set follows test_metrics (checked below)
             put("n_test", _default_n_test(self.test_metrics))
         put("n_test", check_int("n_test", self.n_test, minimum=0, hint="use n_test=0 for no test set"))
@@ -291,11 +294,15 @@ class Config:
         """A copy with some fields changed (validated again).
 
         An ``n_test`` at the default of the old ``test_metrics`` follows a change of
-        ``test_metrics`` (``Config().replace(test_metrics="population").n_test == 0``).
+        ``test_metrics`` (``Config().replace(test_metrics="population").n_test == 0``), and a
+        ``test_metrics`` at the default of the old ``space`` follows a change of ``space``.
         """
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ConfigError(f"unknown Config field(s) {sorted(unknown)}; allowed: {field_names()}")
+        if ("space" in changes and "test_metrics" not in changes
+                and self.test_metrics == _default_test_metrics(self.space)):
+            changes["test_metrics"] = None
         if ("test_metrics" in changes and "n_test" not in changes
                 and self.n_test == _default_n_test(self.test_metrics)):
             changes["n_test"] = None
@@ -317,6 +324,11 @@ class Config:
     @classmethod
     def from_json(cls, text: str) -> Config:
         return cls.from_dict(json.loads(text))
+
+
+def _default_test_metrics(space) -> str:
+    """``test_metrics`` when it is not given: the implicit space has no d-dimensional test set."""
+    return "population" if space == "implicit" else "sample"
 
 
 def _default_n_test(test_metrics) -> int:
