@@ -10,7 +10,7 @@ import pytest
 
 import attnsim
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(attnsim.__path__, "attnsim.") if m.name != "attnsim.__main__")
+MODULES = sorted(m.name for m in pkgutil.walk_packages(attnsim.__path__, "attnsim.") if m.name != "attnsim.__main__")
 
 
 @pytest.mark.parametrize("name", MODULES)

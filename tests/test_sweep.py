@@ -10,7 +10,7 @@ import pytest
 import attnsim
 from attnsim import cli
 from attnsim import Sweep, SweepPoint, grid_configs, sweep
-from attnsim._sweep import parse_grid_arg, point_key
+from attnsim._sweep import parse_grid_arg, point_key, recording
 
 TINY = attnsim.Config(d=24, n_test=10, steps=20)
 
@@ -80,6 +80,29 @@ def test_point_key_depends_on_config_and_recording_only():
     assert point_key(TINY, save) != point_key(TINY, {**save, "n_saves": 50})
 
 
+#: Keys written by the single-module ``_sweep.py`` (before the sweep became a package): a folder
+#: holds its points under these names, so they must never change.
+KNOWN_KEYS = [
+    (attnsim.Config(), recording(200, None, False), "079dcf7b0051ba46"),
+    (attnsim.Config(d=24, n_test=10, steps=20), recording(5, None, False), "5c2763af12924b6b"),
+    (attnsim.Config(d=500, signal_norm=7.5, seed=2), recording(200, "noise", True), "6cb407111cb84720"),
+    (attnsim.Config(d=250, steps=10**12, test_metrics="population", n_test=0),
+     recording(100, None, False, "flow", None, 1), "203dd7a1ade8f442"),
+    (attnsim.Config(optimizer="ngd", eta=0.1), recording(50, None, False), "e594f6afa2e0ac95"),
+]
+
+
+@pytest.mark.parametrize("config, save, key", KNOWN_KEYS, ids=[k for _, _, k in KNOWN_KEYS])
+def test_point_keys_of_existing_folders_are_unchanged(config, save, key):
+    assert point_key(config, save) == key
+
+
+def test_sweep_files_its_points_under_their_known_keys(tmp_path):
+    config, save, key = KNOWN_KEYS[1]
+    sw = sweep(tmp_path, config, n_saves=save["n_saves"], workers=1, progress=False)
+    assert list(sw.points) == [key] and os.listdir(tmp_path / "points") == [f"{key}.npz"]
+
+
 # ------------------------------------------------------------------ the folder
 
 
@@ -130,6 +153,19 @@ def test_open_repairs_a_lost_or_torn_index(tmp_path):
     index.unlink()
     assert set(Sweep.open(tmp_path).points) == keys
     assert set(Sweep.open(tmp_path, repair=False).points) == keys    # the repair rewrote the index
+
+
+def test_a_torn_last_index_line_does_not_swallow_the_next_entry(tmp_path):
+    sweep(tmp_path, TINY, grid={"eta": [0.0, 0.2]}, n_saves=5, workers=1, progress=False)
+    index = tmp_path / "index.jsonl"
+    first, second = index.read_text().splitlines()
+    index.write_text(first + "\n" + second[: len(second) // 2])          # killed mid-line, no newline
+    sw = sweep(tmp_path, TINY, grid={"eta": [0.0, 0.1, 0.2]}, n_saves=5, workers=1, progress=False)
+    lines = index.read_text().splitlines()
+    assert lines[:2] == [first, second[: len(second) // 2]]
+    entries = [json.loads(line) for line in lines[2:]]                   # every appended line parses
+    assert {e["key"] for e in entries} | {json.loads(first)["key"]} == set(sw.points)
+    assert set(Sweep.open(tmp_path, repair=False).points) == set(sw.points)
 
 
 def test_open_refuses_a_folder_without_a_sweep(tmp_path):

@@ -2,8 +2,10 @@
 
 One single-threaded process per core, ``spawn``ed (a forked child inherits the
 parent's BLAS thread pools and numba state), or any ``concurrent.futures.Executor``
-the caller passes. Threaded BLAS in every worker would put 2 x workers threads on
-the cores, so workers get one BLAS thread each.
+the caller passes (a Dask cluster's too). Threaded BLAS in every worker would put
+2 x workers threads on the cores, so workers get one BLAS thread each: a spawned
+worker reads its environment when it starts, and ``ProcessPoolExecutor`` starts its
+workers at ``submit``, so tasks are submitted inside ``single_threaded_env``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+from concurrent.futures import as_completed
 
 from ._validation import ConfigError
 
@@ -62,3 +65,53 @@ def shutdown(executor) -> None:
         executor.shutdown(wait=True, cancel_futures=True)
     else:
         executor.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def executor_for(workers: int, executor=None, scheduler: str | None = None):
+    """The executor to run tasks on: ``executor`` as given (left running), else the Dask cluster at
+    ``scheduler``, else a local pool of ``workers`` processes; the last two are shut down on exit.
+
+    Raises
+    ------
+    ConfigError
+        If ``scheduler`` is given and Dask distributed is not installed.
+    """
+    if executor is not None:
+        yield executor
+        return
+    if scheduler is not None:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise ConfigError("scheduler= needs Dask distributed: pip install 'attnsim[dask]'") from None
+        with contextlib.closing(Client(scheduler)) as client:
+            owned = client.get_executor(pure=False)
+            try:
+                yield owned
+            finally:
+                shutdown(owned)
+        return
+    owned = local_executor(workers)
+    try:
+        yield owned
+    finally:
+        shutdown(owned)
+
+
+def completed(executor, fn, tasks):
+    """Submit ``fn(*task)`` for every task; yield ``(index, future)`` as each one finishes.
+
+    Closing the generator early (an error or an interrupt in the caller) cancels the tasks
+    that have not started.
+    """
+    futures = {}
+    try:
+        with single_threaded_env():
+            for k, task in enumerate(tasks):
+                futures[executor.submit(fn, *task)] = k
+        for fut in as_completed(futures):
+            yield futures.pop(fut), fut
+    finally:
+        for fut in futures:
+            fut.cancel()
