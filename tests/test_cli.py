@@ -75,3 +75,15 @@ def test_run_the_neighbouring_models_from_the_command_line(tmp_path, capsys):
     assert res2.extra == {"optimizer": "ngd", "ngd_norm": "block"} and res2.config.optimizer == "ngd"
     assert main(["run", *SMALL, "--ngd-norm", "block", "--out", str(tmp_path / "bad.npz")]) == 2
     assert "ngd_norm applies only with optimizer='ngd'" in capsys.readouterr().err
+
+
+def test_cli_run_with_population_metrics_needs_no_n_test_and_prints_standard_errors(capsys, tmp_path):
+    out = tmp_path / "r.npz"
+    argv = ["run", "--d", "16", "--n-train", "8", "--T", "4", "--steps", "50", "--test-metrics", "population",
+            "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "test_acc_se" in text and "test_loss_se" in text
+    res = load(out)
+    assert res.config.n_test == 0 and np.all(np.isfinite(res.test_loss)) and np.all(res.test_loss_se >= 0)
+    assert res.W is not None                                   # saved runs keep their final W

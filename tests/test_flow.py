@@ -18,7 +18,7 @@ from attnsim._kernels import flow as fk
 from attnsim._kernels import gd_twins as _reference
 from attnsim._validation import ConfigError
 
-from coords_grid import FLOW_TRAINABLE as TRAINABLE
+from tools.coords_grid import FLOW_TRAINABLE as TRAINABLE
 
 
 @st.composite

@@ -12,7 +12,7 @@ import pytest
 import attnsim
 from attnsim import ConfigError, SaveAt
 
-from plain_gd import gd_trajectory
+from tools.plain_gd import gd_trajectory
 
 TOL = 1e-12
 
