@@ -284,3 +284,15 @@ def test_sweep_into_a_path_below_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "f").write_text("")
     assert main(["sweep", str(tmp_path / "f" / "sw"), "--d", "16", "--steps", "10", "--no-progress"]) == 2
     assert _one_line_error(capsys, "is a file, not a folder").out == ""
+
+
+def test_cli_run_with_population_metrics_needs_no_n_test_and_prints_standard_errors(capsys, tmp_path):
+    out = tmp_path / "r.npz"
+    argv = ["run", "--d", "16", "--n-train", "8", "--T", "4", "--steps", "50", "--test-metrics", "population",
+            "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "test_acc_se" in text and "test_loss_se" in text
+    res = load(out)
+    assert res.config.n_test == 0 and np.all(np.isfinite(res.test_loss)) and np.all(res.test_loss_se >= 0)
+    assert res.W is not None                                   # saved runs keep their final W

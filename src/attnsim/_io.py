@@ -136,3 +136,25 @@ def read_npz(path, kind: str, version: int | tuple) -> tuple[dict, dict]:
         if arr.dtype.hasobject:  # unreachable with allow_pickle=False, kept as a guard
             raise ResultFileError(f"{path}: array {name!r} holds Python objects")
     return arrays, meta
+
+
+def append_json_line(path, obj) -> None:
+    """Append ``obj`` to the JSON-lines file ``path`` (created if missing) in one write, then fsync.
+
+    A crash can tear at most the line being written, and only at the end of the file. A torn
+    last line left by an earlier crash is closed with a newline first, so that it stays one
+    unreadable line and never swallows the new one (readers skip lines that do not parse).
+    """
+    data = (json.dumps(obj, sort_keys=True) + "\n").encode("utf-8")
+    fd = os.open(os.fspath(path), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        if os.fstat(fd).st_size > 0:
+            os.lseek(fd, -1, os.SEEK_END)
+            if os.read(fd, 1) != b"\n":
+                data = b"\n" + data
+        view = memoryview(data)
+        while view:   # one write() for a line this short; the loop only guards against a partial one
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)

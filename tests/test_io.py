@@ -1,4 +1,5 @@
-"""Result and checkpoint files are never lost or silently wrong; runs are deterministic (issue #5).
+"""Result and checkpoint files (``_io``, the one writer and reader) are never lost or silently wrong;
+the runs they hold are deterministic.
 
 - files are read with ``allow_pickle=False``; a truncated, corrupted, wrong-kind or
   wrong-version file raises ``ResultFileError`` (CLI: one line, exit 2), never a crash and
