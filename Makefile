@@ -28,7 +28,7 @@ $(KERNEL_STAMP): $(STAMP)
 venv: $(STAMP) $(KERNEL_STAMP)  ## create .venv and install attnsim with its test extra
 
 demo: $(STAMP) $(KERNEL_STAMP)  ## run the balanced preset (paper setting), print a summary, write out/demo.png
-	$(VENV)/bin/attnsim run --preset balanced --progress --out $(OUT)/demo.npz
+	$(VENV)/bin/attnsim run --preset balanced --progress --overwrite --out $(OUT)/demo.npz
 	$(VENV)/bin/attnsim plot $(OUT)/demo.npz --out $(OUT)/demo.png
 	@echo "figure: $(OUT)/demo.png"
 

@@ -1,21 +1,42 @@
-"""Population versus sample test metrics on a short run at large d (issue 13's target).
+"""Population test metrics: the cost of one save (issue 20), and against sample metrics (issue 13).
 
-Runs ``attnsim run --d 5000 --signal-norm 20 --steps 1000`` with the default 1000-sample test
-set and with ``--test-metrics population``, each in a fresh process, and reports wall time,
-CPU time and peak RSS of the whole command, and the set-up alone (``prepare_run``: data,
-initialisation, Grams) measured in-process. The target: population metrics take at most half
-the memory and set-up time of the sample metrics.
+Per save (the default): the quadrature at typical save states of the balanced preset (GD at
+tau = 1e3; the flow at tau = 1e8, saturated) and of large-noise (tau = 1e8: accuracy below 1,
+the hardest integrand), each state's moments from its materialised parameters. Methods:
 
-    .venv/bin/python benchmarks/population_bench.py [--d 5000] [--repeats 3]
+- ``recorder``: ``population_metrics(..., se_target=1e-4)``, what a run records at each save
+  (the numba kernel, draws doubled from 512 until both standard errors are <= 1e-4);
+- ``kernel-all``: the same kernel on all 2^14 draws (``population_metrics`` default);
+- ``numpy-all``: its NumPy twin on all 2^14 draws, the algorithm of the NumPy loop before the
+  kernel;
+- ``before`` (with ``--before SRC``): ``population_metrics`` of another attnsim source tree's
+  ``attnsim/_population.py`` (e.g. the commit before the kernel), loaded beside this one.
+
+Agreement is checked first (every method within 3 combined standard errors of ``numpy-all``;
+``kernel-all`` equal to it to 1e-12), then the methods are timed in alternating rounds inside
+this process; the table gives medians of wall and thread-CPU time per call, and the draws and
+standard errors each method reached.
+
+    .venv/bin/python benchmarks/population_bench.py [--rounds 30] [--before /path/to/old/src]
+
+``--e2e``: ``attnsim run --d 5000 --signal-norm 20 --steps 1000`` with the default 1000-sample
+test set and with ``--test-metrics population``, each in a fresh process: wall time, CPU time
+and peak RSS of the whole command, and the set-up alone (``prepare_run``) measured in-process.
+
+    .venv/bin/python benchmarks/population_bench.py --e2e [--d 5000] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import pathlib
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 SETUP = """
 import json, sys, time
@@ -49,13 +70,85 @@ def command(metrics, d):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--d", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", choices=["sample", "population"], default=None,
-                        help="one kind only (e.g. sample against an attnsim without population metrics)")
-    args = parser.parse_args()
+def states():
+    """``{name: (mean_z, mean_v, cov)}`` at typical save states, from materialised parameters."""
+    import attnsim
+    from attnsim import SaveAt
+
+    out = {}
+    for name, preset, steps, dynamics in (("balanced tau=1e3", "balanced", 10 ** 3, "gd"),
+                                          ("balanced tau=1e8", "balanced", 10 ** 8, "flow"),
+                                          ("large-noise tau=1e8", "large-noise", 10 ** 8, "flow")):
+        cfg = attnsim.preset(preset, n_test=0, test_metrics="population", steps=steps)
+        res = attnsim.simulate(cfg, SaveAt([0, steps]), dynamics=dynamics)
+        q = res.W.T @ res.p
+        nu = res.nu
+        mu = np.zeros((2, cfg.d))
+        mu[0, 0] = mu[1, 1] = cfg.signal_norm                     # make_data's signals
+        out[name] = attnsim.population_moments(
+            q @ q, q @ nu, nu @ nu, mu @ q, mu @ nu, mu_norm=cfg.signal_norm, rho=cfg.rho,
+            roles=attnsim.make_data(cfg.replace(n_train=2, d=2)).roles, sigma=cfg.sigma_eps, noise=cfg.noise)
+    return out
+
+
+def load_before(src):
+    """``population_metrics`` of another source tree, as a module beside this attnsim."""
+    path = pathlib.Path(src) / "attnsim" / "_population.py"
+    spec = importlib.util.spec_from_file_location("attnsim._population_before", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.population_metrics
+
+
+def per_save(rounds, before_src):
+    import attnsim
+    from attnsim._kernels import population_twins
+    from attnsim._population import DEFAULT_SE_TARGET, standard_normal_draws
+
+    def numpy_all(mz, mv, cov):
+        draws = standard_normal_draws(mz.shape[1], 2 ** 14, 8, 0)
+        out = np.empty((2, 3, 2))
+        population_twins.population_quadrature(mz, mv, np.broadcast_to(cov, (mz.shape[1], 2, 2)), np.array([1.0, -1.0]),
+                                               draws, 2 ** 14 // 8, -1.0, out)
+        return {"loss": out[0, 2, 0], "loss_se": out[0, 2, 1], "acc": out[1, 2, 0], "acc_se": out[1, 2, 1],
+                "n_draws": 2 ** 14}
+
+    def public(fn, **kw):
+        def call(mz, mv, cov):
+            m = fn(mz, mv, cov, **kw)
+            return {"loss": m.loss, "loss_se": m.loss_se, "acc": m.acc, "acc_se": m.acc_se, "n_draws": m.n_draws}
+        return call
+
+    methods = {"recorder": public(attnsim.population_metrics, se_target=DEFAULT_SE_TARGET),
+               "kernel-all": public(attnsim.population_metrics), "numpy-all": numpy_all}
+    if before_src:
+        methods["before"] = public(load_before(before_src))
+    for name, (mz, mv, cov) in states().items():
+        ref = numpy_all(mz, mv, cov)
+        vals = {m: fn(mz, mv, cov) for m, fn in methods.items()}      # also compiles and caches the draws
+        for m, v in vals.items():
+            for what in ("loss", "acc"):
+                se = np.hypot(v[what + "_se"], ref[what + "_se"])
+                assert abs(v[what] - ref[what]) <= 3 * se + 1e-12, f"{name}: {m} {what} {v[what]} vs {ref[what]} (se {se})"
+        assert abs(vals["kernel-all"]["loss"] - ref["loss"]) <= 1e-12 and abs(vals["kernel-all"]["acc"] - ref["acc"]) <= 1e-12
+        wall = {m: [] for m in methods}
+        cpu = {m: [] for m in methods}
+        for _ in range(rounds):
+            for m, fn in methods.items():     # alternating: the shared machine's drift hits every method alike
+                w0, c0 = time.perf_counter(), time.thread_time()
+                fn(mz, mv, cov)
+                cpu[m].append(time.thread_time() - c0)
+                wall[m].append(time.perf_counter() - w0)
+        for m in methods:
+            v = vals[m]
+            print(json.dumps({"state": name, "method": m, "wall_ms": round(1e3 * np.median(wall[m]), 4),
+                              "cpu_ms": round(1e3 * np.median(cpu[m]), 4), "n_draws": v["n_draws"],
+                              "loss": round(v["loss"], 6), "loss_se": float(f"{v['loss_se']:.2e}"),
+                              "acc": round(v["acc"], 6), "acc_se": float(f"{v['acc_se']:.2e}")}), flush=True)
+
+
+def e2e(args):
     kinds = [args.only] if args.only else ["sample", "population"]
     for metrics in kinds:
         for _ in range(args.repeats):
@@ -67,6 +160,22 @@ def main():
         for _ in range(args.repeats):
             row = {"metrics": metrics, **command(metrics, args.d)}
             print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30, help="per save: alternating timing rounds")
+    parser.add_argument("--before", default=None, help="per save: an attnsim source tree (its src/) to time too")
+    parser.add_argument("--e2e", action="store_true", help="whole-command sample versus population runs instead")
+    parser.add_argument("--d", type=int, default=5000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", choices=["sample", "population"], default=None,
+                        help="--e2e: one kind only (e.g. sample against an attnsim without population metrics)")
+    args = parser.parse_args()
+    if args.e2e:
+        e2e(args)
+    else:
+        per_save(args.rounds, args.before)
 
 
 if __name__ == "__main__":

@@ -9,22 +9,9 @@ import json
 import os
 import sys
 
+from attnsim import choose_engine
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-# Work of one dual step, from the kernels (_kernels.dual_wp_run / dual_p_run); flops count
-# a multiply and an add separately (the kernels do not fuse them), bytes are matrix
-# traffic (N x N float64 passes; vectors are in L1).
-def dual_costs(N, trainable):
-    if trainable == "Wp":
-        flops = 2 * N * N + 6 * N * N + 4 * N * (N + 1)      # Gxx c; S sweep (Sc + rank-2); M sweep
-        bytes_ = 8 * (N * N + 2 * N * N + 2 * N * (N + 1))   # Gxx read; S, MT read + written
-    else:
-        flops = 2 * N * N
-        bytes_ = 8 * N * N
-    return flops, bytes_
-
-
-PEAK_GFLOPS_PER_GHZ = 16   # Zen 3: two 256-bit FMA pipes = 16 float64 flops per cycle
 
 
 def _get(rows, **kw):
@@ -234,12 +221,8 @@ def write(results, md_path, png_path):
                   "| n | N | d | trained | picked when measured | picks now | dual steps/CPU-s | primal steps/CPU-s | "
                   "faster | now agrees |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
-        try:
-            from attnsim import choose_engine
-        except ImportError:
-            choose_engine = None
         for r in results["auto"]["rows"]:
-            now = choose_engine(r["N"], r["d"], 0, 10**6, 200, r["trainable"]) if choose_engine else "?"
+            now = choose_engine(r["N"], r["d"], 0, 10**6, 200, r["trainable"])
             parts.append(f"| {r['n']} | {r['N']} | {r['d']} | {r['trainable']} | {r['auto']} | {now} | {fmt(r['dual'])} | "
                          f"{fmt(r['primal'])} | {r['faster']} | {'yes' if now == r['faster'] else '**no**'} |")
         parts.append("")

@@ -4,7 +4,7 @@ Not a figure of the paper (Sakamoto & Sato, ICML 2025): a numerical check behind
 horizons, where each sample's top score leads by gaps of 20 to 700. For each gap, ~20 random
 problems (n = 1, T = 8, d = 6, so the gap is every sample's) are differentiated by float64
 autodiff written naively (softmax, then the weighted sum, then the logistic loss) and compared
-with a 50-digit mpmath oracle (tests/mp_oracle.py). Uses torch if importable, else the
+with a 50-digit mpmath oracle (tests/tools/mp_oracle.py). Uses torch if importable, else the
 ``autograd`` package with the max of the softmax held constant, as torch and jax do.
 Prints the median and largest relative error of grad_p and writes the table to
 out/examples/autograd_trust.md (``--quick`` for 5 problems a gap).
@@ -65,7 +65,7 @@ def main():
     args = parse_args(__doc__, lambda ap: ap.add_argument("--quick", action="store_true",
                                                           help="5 problems a gap instead of 20"))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    import mp_oracle
+    from tools import mp_oracle
     try:
         import torch  # noqa: F401
         name, grad_p = "torch.softmax (float64)", torch_grad_p

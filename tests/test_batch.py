@@ -1,10 +1,13 @@
-"""``train_many`` / ``simulate_many``: same results as one run at a time, in input order."""
+"""``train_many`` / ``simulate_many``: same results as one run at a time, in input order; the flow
+passed through, and dynamics validated before any run."""
 
 import numpy as np
 import pytest
 
 import attnsim
-from attnsim import Config, ConfigError, simulate, simulate_many, train, train_many
+from attnsim import Config, ConfigError, SaveAt, simulate, simulate_many, sweep, train, train_many
+
+from tools.cases import FLOW, FLOW_CFG
 
 
 def _problem(seed, n=4, T=3, d=6):
@@ -65,3 +68,51 @@ def test_a_failing_run_raises_its_own_error():
     bad = dict(_problem(0), lr=-1.0)
     with pytest.raises(ConfigError, match="lr"):
         train_many([_problem(1), bad], steps=5, lr=0.1, workers=1)
+
+
+# ------------------------------------------------------------------ the flow in batches
+
+
+def test_simulate_many_flow_is_simulate_flow_bit_for_bit():
+    cfgs = [FLOW_CFG.replace(seed=s) for s in (0, 1)]
+    save = SaveAt.log(FLOW_CFG.steps, 12)
+    many = simulate_many(cfgs, save, dynamics="flow", flow=FLOW, workers=1)
+    for cfg, res in zip(cfgs, many):
+        one = simulate(cfg, save, dynamics="flow", flow=FLOW)
+        assert res.extra["dynamics"] == "flow" and res.extra["max_steps"] == FLOW["max_steps"]
+        assert res.final_step == 10 ** 8 and res.status == "finished"
+        for name in ("train_loss", "test_loss", "test_acc_se", "scores"):
+            assert getattr(res, name).tobytes() == getattr(one, name).tobytes(), name
+
+
+def test_simulate_many_flow_in_worker_processes():
+    cfgs = [FLOW_CFG.replace(seed=s, steps=10 ** 6) for s in (0, 1)]
+    many = simulate_many(cfgs, dynamics="flow", flow=FLOW, workers=2)
+    assert [r.extra["dynamics"] for r in many] == ["flow", "flow"]
+    assert [r.extra["gd_start_steps"] for r in many] == [200, 200]
+
+
+def test_train_many_passes_the_flow_through():
+    data = attnsim.make_data(FLOW_CFG)
+    W0, p0 = attnsim.init_params(FLOW_CFG)
+    prob = dict(X=data.X, y=data.y, W0=W0, p0=p0, nu=data.nu)
+    out = train_many([prob, {**prob, "dynamics": "gd", "flow": None, "steps": 30}], lr=FLOW_CFG.lr, steps=10 ** 7,
+                     dynamics="flow", flow=FLOW, workers=1)
+    assert out[0].extra["dynamics"] == "flow" and out[0].final_step == 10 ** 7
+    assert out[1].extra.get("dynamics", "gd") == "gd" and out[1].final_step == 30
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(dynamics="ode"), r"dynamics must be one of"),
+    (dict(dynamics="gd", flow=FLOW), r"flow options apply only with dynamics='flow'"),
+    (dict(dynamics="flow", flow={"max_step": 3}), r"flow options \['max_step'\] are not known"),
+    (dict(dynamics="flow", flow={"rtol": -1.0}), r"flow.rtol"),
+])
+def test_batches_and_sweeps_validate_dynamics_before_running(kwargs, match, tmp_path):
+    with pytest.raises(ConfigError, match=match):
+        simulate_many([FLOW_CFG], **kwargs)
+    with pytest.raises(ConfigError, match=match):
+        sweep(tmp_path, FLOW_CFG, **kwargs, progress=False)
+    with pytest.raises(ConfigError, match=r"problems\[0\]: " + match):
+        train_many([dict(X=np.zeros((2, 2, 2)), y=[1, -1], W0=np.eye(2), p0=np.zeros(2), nu=np.ones(2), **kwargs)],
+                   lr=0.1, steps=2)

@@ -22,7 +22,7 @@ from attnsim import CheckpointHook, load_checkpoint, prepare_run, restore, resum
 from attnsim._checkpoint import fingerprint
 from attnsim._io import read_npz, write_npz_atomic
 
-from coords_grid import ENGINES, TRAINABLE
+from tools.coords_grid import ENGINES, TRAINABLE
 CASES = [(e, t) for e in ENGINES for t in TRAINABLE]
 ATTNSIM = [sys.executable, "-m", "attnsim"]
 

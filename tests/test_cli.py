@@ -1,7 +1,11 @@
 """The command line: what a user types, end to end (in-process and as a subprocess)."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,3 +79,220 @@ def test_run_the_neighbouring_models_from_the_command_line(tmp_path, capsys):
     assert res2.extra == {"optimizer": "ngd", "ngd_norm": "block"} and res2.config.optimizer == "ngd"
     assert main(["run", *SMALL, "--ngd-norm", "block", "--out", str(tmp_path / "bad.npz")]) == 2
     assert "ngd_norm applies only with optimizer='ngd'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- reruns never destroy work (issue 17.3)
+
+#: A run long enough to be interrupted after a few of the engine's chunks.
+RERUN = ["run", "--d", "20", "--n-train", "6", "--T", "4", "--n-test", "10", "--steps", "20000", "--engine", "dual",
+         "--saves", "40", "--no-progress"]
+
+
+def _files(folder):
+    """Every file in ``folder`` with its bytes (to show that a refused command touched nothing)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _interrupt_after_chunks(monkeypatch, chunks=3):
+    """Make the next runs receive SIGINT (Ctrl-C) after ``chunks`` of the engine's chunks; returns
+    the original ``Run.run`` to put back."""
+    from attnsim._run import Run
+
+    original = Run.run
+
+    def run(self, progress=False, hooks=()):
+        seen = []
+
+        def ctrl_c(r):
+            seen.append(r.step)
+            if len(seen) == chunks:
+                os.kill(os.getpid(), signal.SIGINT)   # delivered at the end of this chunk
+
+        return original(self, progress=progress, hooks=[*hooks, ctrl_c])
+
+    monkeypatch.setattr(Run, "run", run)
+    return original
+
+
+def _one_line_error(capsys, *needles):
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith("attnsim: error: "), captured.err
+    for needle in needles:
+        assert needle in captured.err, captured.err
+    return captured
+
+
+def test_rerun_of_an_interrupted_run_refuses_until_resumed_and_never_overwrites(tmp_path, capsys, monkeypatch):
+    """Regression: the same command after Ctrl-C restarted from step 0 and overwrote the checkpoint
+    and the partial result. Now it refuses (also with --overwrite) until --resume, which finishes the
+    run exactly; after that a rerun replaces the files only with --overwrite."""
+    from attnsim import load_checkpoint
+    from attnsim._run import Run
+
+    monkeypatch.chdir(tmp_path)
+    ref = tmp_path / "ref" / "ref.npz"
+    assert main([*RERUN, "--out", str(ref)]) == 0
+    argv = [*RERUN, "--out", "long.npz"]
+    original = _interrupt_after_chunks(monkeypatch)
+    assert main(argv) == 130
+    monkeypatch.setattr(Run, "run", original)
+    assert "resume with: attnsim run --resume long.checkpoint.npz" in capsys.readouterr().err
+    step = load_checkpoint("long.checkpoint.npz").step
+    assert 0 < step < 20000 and load("long.npz").status == "interrupted"
+    before = _files(tmp_path)
+    assert set(before) == {"ref/ref.npz", "long.npz", "long.checkpoint.npz"}
+
+    for extra in ([], ["--overwrite"]):
+        assert main(argv + extra) == 2
+        out = _one_line_error(capsys, f"'long.checkpoint.npz' holds the checkpoint of an unfinished run (step {step} "
+                                      "of 20000); continue it with: attnsim run --resume long.checkpoint.npz")
+        assert "attnsim run:" not in out.out        # refused before the header, before any work
+        assert _files(tmp_path) == before
+    assert main([*RERUN, "--out", "other.npz", "--checkpoint", "long.checkpoint.npz"]) == 2
+    _one_line_error(capsys, "holds the checkpoint of an unfinished run")
+    assert main([*RERUN, "--out", "long.npz", "--checkpoint", "new.ckpt.npz"]) == 2
+    _one_line_error(capsys, "--out 'long.npz' exists (the partial result of an interrupted run); pass --overwrite")
+    assert _files(tmp_path) == before
+
+    assert main(["run", "--resume", "long.checkpoint.npz", "--no-progress"]) == 0
+    res, expected = load("long.npz"), load(ref)
+    assert res.status == "finished" and res.final_step == 20000
+    np.testing.assert_array_equal(res.scores, expected.scores)
+    np.testing.assert_array_equal(res.train_loss, expected.train_loss)
+    assert load_checkpoint("long.checkpoint.npz").step == 20000      # the checkpoint now says: finished
+    capsys.readouterr()
+
+    done = _files(tmp_path)
+    assert main(argv) == 2
+    _one_line_error(capsys, "'long.checkpoint.npz' holds the checkpoint of a finished run; pass --overwrite")
+    assert main(["run", "--resume", "long.checkpoint.npz", "--no-progress"]) == 2
+    _one_line_error(capsys, "the result file", "long.npz' of the resumed run exists (a finished result); pass "
+                            "--overwrite to replace it")
+    assert _files(tmp_path) == done
+    assert main(argv + ["--overwrite"]) == 0                      # explicitly asked: from step 0 again
+    np.testing.assert_array_equal(load("long.npz").scores, expected.scores)
+
+
+def test_a_finished_result_is_replaced_only_with_overwrite(tmp_path, capsys):
+    out = tmp_path / "r.npz"
+    assert main(["run", *SMALL, "--saves", "5", "--out", str(out)]) == 0
+    first = out.read_bytes()
+    capsys.readouterr()
+    assert main(["run", *SMALL, "--saves", "5", "--seed", "1", "--out", str(out)]) == 2
+    _one_line_error(capsys, f"--out '{out}' exists (a finished result); pass --overwrite to replace it, or choose "
+                            "another --out")
+    assert out.read_bytes() == first and sorted(p.name for p in tmp_path.iterdir()) == ["r.npz"]
+    (tmp_path / "notes.npz").write_text("my notes\n")
+    assert main(["run", *SMALL, "--out", str(tmp_path / "notes.npz")]) == 2
+    _one_line_error(capsys, "exists (a file that is not an attnsim result)")
+    assert main(["run", *SMALL, "--saves", "5", "--seed", "1", "--out", str(out), "--overwrite"]) == 0
+    assert load(out).config.seed == 1
+
+
+@pytest.mark.slow
+def test_rerun_after_ctrl_c_as_a_subprocess(tmp_path):
+    """The issue's scenario with real processes: run, Ctrl-C, the same command again (refused, one
+    line, exit 2, files untouched), then --resume to the end."""
+    argv = [sys.executable, "-m", "attnsim", *RERUN[:-1], "--steps", "2e6", "--no-progress", "--out", "long.npz",
+            "--checkpoint", "long.ckpt.npz", "--checkpoint-every", "0.1"]
+    import attnsim
+    from attnsim import load_checkpoint
+
+    # The processes run in tmp_path: they must import the attnsim under test, wherever it lives.
+    src = str(Path(attnsim.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    t0 = time.monotonic()
+    while not ((tmp_path / "long.ckpt.npz").exists() and load_checkpoint(tmp_path / "long.ckpt.npz").step > 0):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < 120, "no checkpoint after 120 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    before = _files(tmp_path)
+    assert set(before) == {"long.npz", "long.ckpt.npz"}
+    again = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 2 and again.stdout == ""
+    assert again.stderr.count("\n") == 1 and "attnsim run --resume long.ckpt.npz" in again.stderr
+    assert _files(tmp_path) == before
+    resumed = subprocess.run([sys.executable, "-m", "attnsim", "run", "--resume", "long.ckpt.npz", "--no-progress"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert load(tmp_path / "long.npz").final_step == 2_000_000
+
+
+# ------------------------------------------------------------- every user error: exit 2, one line (17.5)
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--steps", "-1e3"], "steps must be >= 1; got -1000"),
+    (["run", "--lr", "-5e-3"], "lr must be > 0; got -0.005"),
+    (["run", "--eta", "-.5"], "eta must be >= 0"),
+    (["run", "--seed", "-1_000"], "seed must be >= 0; got -1000"),
+])
+def test_negative_numbers_reach_the_validator(argv, message, capsys, tmp_path, monkeypatch):
+    """Regression: argparse took "-1e3" for a flag ("expected one argument")."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    _one_line_error(capsys, message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_creates_missing_folders_like_run_and_refuses_bad_outputs(tmp_path, capsys):
+    run = tmp_path / "run.npz"
+    assert main(["run", *SMALL, "--saves", "5", "--out", str(run)]) == 0
+    result = run.read_bytes()
+    assert main(["plot", str(run), "--out", str(tmp_path / "nodir" / "sub" / "x.pdf")]) == 0
+    assert (tmp_path / "nodir" / "sub" / "x.pdf").read_bytes()[:5] == b"%PDF-"
+    capsys.readouterr()
+    assert main(["plot", str(run), "--out", str(run)]) == 2
+    _one_line_error(capsys, "the figure format comes from the extension")
+    assert main(["plot", str(run), "--out", str(tmp_path / "x.txt")]) == 2
+    _one_line_error(capsys, ".pdf, .pgf, .png", "; got .txt")
+    assert main(["plot", str(run), "--out", str(tmp_path / "run.NPZ")]) == 2   # case-insensitive file systems
+    _one_line_error(capsys, "got .npz")
+    assert run.read_bytes() == result
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nodir", "run.npz"]
+
+
+def test_plot_of_a_text_file_says_it_is_not_an_attnsim_file(tmp_path, capsys):
+    """Regression: numpy's advice about allow_pickle=True was printed."""
+    bad = tmp_path / "notes.npz"
+    bad.write_text("step,loss\n0,0.69\n")
+    assert main(["plot", str(bad)]) == 2
+    captured = _one_line_error(capsys, f"{bad}: not an attnsim file (expected an 'attnsim.Result' .npz")
+    assert "pickle" not in captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.npz"]
+
+
+def test_sweep_into_an_unwritable_folder_is_one_line_before_the_header(capsys):
+    """Regression: the header was printed and the sweep failed with exit 1. /sys takes no new
+    files, even from root (whom os.access lets through everywhere)."""
+    assert main(["sweep", "/sys/attnsim-test/sw", "--d", "16", "--steps", "10", "--no-progress"]) == 2
+    captured = _one_line_error(capsys, "sweep: cannot write in folder '/sys'")
+    assert captured.out == ""
+    assert not os.path.exists("/sys/attnsim-test")
+
+
+def test_run_into_an_unwritable_folder_is_refused_before_any_work(capsys):
+    assert main(["run", *SMALL, "--out", "/sys/attnsim-test/r.npz"]) == 2
+    assert _one_line_error(capsys, "--out: cannot write in folder '/sys'").out == ""
+
+
+def test_sweep_into_a_path_below_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "f").write_text("")
+    assert main(["sweep", str(tmp_path / "f" / "sw"), "--d", "16", "--steps", "10", "--no-progress"]) == 2
+    assert _one_line_error(capsys, "is a file, not a folder").out == ""
+
+
+def test_cli_run_with_population_metrics_needs_no_n_test_and_prints_standard_errors(capsys, tmp_path):
+    out = tmp_path / "r.npz"
+    argv = ["run", "--d", "16", "--n-train", "8", "--T", "4", "--steps", "50", "--test-metrics", "population",
+            "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "test_acc_se" in text and "test_loss_se" in text
+    res = load(out)
+    assert res.config.n_test == 0 and np.all(np.isfinite(res.test_loss)) and np.all(res.test_loss_se >= 0)
+    assert res.W is not None                                   # saved runs keep their final W

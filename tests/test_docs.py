@@ -10,7 +10,7 @@ import pytest
 
 import attnsim
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(attnsim.__path__, "attnsim.") if m.name != "attnsim.__main__")
+MODULES = sorted(m.name for m in pkgutil.walk_packages(attnsim.__path__, "attnsim.") if m.name != "attnsim.__main__")
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -43,3 +43,15 @@ def test_public_functions_return_public_classes():
         ret = typing.get_type_hints(fn).get("return")
         if inspect.isclass(ret) and ret.__module__.startswith("attnsim"):
             assert ret in exported, f"attnsim.{name} returns {ret.__name__}, which attnsim does not export"
+
+
+def test_benchmarks_readme_names_every_script_and_where_its_numbers_go():
+    import os
+
+    folder = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks")
+    with open(os.path.join(folder, "README.md"), encoding="utf-8") as fh:
+        rows = {line.split("|")[1].strip(): line for line in fh if line.startswith("| `")}
+    scripts = sorted(f for f in os.listdir(folder) if f.endswith(".py"))
+    assert scripts and [s for s in scripts if f"`{s}`" not in rows] == []
+    for s in scripts:
+        assert rows[f"`{s}`"].count("|") == 4, f"benchmarks/README.md: the row of {s} needs 'measures' and 'goes to'"

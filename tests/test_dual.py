@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnsim import SaveAt, train
-from coords_grid import TRAINABLE
+from tools.coords_grid import TRAINABLE
 
 LONG = 10_000
 #: (rtol, atol) for the trajectories; atol only matters where a value is ~0

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attnsim import SaveAt, train
-from plain_gd import gd_trajectory
-from coords_grid import ENGINES, GD
+from tools.plain_gd import gd_trajectory
+from tools.coords_grid import ENGINES, GD
 
 
 def make_problem(seed, n=5, T=4, d=7, n_test=6, scale=1.0):

@@ -402,10 +402,10 @@ def test_kernel_matches_numpy_twin(key, seed, n, T, d, steps):
     assert (fast_out is None) == (slow_out is None), f"return values differ in kind; {where}"
     fast_out, slow_out = (() if fast_out is None else fast_out), (() if slow_out is None else slow_out)
     for a, b in zip(np.atleast_1d(fast_out) if not isinstance(fast_out, tuple) else fast_out,
-                    np.atleast_1d(slow_out) if not isinstance(slow_out, tuple) else slow_out):
+                    np.atleast_1d(slow_out) if not isinstance(slow_out, tuple) else slow_out, strict=True):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12, err_msg=f"return value; {where}")
     params = list(inspect.signature(getattr(module, name).py_func).parameters)
-    for param, a, b in zip(params, fast_args, slow_args):
+    for param, a, b in zip(params, fast_args, slow_args, strict=True):
         if isinstance(a, np.ndarray) and param not in NOT_COMPARED:
             np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12, err_msg=f"argument {param}; {where}")
 
@@ -427,7 +427,7 @@ def test_one_gram_for_keys_and_tokens_gives_the_bits_of_two(key, seed, n, T, d, 
     copied[j] = copied[j].copy()
     out_shared, out_copied = getattr(module, name)(*shared), getattr(module, name)(*copied)
     np.testing.assert_array_equal(np.asarray(out_shared, dtype=object), np.asarray(out_copied, dtype=object))
-    for param, a, b in zip(inspect.signature(getattr(module, name).py_func).parameters, shared, copied):
+    for param, a, b in zip(inspect.signature(getattr(module, name).py_func).parameters, shared, copied, strict=True):
         if isinstance(a, np.ndarray):
             np.testing.assert_array_equal(a, b, err_msg=f"argument {param}")
 

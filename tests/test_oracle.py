@@ -1,4 +1,4 @@
-"""attnsim.loss_and_grads and attnsim.train against a 50-digit mpmath oracle (tests/mp_oracle.py).
+"""attnsim.loss_and_grads and attnsim.train against a 50-digit mpmath oracle (tests/tools/mp_oracle.py).
 
 The oracle evaluates the model directly (softmax, weighted sum, logistic loss) and its chain
 rule in arbitrary precision from the same float64 inputs; top-score gaps range up to 700, where
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 import attnsim
 from attnsim.testing import Problem, problems
 
-import mp_oracle
+from tools import mp_oracle
 
 RTOL = 1e-11
 ENTRY_FLOOR = 1e-2    # entries at least this fraction of the array's norm are also checked one by one

@@ -1,8 +1,10 @@
 """Population test metrics (DESIGN.md §10) against independent oracles.
 
 Oracles: finite test sets drawn by ``make_data`` (so the role, signal and noise conventions of
-the data model are checked too), plain Monte Carlo on the 2T Gaussians, and closed forms
-(T = 1, q = 0, saturated softmax, sigma = 0) with ``scipy.integrate.quad`` for the loss.
+the data model are checked too, Magen et al.'s noiseless signal token included), plain Monte
+Carlo on the 2T Gaussians, closed forms (T = 1, q = 0, saturated softmax, sigma = 0, one
+deterministic token beside a Gaussian one) with ``scipy.integrate.quad``, and the quadrature
+kernel's slow NumPy twin.
 """
 
 import numpy as np
@@ -15,7 +17,9 @@ import attnsim
 from attnsim import Config, ConfigError, make_data, population_metrics, population_metrics_from_params, \
     population_moments
 from attnsim._data import token_roles
-from attnsim._population import standard_normal_draws
+from attnsim._kernels import population as kernel
+from attnsim._kernels import population_twins as twin
+from attnsim._population import DEFAULT_SE_TARGET, MIN_DRAWS_PER_REPLICATE, standard_normal_draws
 
 N_SE = 3.0
 
@@ -90,7 +94,22 @@ CASES = {  # data models exercising every role, rho away from 0 and both noise m
     "orth": dict(noise="orthogonal"),
     "iso-roles": dict(noise="isotropic", T=7, n_relevant=2, n_weak=1, n_weak_opposite=2),
     "orth-roles": dict(noise="orthogonal", T=7, n_relevant=1, n_weak=2, n_weak_opposite=2, sigma_eps=0.7),
+    # Magen et al.'s data model: the relevant token is exactly mu_{y*}, the others orthogonal noise
+    "noiseless": dict(noise="orthogonal", signal_noise="noiseless", T=3, n_relevant=1, n_weak=1, n_weak_opposite=0),
+    "noiseless-iso": dict(noise="isotropic", signal_noise="noiseless", T=5, n_relevant=2, n_weak=1,
+                          n_weak_opposite=1),
 }
+
+
+def moments_of(cfg, data, q, nu):
+    return population_moments(
+        q @ q, q @ nu, nu @ nu, [q @ data.mu_pos, q @ data.mu_neg], [nu @ data.mu_pos, nu @ data.mu_neg],
+        mu_norm=cfg.signal_norm, rho=cfg.rho, roles=data.roles, sigma=cfg.sigma_eps, noise=cfg.noise,
+        signal_noise=cfg.signal_noise)
+
+
+def per_token(cov, T):
+    return np.broadcast_to(cov, (T, 2, 2))
 
 
 def case_config(name, **kw):
@@ -105,14 +124,12 @@ def test_moments_match_noiseless_tokens_exactly(name, rng):
     cfg = case_config(name, sigma_eps=0.0, n_test=4)
     data = make_data(cfg)
     q, nu = random_params(rng, cfg.d)
-    mz, mv, cov = population_moments(
-        q @ q, q @ nu, nu @ nu, [q @ data.mu_pos, q @ data.mu_neg], [nu @ data.mu_pos, nu @ data.mu_neg],
-        mu_norm=cfg.signal_norm, rho=cfg.rho, roles=data.roles, sigma=0.0, noise=cfg.noise)
+    mz, mv, cov = moments_of(cfg, data, q, nu)
     for c, cls in enumerate((1.0, -1.0)):
         X = data.X_test[data.y_test == cls][0]
         np.testing.assert_allclose(mz[c], X @ q, rtol=0, atol=1e-12)
         np.testing.assert_allclose(mv[c], X @ nu, rtol=0, atol=1e-12)
-    assert np.array_equal(cov, np.zeros((2, 2)))
+    assert cov.shape == ((cfg.T, 2, 2) if cfg.signal_noise == "noiseless" else (2, 2)) and not cov.any()
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -120,21 +137,27 @@ def test_moments_match_empirical_moments_of_make_data(name, rng):
     cfg = case_config(name, n_test=20000, seed=5)
     data = make_data(cfg)
     q, nu = random_params(rng, cfg.d)
-    mz, mv, cov = population_moments(
-        q @ q, q @ nu, nu @ nu, [q @ data.mu_pos, q @ data.mu_neg], [nu @ data.mu_pos, nu @ data.mu_neg],
-        mu_norm=cfg.signal_norm, rho=cfg.rho, roles=data.roles, sigma=cfg.sigma_eps, noise=cfg.noise)
+    mz, mv, cov = moments_of(cfg, data, q, nu)
+    cov_t = per_token(cov, cfg.T)
     z, v = data.X_test @ q, data.X_test @ nu  # (n, T)
     resid = []
     for c, cls in enumerate((1.0, -1.0)):
         sel = data.y_test == cls
         n = sel.sum()
-        for emp, pop, var in ((z[sel], mz[c], cov[0, 0]), (v[sel], mv[c], cov[1, 1])):
+        for emp, pop, var in ((z[sel], mz[c], cov_t[:, 0, 0]), (v[sel], mv[c], cov_t[:, 1, 1])):
             se = np.sqrt(var / n)
-            assert np.all(np.abs(emp.mean(axis=0) - pop) <= N_SE * se), (name, c, emp.mean(axis=0), pop, se)
-        resid.append(np.stack([z[sel] - mz[c], v[sel] - mv[c]], axis=-1).reshape(-1, 2))
+            # + round-off for a noiseless token, whose every draw is its mean
+            assert np.all(np.abs(emp.mean(axis=0) - pop) <= N_SE * se + 1e-12), (name, c, emp.mean(axis=0), pop, se)
+        resid.append(np.stack([z[sel] - mz[c], v[sel] - mv[c]], axis=-1))   # (n, T, 2)
     r = np.concatenate(resid)
-    emp_cov = r.T @ r / len(r)  # the means are known: no degrees of freedom lost
-    se = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov ** 2) / len(r))
+    quiet = ~cov_t.any(axis=(1, 2))                  # noiseless tokens: exactly their means
+    assert quiet.sum() == (cfg.n_relevant if cfg.signal_noise == "noiseless" else 0)
+    assert np.abs(r[:, quiet]).max(initial=0.0) < 1e-12 * (1 + np.abs(mz).max() + np.abs(mv).max())
+    noisy = r[:, ~quiet].reshape(-1, 2)
+    cov = cov_t[~quiet][0]
+    assert np.array_equal(cov_t[~quiet], per_token(cov, (~quiet).sum()))
+    emp_cov = noisy.T @ noisy / len(noisy)  # the means are known: no degrees of freedom lost
+    se = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov ** 2) / len(noisy))
     assert np.all(np.abs(emp_cov - cov) <= N_SE * se), (name, emp_cov, cov, se)
     if cfg.noise == "orthogonal":  # P must matter here, or the test cannot tell the modes apart
         gram = np.array([[q @ q, q @ nu], [q @ nu, nu @ nu]]) * cfg.sigma_eps ** 2
@@ -320,11 +343,118 @@ def test_default_accuracy_is_far_below_finite_test_set_noise(rng):
     assert pop.acc_se < 1e-3 and pop.loss_se < 1e-3  # a 1000-sample test set: ~1e-2
 
 
+def test_deterministic_token_beside_a_gaussian_one_closed_form(rng):
+    # T = 2, token 0 noiseless at (a, b), token 1 ~ N((0, 0), diag(sz^2, sv^2)): given z_1 = x,
+    # f ~ N(s_1(x) * 0 + s_0(x) b, s_1(x)^2 sv^2) with s_1 = 1 / (1 + exp(a - x)): the accuracy is a
+    # 1-d integral over x, the loss a 2-d one (inner Gaussian by quad too).
+    a, b, sz, sv = 0.7, 0.9, 1.3, 0.8
+    cov = np.array([np.zeros((2, 2)), np.diag([sz ** 2, sv ** 2])])
+    pop = population_metrics([[a, 0.0], [a, 0.0]], [[b, 0.0], [-b, 0.0]], cov)
+
+    def weights(x):
+        s1 = 1.0 / (1.0 + np.exp(a - x))
+        return 1.0 - s1, s1
+
+    def acc(x):
+        s0, s1 = weights(x)
+        return norm.cdf(s0 * b / (s1 * sv)) * norm.pdf(x, scale=sz)
+
+    def loss(x):
+        s0, s1 = weights(x)
+        return gaussian_loss(s0 * b, s1 * sv) * norm.pdf(x, scale=sz)
+
+    want_acc = integrate.quad(acc, -12 * sz, 12 * sz, epsabs=1e-12)[0]
+    want_loss = integrate.quad(loss, -12 * sz, 12 * sz, epsabs=1e-11)[0]
+    for c in (0, 1):   # y* f has the same law in both classes here
+        assert abs(pop.class_acc[c] - want_acc) <= N_SE * pop.class_acc_se[c] + 1e-9, (pop, want_acc)
+        assert abs(pop.class_loss[c] - want_loss) <= N_SE * pop.class_loss_se[c] + 1e-9, (pop, want_loss)
+    assert 0 < pop.acc_se < 1e-4 and 0 < pop.loss_se < 1e-4
+
+
+def test_all_tokens_noiseless_is_deterministic(rng):
+    mz, mv, _ = random_moments(rng, 3, 0.0)
+    pop = population_metrics(mz, mv, np.zeros((3, 2, 2)), se_target=1e-3)
+    for c, cls in enumerate((1.0, -1.0)):
+        u = cls * np.sum(softmax(mz[c]) * mv[c])
+        assert pop.class_acc[c] == float(u > 0)
+        assert pop.class_loss[c] == pytest.approx(np.logaddexp(0.0, -u), rel=1e-13)
+    assert pop.acc_se == 0.0 and pop.loss_se == 0.0
+    assert pop.n_draws == 8 * MIN_DRAWS_PER_REPLICATE     # the first look suffices
+
+
+# --------------------------------------------------------------------------- the kernel and its twin
+
+def kernel_cases():
+    """Named (mean_z, mean_v, cov (T, 2, 2)) covering every branch of the kernel."""
+    rng = np.random.default_rng(20)
+    out = {}
+    for corr in (0.0, 0.6, -1.0):
+        mz, mv, cov = random_moments(rng, 8, corr)
+        out[f"corr={corr}"] = (mz, mv, per_token(cov, 8).copy())
+    mz, mv, cov = random_moments(rng, 5, 0.4)
+    cov_t = per_token(cov, 5).copy()
+    cov_t[[0, 3]] = 0.0                                     # noiseless tokens
+    out["noiseless"] = (mz, mv, cov_t)
+    mz, mv, cov = random_moments(rng, 4, 0.3)
+    out["mean gaps 1000"] = (mz + [[1000.0, 0, -500, 0]], mv, per_token(cov, 4).copy())   # factors underflow
+    out["noise sd 200"] = (mz, mv, per_token(cov * 4e4, 4).copy())                       # per-draw fallback
+    # means 800 apart, noise sd 600: the factor exp(-800) of a token underflows to 0 while its
+    # noise can make it the top token, whose true weight is 1
+    out["underflow compensated"] = (np.array([[0.0, -800.0, -400.0], [-400.0, -800.0, 0.0]]), mv[:, :3],
+                                    per_token(np.array([[3.6e5, 300.0], [300.0, 1.0]]), 3).copy())
+    mz, mv, cov = random_moments(rng, 1, 0.5)
+    out["T=1"] = (mz, mv, per_token(cov, 1).copy())
+    mz, mv, _ = random_moments(rng, 6, 0.0)
+    cov_t = np.zeros((6, 2, 2))
+    cov_t[1:, 0, 0] = 2.0                                   # v a function of z: accuracy counts
+    out["rank one in z"] = (mz, mv, cov_t)
+    return out
+
+
+@pytest.mark.parametrize("case", list(kernel_cases()))
+@pytest.mark.parametrize("se_target", [-1.0, 3e-3])
+def test_quadrature_kernel_matches_its_numpy_twin(case, se_target):
+    mz, mv, cov = kernel_cases()[case]
+    # 2**12 draws: blocks of 64, the first look at 8 (a partial block); 2**6: blocks of 8 < BLOCK
+    for n_draws, first in ((2 ** 12, 8), (2 ** 6, 2)):
+        draws = standard_normal_draws(mz.shape[1], n_draws, 8, 3)
+        got, want = np.empty((2, 3, 2)), np.empty((2, 3, 2))
+        n_got = kernel.population_quadrature(mz, mv, cov, np.array([1.0, -1.0]), draws, first, se_target, got)
+        n_want = twin.population_quadrature(mz, mv, cov, np.array([1.0, -1.0]), draws, first, se_target, want)
+        label = f"{case}, se_target={se_target}, n_draws={n_draws}"
+        assert n_got == n_want, f"{label}: draws {n_got} vs {n_want}"
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-14, err_msg=label)
+        assert np.isfinite(got).all() and (got[1, :, 0] >= 0).all() and (got[1, :, 0] <= 1).all()
+
+
+def test_se_target_spends_draws_until_the_target(rng):
+    mz, mv, cov = random_moments(rng, 8, 0.5)
+    full = population_metrics(mz, mv, cov)
+    for target in (3e-3, 1e-3, 3e-4):
+        pop = population_metrics(mz, mv, cov, se_target=target)
+        per = pop.n_draws // 8
+        assert MIN_DRAWS_PER_REPLICATE <= per < 2 ** 14 // 8 and per & (per - 1) == 0
+        assert pop.loss_se <= target and pop.acc_se <= target
+        if per > MIN_DRAWS_PER_REPLICATE:          # the previous doubling had not reached it
+            half = population_metrics(mz, mv, cov, n_draws=pop.n_draws // 2)
+            assert max(half.loss_se, half.acc_se) > target
+        # the same expectation as all 2**14 draws: the prefix of a scrambled net is a net
+        for what in ("loss", "acc"):
+            assert abs(getattr(pop, what) - getattr(full, what)) <= N_SE * np.hypot(getattr(pop, what + "_se"),
+                                                                                 getattr(full, what + "_se"))
+    unreachable = population_metrics(mz, mv, cov, n_draws=2 ** 10, se_target=1e-9)
+    assert unreachable.n_draws == 2 ** 10 and unreachable.loss_se > 1e-9
+
+
 # --------------------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(mean_z=np.zeros((3, 4))), r"mean_z and mean_v must both have shape \(2, T\)"),
-    (dict(cov=np.zeros((3, 3))), r"cov must have shape \(2, 2\)"),
+    (dict(cov=np.zeros((3, 3))), r"cov must have shape \(2, 2\) .* or \(T, 2, 2\) = \(4, 2, 2\)"),
+    (dict(cov=np.zeros((3, 2, 2))), r"cov must have shape \(2, 2\) .* or \(T, 2, 2\) = \(4, 2, 2\)"),
+    (dict(cov=np.array([np.eye(2), np.eye(2), [[1.0, 2.0], [2.0, 1.0]], np.eye(2)])),
+     r"cov must be symmetric positive semi-definite; got \[\[1.0, 2.0\], \[2.0, 1.0\]\] \(token 2\)"),
+    (dict(se_target=0.0), "se_target must be None .* or a finite number > 0"),
     (dict(cov=np.array([[1.0, 2.0], [2.0, 1.0]])), "cov must be symmetric positive semi-definite"),
     (dict(cov=np.array([[1.0, 0.5], [0.0, 1.0]])), "cov must be symmetric positive semi-definite"),
     (dict(cov=np.array([[np.nan, 0.0], [0.0, 1.0]])), "cov must be finite"),
@@ -345,6 +475,8 @@ def test_population_moments_and_from_params_reject_bad_input():
     good = dict(mu_norm=1.0, rho=0.1, roles=[0, 3], sigma=1.0)
     with pytest.raises(ConfigError, match="noise must be one of 'isotropic', 'orthogonal'"):
         population_moments(1.0, 0.0, 1.0, [0, 0], [0, 0], **good, noise="gaussian")
+    with pytest.raises(ConfigError, match="signal_noise must be one of 'noisy', 'noiseless'"):
+        population_moments(1.0, 0.0, 1.0, [0, 0], [0, 0], **good, signal_noise="quiet")
     with pytest.raises(ConfigError, match=r"q_mu must have shape \(2,\)"):
         population_moments(1.0, 0.0, 1.0, [0, 0, 0], [0, 0], **good)
     with pytest.raises(ConfigError, match="roles must be a non-empty 1-d array of role codes"):

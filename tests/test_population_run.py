@@ -4,7 +4,9 @@ The recorder feeds ``population_metrics`` from the dual state (``query_norm`` an
 ``mu_+-``, ``nu``). Oracles: the materialised final parameters through
 ``population_metrics_from_params`` (exact plumbing: the same expectation from ``W^T p`` built in
 R^d), and finite test sets of 10^5 (10^6, slow) clean samples drawn by ``make_data``'s test
-stream, within 3 combined standard errors, for both noise modes and both trainable sets.
+stream, within 3 combined standard errors, for both noise modes and every trainable set: a
+trained head (its inner products recovered from the dual state, ``HeadInnerProducts``) and
+Magen et al.'s model (noiseless signal token, W = I, head from zero) included.
 """
 
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 import attnsim
 from attnsim import Config, ConfigError, SaveAt, make_data, population_metrics_from_params
 from attnsim._io import read_npz, write_npz_atomic
+from attnsim._population import DEFAULT_SE_TARGET
 from test_population import assert_matches_finite_set, empirical_metrics
 
 CASES = [(t, n) for t in ("Wp", "p") for n in ("isotropic", "orthogonal")]
@@ -55,7 +58,7 @@ def test_recorded_population_metrics_equal_those_of_the_materialised_query(runs,
             q = final_query(res, cfg)
         else:
             q = final_query(prefix[step], cfg.replace(steps=step))
-        pm = population_metrics_from_params(q, nu, cfg)
+        pm = population_metrics_from_params(q, nu, cfg, se_target=DEFAULT_SE_TARGET)   # the recorder's quadrature
         for name, want in (("test_loss", pm.loss), ("test_acc", pm.acc), ("test_loss_se", pm.loss_se),
                            ("test_acc_se", pm.acc_se)):
             got = getattr(res, name)[k]
@@ -67,7 +70,7 @@ def test_recorded_population_metrics_match_a_finite_test_set(runs, trainable, no
     cfg, res, _ = runs[trainable, noise]
     q = final_query(res, cfg)
     nu = make_data(cfg).nu
-    pm = population_metrics_from_params(q, nu, cfg)
+    pm = population_metrics_from_params(q, nu, cfg, se_target=DEFAULT_SE_TARGET)
     assert (res.test_loss[-1], res.test_acc[-1]) == pytest.approx((pm.loss, pm.acc), rel=1e-7)
     # Informative: training moved the metrics, and the query has a noise component.
     assert abs(res.test_loss[-1] - res.test_loss[0]) > 20 * res.test_loss_se[-1]
@@ -96,7 +99,7 @@ def test_flow_records_population_metrics_of_its_final_parameters(trainable):
     cfg = trained_config(trainable, "isotropic", steps=10 ** 5, lr=0.05)
     res = attnsim.simulate(cfg, SaveAt.log(cfg.steps, 20), dynamics="flow", flow={"gd_start": 50})
     assert res.status == "finished"
-    pm = population_metrics_from_params(final_query(res, cfg), make_data(cfg).nu, cfg)
+    pm = population_metrics_from_params(final_query(res, cfg), make_data(cfg).nu, cfg, se_target=DEFAULT_SE_TARGET)
     assert (res.test_loss[-1], res.test_acc[-1]) == pytest.approx((pm.loss, pm.acc), rel=1e-7)
 
 
@@ -119,7 +122,7 @@ def test_population_metrics_survive_save_load_and_old_files_load(tmp_path):
     res.save(tmp_path / "r.npz")
     back = attnsim.load(tmp_path / "r.npz")
     np.testing.assert_array_equal(back.test_loss_se, res.test_loss_se)
-    arrays, meta = read_npz(tmp_path / "r.npz", "attnsim.Result", 1)
+    arrays, meta = read_npz(tmp_path / "r.npz", "attnsim.Result", attnsim._result.FORMAT_VERSION)
     del arrays["test_loss_se"], arrays["test_acc_se"]          # a file written before they existed
     write_npz_atomic(tmp_path / "old.npz", arrays, meta)
     old = attnsim.load(tmp_path / "old.npz")
@@ -140,7 +143,8 @@ def test_population_run_resumes_from_a_checkpoint_bit_for_bit(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(test_metrics="population"), r"n_test must be 0 with test_metrics='population'.*got n_test=1000; pass n_test=0"),
+    (dict(test_metrics="population", n_test=1000),   # left out, n_test is 0 here (issue 17.6)
+     r"n_test must be 0 with test_metrics='population'.*got n_test=1000; leave n_test out \(or pass n_test=0\)"),
     (dict(test_metrics="exact", n_test=0), r"test_metrics must be one of"),
 ])
 def test_config_rejects_bad_test_metrics(kwargs, match):
@@ -170,3 +174,111 @@ def test_orthogonal_moments_stay_psd_when_query_and_head_lie_in_the_signal_span(
         assert cov[0, 1] ** 2 <= cov[0, 0] * cov[1, 1]
         assert np.all(np.abs(cov) < 1e-12 * (1 + cq @ cq + cn @ cn))
         attnsim.population_metrics(mz, mv, cov, n_draws=2 ** 6, replicates=2)   # accepted
+
+
+# --------------------------------------------------------------------------- trained heads, noiseless signal token
+
+HEAD_CASES = {
+    # official head, d = 10 < N = 160: X X^T is singular, the pseudo-inverse must still be exact
+    "p+nu": dict(trainable="p+nu", lr=0.05),
+    "Wp+nu": dict(trainable="Wp+nu", lr=0.05),
+    "Wp+nu-orth": dict(trainable="Wp+nu", noise="orthogonal"),
+    # d = 60 > N = 40: X X^T invertible
+    "p+nu-orth-wide": dict(trainable="p+nu", noise="orthogonal", d=60, n_train=10, T=4),
+}
+HEAD_SAVES = [0, 20, 150, 400]
+
+
+def head_config(name):
+    if name == "magen":   # Magen et al.: T = 2, the relevant token is exactly mu_{y*} (repeated: X X^T singular)
+        return attnsim.preset("magen", d=60, n_train=20, n_test=0, test_metrics="population", seed=3, steps=400)
+    kw = dict(HEAD_CASES[name])
+    return trained_config(kw.pop("trainable"), kw.pop("noise", "isotropic"), **kw)
+
+
+def materialised(res, cfg):
+    """``(q, nu)`` of a result, built in R^d."""
+    W = res.W if res.W is not None else attnsim.init_params(cfg)[0]
+    W = np.eye(cfg.d) if W is None else W                # w0="identity"
+    return W.T @ res.p, res.nu
+
+
+@pytest.fixture(scope="module")
+def head_runs():
+    """For every case: the dual run recorded at HEAD_SAVES and dual runs ending at each inner save."""
+    out = {}
+    for name in [*HEAD_CASES, "magen"]:
+        cfg = head_config(name)
+        res = attnsim.simulate(cfg, SaveAt(HEAD_SAVES), engine="dual")
+        prefix = {s: attnsim.simulate(cfg.replace(steps=s), SaveAt([0, s]), engine="dual") for s in HEAD_SAVES[1:-1]}
+        out[name] = cfg, res, prefix
+    return out
+
+
+@pytest.mark.parametrize("name", [*HEAD_CASES, "magen"])
+def test_trained_head_population_metrics_equal_those_of_the_materialised_parameters(head_runs, name):
+    """Every save: (nu^T nu, nu^T mu, q^T nu) from beta = Gxx^+ (v - v0) give what q and nu built in R^d give."""
+    cfg, res, prefix = head_runs[name]
+    assert res.status == "finished" and res.nu_dist[-1] > 0.1       # the head moved
+    for k, step in enumerate(HEAD_SAVES):
+        if step == 0:
+            W0, p0 = attnsim.init_params(cfg)
+            q, nu = (p0 if W0 is None else W0.T @ p0), make_data(cfg).nu
+        else:
+            q, nu = materialised(res if step == cfg.steps else prefix[step], cfg.replace(steps=step))
+        pm = population_metrics_from_params(q, nu, cfg, se_target=DEFAULT_SE_TARGET)
+        for what, want in (("test_loss", pm.loss), ("test_acc", pm.acc), ("test_loss_se", pm.loss_se),
+                           ("test_acc_se", pm.acc_se)):
+            assert getattr(res, what)[k] == pytest.approx(want, rel=1e-9, abs=1e-12), f"{name} step {step}: {what}"
+
+
+@pytest.mark.parametrize("name", [*HEAD_CASES, "magen"])
+def test_trained_head_population_metrics_match_a_finite_test_set(head_runs, name):
+    cfg, res, _ = head_runs[name]
+    q, nu = materialised(res, cfg)
+    pm = population_metrics_from_params(q, nu, cfg, se_target=DEFAULT_SE_TARGET)
+    assert (res.test_loss[-1], res.test_acc[-1]) == pytest.approx((pm.loss, pm.acc), rel=1e-9)
+    assert abs(res.test_loss[-1] - res.test_loss[0]) > 20 * res.test_loss_se[-1]     # training moved them
+    assert 0.5 < pm.acc < 0.99
+    test = make_data(cfg.replace(test_metrics="sample", n_test=100_000, seed=11))    # a fresh test stream
+    assert_matches_finite_set(pm, empirical_metrics(test.X_test, test.y_test, q, nu), name)
+
+
+@pytest.mark.parametrize("name", ["Wp+nu-orth", "magen"])
+def test_trained_head_population_metrics_agree_across_engines_and_the_flow(head_runs, name):
+    cfg, dual, _ = head_runs[name]
+    primal = attnsim.simulate(cfg, SaveAt(HEAD_SAVES), engine="primal")
+    for what in ("test_loss", "test_acc", "test_loss_se", "test_acc_se"):
+        np.testing.assert_allclose(getattr(primal, what), getattr(dual, what), rtol=1e-8, atol=1e-12, err_msg=what)
+    flow = attnsim.simulate(cfg.replace(steps=10 ** 5, lr=cfg.lr / 10), SaveAt.log(10 ** 5, 12), dynamics="flow",
+                            flow={"gd_start": 50})
+    assert flow.status == "finished"
+    q, nu = materialised(flow, cfg)
+    pm = population_metrics_from_params(q, nu, cfg, se_target=DEFAULT_SE_TARGET)
+    assert (flow.test_loss[-1], flow.test_acc[-1]) == pytest.approx((pm.loss, pm.acc), rel=1e-7)
+
+
+def test_head_inner_products_from_a_singular_gram_are_exact(rng):
+    """X with repeated rows (Magen's noiseless tokens) and N > d: beta is not unique, the products are."""
+    from attnsim._population import HeadInnerProducts
+
+    d, N = 7, 12
+    X = rng.standard_normal((N, d))
+    X[6:] = X[0]                                           # six copies of one token: rank <= 6 < N
+    nu0, q = rng.standard_normal(d), rng.standard_normal(d)
+    mu = rng.standard_normal((2, d))
+    beta = rng.standard_normal(N) * 10.0 ** rng.uniform(-3, 3, size=N)
+    nu = nu0 + X.T @ beta
+    hp = HeadInnerProducts(X, nu0, mu, X @ X.T)
+    nunu, nu_mu, q_nu = hp(X @ q, X @ nu, np.linalg.norm(nu), q @ nu0)
+    scale = np.linalg.norm(nu) * (np.linalg.norm(q) + np.abs(mu).max())
+    assert abs(q_nu - q @ nu) < 1e-12 * scale
+    np.testing.assert_allclose(nu_mu, mu @ nu, rtol=0, atol=1e-12 * scale)
+    assert nunu == pytest.approx(nu @ nu, rel=1e-15)
+    fixed = HeadInnerProducts(X, nu0, mu)
+    assert fixed(X @ q, X @ nu, 0.0, 1.5) == (nu0 @ nu0, pytest.approx(mu @ nu0), 1.5)
+
+
+def test_config_accepts_population_metrics_for_every_model():
+    for kw in (dict(trainable="p+nu"), dict(trainable="Wp+nu"), dict(signal_noise="noiseless")):
+        assert Config(n_test=0, test_metrics="population", **kw).test_metrics == "population"

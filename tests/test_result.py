@@ -75,9 +75,10 @@ def test_file_written_before_the_head_was_stored_still_loads(result, tmp_path):
 
     path, old = tmp_path / "new.npz", tmp_path / "old.npz"
     result.save(path)
-    arrays, meta = read_npz(path, "attnsim.Result", 1)
+    arrays, meta = read_npz(path, "attnsim.Result", attnsim._result.FORMAT_VERSION)
     for name in ("nu", "nu_norm", "nu_dist", "nu_align", "nu_probe"):
         del arrays[name]
+    meta.update(format_version=1, params=None)
     write_npz_atomic(old, arrays, meta)
     back = load(old)
     assert back.nu is None

@@ -229,8 +229,8 @@ def test_the_law_test_rejects_a_planted_wrong_degree_of_freedom(monkeypatch):
 
 
 @pytest.mark.parametrize("fields", [dict(init="gaussian", sigma_p=0.2, sigma_w=0.3, head_init="gaussian", sigma_nu=0.1,
-                                         trainable="Wp"),
-                                    dict(w0="identity", head_init="gaussian", sigma_nu=0.1, trainable="p"),
+                                         trainable="Wp+nu"),
+                                    dict(w0="identity", head_init="gaussian", sigma_nu=0.1, trainable="p+nu"),
                                     dict(trainable="p", noise="orthogonal")])
 def test_implicit_dimension_is_enough_at_the_smallest_d_allowed(fields):
     # At d = implicit_dimension every direction the set-up may touch must fit (a full basis raises).
@@ -241,3 +241,16 @@ def test_implicit_dimension_is_enough_at_the_smallest_d_allowed(fields):
     assert run.result(cfg).final_step == 3
     with pytest.raises(ConfigError, match=rf"d must be >= {cfg.implicit_dimension} "):
         cfg.replace(d=cfg.implicit_dimension - 1)
+
+
+def test_the_implicit_space_defaults_to_population_metrics_and_replace_follows_the_space():
+    cfg = Config(space="implicit", init="official-gaussian", d=10 ** 9)
+    assert (cfg.test_metrics, cfg.n_test) == ("population", 0)
+    there = Config(init="official-gaussian").replace(space="implicit", d=10 ** 6)
+    assert (there.test_metrics, there.n_test) == ("population", 0)
+    back = there.replace(space="explicit", d=300)
+    assert (back.test_metrics, back.n_test) == ("sample", 1000)
+    # an explicit choice is kept, and refused where it cannot hold
+    assert Config(test_metrics="population").replace(d=300).test_metrics == "population"
+    with pytest.raises(ConfigError, match=r"space='implicit' has no d-dimensional test set"):
+        Config(test_metrics="sample", space="implicit", init="official-gaussian", d=10 ** 6)

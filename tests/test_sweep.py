@@ -1,5 +1,7 @@
-"""Resumable sweeps: grids, the results folder, executors (threads, processes, Dask) and the CLI."""
+"""Resumable sweeps: grids, point keys, the results folder, executors (threads, processes, Dask), the
+flow in sweeps, no run left behind, sweep results as tables, and the CLI."""
 
+import csv
 import json
 import os
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -9,8 +11,9 @@ import pytest
 
 import attnsim
 from attnsim import cli
-from attnsim import Sweep, SweepPoint, grid_configs, sweep
-from attnsim._sweep import parse_grid_arg, point_key
+from attnsim import Config, ConfigError, FlowOptions, SaveAt, Sweep, SweepPoint, grid_configs, simulate, sweep
+from attnsim._sweep import parse_grid_arg, point_key, recording
+from tools.cases import FLOW, FLOW_CFG
 
 TINY = attnsim.Config(d=24, n_test=10, steps=20)
 
@@ -80,6 +83,29 @@ def test_point_key_depends_on_config_and_recording_only():
     assert point_key(TINY, save) != point_key(TINY, {**save, "n_saves": 50})
 
 
+#: Keys written by the single-module ``_sweep.py`` (before the sweep became a package): a folder
+#: holds its points under these names, so they must never change.
+KNOWN_KEYS = [
+    (attnsim.Config(), recording(200, None, False), "079dcf7b0051ba46"),
+    (attnsim.Config(d=24, n_test=10, steps=20), recording(5, None, False), "5c2763af12924b6b"),
+    (attnsim.Config(d=500, signal_norm=7.5, seed=2), recording(200, "noise", True), "6cb407111cb84720"),
+    (attnsim.Config(d=250, steps=10**12, test_metrics="population", n_test=0),
+     recording(100, None, False, "flow", None, 1), "203dd7a1ade8f442"),
+    (attnsim.Config(optimizer="ngd", eta=0.1), recording(50, None, False), "e594f6afa2e0ac95"),
+]
+
+
+@pytest.mark.parametrize("config, save, key", KNOWN_KEYS, ids=[k for _, _, k in KNOWN_KEYS])
+def test_point_keys_of_existing_folders_are_unchanged(config, save, key):
+    assert point_key(config, save) == key
+
+
+def test_sweep_files_its_points_under_their_known_keys(tmp_path):
+    config, save, key = KNOWN_KEYS[1]
+    sw = sweep(tmp_path, config, n_saves=save["n_saves"], workers=1, progress=False)
+    assert list(sw.points) == [key] and os.listdir(tmp_path / "points") == [f"{key}.npz"]
+
+
 # ------------------------------------------------------------------ the folder
 
 
@@ -130,6 +156,19 @@ def test_open_repairs_a_lost_or_torn_index(tmp_path):
     index.unlink()
     assert set(Sweep.open(tmp_path).points) == keys
     assert set(Sweep.open(tmp_path, repair=False).points) == keys    # the repair rewrote the index
+
+
+def test_a_torn_last_index_line_does_not_swallow_the_next_entry(tmp_path):
+    sweep(tmp_path, TINY, grid={"eta": [0.0, 0.2]}, n_saves=5, workers=1, progress=False)
+    index = tmp_path / "index.jsonl"
+    first, second = index.read_text().splitlines()
+    index.write_text(first + "\n" + second[: len(second) // 2])          # killed mid-line, no newline
+    sw = sweep(tmp_path, TINY, grid={"eta": [0.0, 0.1, 0.2]}, n_saves=5, workers=1, progress=False)
+    lines = index.read_text().splitlines()
+    assert lines[:2] == [first, second[: len(second) // 2]]
+    entries = [json.loads(line) for line in lines[2:]]                   # every appended line parses
+    assert {e["key"] for e in entries} | {json.loads(first)["key"]} == set(sw.points)
+    assert set(Sweep.open(tmp_path, repair=False).points) == set(sw.points)
 
 
 def test_open_refuses_a_folder_without_a_sweep(tmp_path):
@@ -225,3 +264,155 @@ def test_cli_sweep_errors_are_one_line_exit_2(tmp_path, capsys, extra, message):
 def test_cli_sweep_show_of_a_non_sweep_folder(tmp_path, capsys):
     assert cli.main(["sweep", str(tmp_path), "--show"]) == 2
     assert "not an attnsim sweep folder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ point keys of flow and GD points
+
+
+def test_gd_point_keys_are_those_of_folders_written_before_the_flow():
+    """Old sweep folders keep their keys: the GD recording and the default test_metrics stay out of the hash."""
+    save = recording(200, None, False)
+    assert save == {"n_saves": 200, "probes": None, "keep_params": False}
+    assert point_key(Config(d=24, n_test=10, steps=20), save) == "9500a0b06d1de7a6"   # computed on main
+
+
+def test_flow_point_key_records_dynamics_and_every_option():
+    gd, flow = recording(50, None, False), recording(50, None, False, "flow", FLOW)
+    assert flow["dynamics"] == "flow" and flow["flow"] == {**vars(FlowOptions()), **FLOW}
+    assert point_key(FLOW_CFG, gd) != point_key(FLOW_CFG, flow)
+    assert point_key(FLOW_CFG, flow) != point_key(FLOW_CFG, recording(50, None, False, "flow", {"max_steps": 7}))
+    assert point_key(FLOW_CFG, recording(50, None, False, "flow", None)) == \
+        point_key(FLOW_CFG, recording(50, None, False, "flow", FlowOptions()))
+
+
+# ------------------------------------------------------------------ the flow in sweeps
+
+
+def test_sweep_flow_records_dynamics_skips_finished_points_and_keeps_gd_apart(tmp_path):
+    grid = {"signal_norm": [3.0, 6.0]}
+    sw = sweep(tmp_path, FLOW_CFG, grid=grid, n_saves=10, dynamics="flow", flow=FLOW, workers=1, progress=False)
+    assert len(sw) == 2
+    entries = [json.loads(line) for line in (tmp_path / "index.jsonl").read_text().splitlines()]
+    assert all(e["summary"]["dynamics"] == "flow" and e["save"]["dynamics"] == "flow"
+               and e["save"]["flow"]["max_steps"] == FLOW["max_steps"] for e in entries)
+    assert all(e["summary"]["test_acc_se"] is not None for e in entries)   # population metrics
+    mtimes = {name: os.stat(tmp_path / "points" / name).st_mtime_ns for name in os.listdir(tmp_path / "points")}
+    again = sweep(tmp_path, FLOW_CFG, grid=grid, n_saves=10, dynamics="flow", flow=FLOW, workers=1, progress=False)
+    assert set(again.points) == set(sw.points)
+    assert {name: os.stat(tmp_path / "points" / name).st_mtime_ns for name in mtimes} == mtimes  # nothing rerun
+    both = sweep(tmp_path, FLOW_CFG.replace(steps=100), grid=grid, n_saves=10, workers=1, progress=False)
+    assert len(both) == 4 and sorted(p.summary["dynamics"] for p in both.points.values()) == ["flow"] * 2 + ["gd"] * 2
+    (tmp_path / "index.jsonl").unlink()                        # the files are the truth: re-indexed with dynamics
+    repaired = Sweep.open(tmp_path)
+    assert sorted(p.recording.get("dynamics", "gd") for p in repaired.points.values()) == ["flow"] * 2 + ["gd"] * 2
+
+
+def test_cli_sweep_flow_with_population_metrics(tmp_path, capsys):
+    folder = tmp_path / "sw"
+    argv = ["sweep", str(folder), "--grid", "signal_norm=3,6", "--d", "16", "--n-train", "8", "--T", "4",
+            "--steps", "1e8", "--test-metrics", "population", "--dynamics", "flow", "--flow", "max_steps=2e4",
+            "--flow", "gd_start=200", "--flow-retries", "0", "--saves", "10", "--workers", "1", "--no-progress"]
+    assert cli.main(argv) == 0
+    sw = Sweep.open(folder)
+    assert len(sw) == 2
+    for p in sw.points.values():
+        assert p.config.n_test == 0 and p.config.test_metrics == "population"
+        assert p.recording["flow"]["max_steps"] == 20_000 and p.recording["flow"]["gd_start"] == 200
+        assert p.recording["flow_retries"] == 0
+    assert cli.main(argv) == 0 and len(Sweep.open(folder)) == 2      # rerun: nothing new
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--flow", "max_steps=1e5"], "--flow settings need --dynamics flow"),
+    (["--dynamics", "flow", "--flow", "maxsteps=3"], "expected FIELD=VALUE with FIELD one of rtol"),
+    (["--dynamics", "flow", "--flow", "max_steps=1.5"], "max_steps must be an integer"),
+    (["--dynamics", "flow", "--flow", "correction=maybe"], "correction must be true or false"),
+    (["--dynamics", "rk4"], "--dynamics must be one of gd, flow"),
+    (["--flow-retries", "2"], "--flow-retries needs --dynamics flow"),
+    (["--dynamics", "flow", "--flow-retries", "-1"], "--flow-retries must be an integer >= 0; got '-1'"),
+    (["--test-metrics", "population", "--n-test", "10"], "n_test must be 0 with test_metrics='population'"),
+])
+def test_cli_sweep_rejects_bad_dynamics_flags(tmp_path, capsys, extra, match):
+    assert cli.main(["sweep", str(tmp_path / "sw"), "--d", "16", "--steps", "10", "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------ sweep results as tables
+
+@pytest.fixture(scope="module")
+def table_sweep(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("table")
+    base = Config(d=16, n_train=8, T=4, n_test=6, steps=30, eta=0.25)
+    sweep(folder, base, grid={"signal_norm": [2.0, 4.0]}, seeds=[0, 1], n_saves=7, workers=1, progress=False)
+    sweep(folder, FLOW_CFG.replace(steps=10 ** 6), grid={"signal_norm": [2.0]}, n_saves=5, dynamics="flow",
+          flow=FLOW, workers=1, progress=False)
+    return Sweep.open(folder)
+
+
+def test_to_csv_has_one_row_per_point_and_save_time_with_config_columns(table_sweep, tmp_path):
+    path = tmp_path / "t.csv"
+    n = table_sweep.to_csv(path)
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    sizes = [table_sweep.load(k).steps.size for k in table_sweep.points]
+    assert n == len(rows) == sum(sizes)
+    assert list(rows[0]) == table_sweep.columns() and set(attnsim.field_names()) <= set(rows[0])
+    for key in table_sweep.points:                         # every row of a point is its Result, save by save
+        res = table_sweep.load(key)
+        mine = [r for r in rows if r["key"] == key]
+        assert [int(r["step"]) for r in mine] == res.steps.tolist()
+        assert [float(r["train_loss"]) for r in mine] == res.train_loss.tolist()        # full precision
+        assert [float(r["test_acc_se"]) for r in mine] == pytest.approx(res.test_acc_se.tolist(), nan_ok=True)
+        assert {r["seed"] for r in mine} == {str(res.config.seed)} and {r["d"] for r in mine} == {"16"}
+        assert {r["dynamics"] for r in mine} == {res.extra.get("dynamics", "gd")}
+        assert {r["head_scale"] for r in mine} == {""}                                  # None
+    assert sorted({r["dynamics"] for r in rows}) == ["flow", "gd"]
+
+
+def test_to_frame_equals_the_csv(table_sweep, tmp_path):
+    pd = pytest.importorskip("pandas")   # an optional extra (installed by the test extra)
+    frame = table_sweep.to_frame()
+    table_sweep.to_csv(tmp_path / "t.csv")
+    back = pd.read_csv(tmp_path / "t.csv", keep_default_na=True)
+    assert list(frame.columns) == table_sweep.columns() and len(frame) == len(back)
+    for col in ("step", "train_loss", "test_loss", "test_acc_se", "signal_norm", "seed"):
+        np.testing.assert_array_equal(frame[col].to_numpy(dtype=float), back[col].to_numpy(dtype=float))
+    assert frame.groupby("key").size().to_dict() == {k: table_sweep.load(k).steps.size for k in table_sweep.points}
+
+
+def test_to_frame_without_pandas_says_how_to_install_it(table_sweep, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ImportError, match=r"Sweep.to_frame needs pandas: pip install 'attnsim\[pandas\]'.*to_csv"):
+        table_sweep.to_frame()
+
+
+# ------------------------------------------------------------------ no run left behind
+
+def test_a_stiff_flow_point_is_rerun_with_ten_times_the_budget_and_says_so(tmp_path):
+    tight = {**FLOW, "max_steps": 40}               # this point needs ~300 integrator steps
+    first = simulate(FLOW_CFG, SaveAt.log(FLOW_CFG.steps, 10), dynamics="flow", flow=tight)
+    assert first.status == "max_steps_reached"
+    sw = sweep(tmp_path, FLOW_CFG, n_saves=10, dynamics="flow", flow=tight, workers=1, progress=False)
+    (pt,) = sw.points.values()
+    res = sw.load(pt.key)
+    assert res.status == "finished" and pt.summary["status"] == "finished"
+    assert res.extra["path"] == pt.summary["path"] == "flow rerun: max_steps=400"
+    assert res.extra["max_steps"] == 400
+    (attempt,) = res.extra["attempts"]
+    assert attempt["status"] == "max_steps_reached" and attempt["max_steps"] == 40
+    assert attempt["final_step"] == first.final_step < FLOW_CFG.steps
+    direct = simulate(FLOW_CFG, SaveAt.log(FLOW_CFG.steps, 10), dynamics="flow", flow={**tight, "max_steps": 400})
+    assert res.train_loss.tobytes() == direct.train_loss.tobytes()          # the rerun is that run, exactly
+
+
+def test_without_retries_a_stiff_point_keeps_its_status(tmp_path):
+    sw = sweep(tmp_path, FLOW_CFG, n_saves=10, dynamics="flow", flow={**FLOW, "max_steps": 30}, flow_retries=0,
+               workers=1, progress=False)
+    (pt,) = sw.points.values()
+    assert pt.summary["status"] == "max_steps_reached" and pt.summary["path"] == "flow"
+    assert sw.load(pt.key).extra["attempts"] == []
+    with pytest.raises(ConfigError, match=r"flow_retries must be an integer >= 0; got -1"):
+        sweep(tmp_path, FLOW_CFG, dynamics="flow", flow_retries=-1, progress=False)

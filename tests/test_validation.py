@@ -227,14 +227,19 @@ def invalid_float(rule):
                      not_a_number)
 
 
-def invalid_choice(allowed):
-    return st.one_of(st.text(max_size=10).filter(lambda s: s not in allowed), st.integers(), st.none(),
+#: Choice fields for which None is valid (it resolves to a default that depends on other fields).
+OPTIONAL_CHOICES = ("test_metrics",)
+
+
+def invalid_choice(allowed, optional=False):
+    return st.one_of(st.text(max_size=10).filter(lambda s: s not in allowed), st.integers(),
+                     *(() if optional else (st.none(),)),
                      st.lists(st.sampled_from(allowed), min_size=1, max_size=2))
 
 
 INVALID = {**{k: invalid_int(m) for k, m in INT_MINIMA.items()},
            **{k: invalid_float(r) for k, r in FLOATS.items()},
-           **{k: invalid_choice(a) for k, a in CHOICES.items()}}
+           **{k: invalid_choice(a, optional=k in OPTIONAL_CHOICES) for k, a in CHOICES.items()}}
 
 
 @st.composite

@@ -23,6 +23,7 @@ from ._plot import plot_attention, plot_max_margin, plot_result
 from ._experiment import prepare_run, simulate
 from ._io import ResultFileError
 from ._kernels.gd import loss_and_grads, loss_and_grads_head
+from ._memory import MemoryBudgetError
 from ._result import STATUSES, Result, load
 from ._run import Run
 from ._population import PopulationMetrics, population_metrics, population_metrics_from_params, population_moments
@@ -36,8 +37,9 @@ __all__ = [
     "classify_regime", "decompose_query", "first_passage", "fitted", "frak_sums", "gaps", "growth", "min_gap",
     "noise_probes", "noisy_fit_times", "noisy_fitted", "role_mass", "time_to_fit_all", "time_to_test_acc",
     "time_to_test_loss", "token_noise", "token_values", "Sweep", "grid_configs", "sweep",
-    "Config", "ConfigError", "Data", "PRESETS", "ROLE_NAMES", "Result", "ResultFileError", "SaveAt",
-    "choose_engine", "field_names", "init_params", "load", "loss_and_grads", "loss_and_grads_head", "make_data", "run_data", "DataModel", "preset",
+    "Config", "ConfigError", "MemoryBudgetError", "Data", "PRESETS", "ROLE_NAMES", "Result", "ResultFileError", "SaveAt",
+    "choose_engine", "field_names", "init_params", "load", "loss_and_grads", "loss_and_grads_head", "make_data", "run_data",
+    "DataModel", "preset",
     "simulate", "simulate_many", "step_costs", "train", "train_many", "__version__",
     "Checkpoint", "CheckpointHook", "CheckpointWarning", "FlowOptions", "load_checkpoint", "restore", "resume",
     "save_checkpoint", "Run", "STATUSES", "SweepPoint", "plot_attention", "plot_max_margin", "plot_result", "prepare", "prepare_run",

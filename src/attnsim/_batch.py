@@ -15,6 +15,7 @@ example a Dask client's executor); ``workers=1`` runs the batch in this process.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
@@ -24,7 +25,7 @@ from ._coords import DYNAMICS
 from ._coords.flow import as_flow_options
 from ._engine import train
 from ._experiment import simulate
-from ._pool import check_workers, local_executor, shutdown
+from ._pool import check_workers, completed, executor_for
 from ._result import Result
 from ._validation import ConfigError, check_choice
 
@@ -67,20 +68,14 @@ def _run(fn, tasks: list, workers, executor: Executor | None, progress: bool) ->
                 if bar is not None:
                     bar.update(1)
             return out
-        owned = executor is None
-        if owned:
-            executor = local_executor(check_workers(workers, len(tasks)))
-        try:
-            futures = [executor.submit(fn, task) for task in tasks]
-            out = []
-            for fut in futures:
-                out.append(fut.result())
+        out = [None] * len(tasks)
+        with executor_for(check_workers(workers, len(tasks)), executor) as pool, \
+                contextlib.closing(completed(pool, fn, [(task,) for task in tasks])) as done:
+            for k, fut in done:
+                out[k] = fut.result()
                 if bar is not None:
                     bar.update(1)
-            return out
-        finally:
-            if owned:
-                shutdown(executor)
+        return out
     finally:
         if bar is not None:
             bar.close()

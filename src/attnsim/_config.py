@@ -22,6 +22,8 @@ LABELS = ("balanced", "rademacher")
 NGD_NORMS = ("joint", "block")
 TEST_METRICS = ("sample", "population")
 SPACES = ("explicit", "implicit")
+#: ``n_test`` when it is left out with ``test_metrics="sample"`` (the paper's test set).
+DEFAULT_N_TEST = 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,8 +35,12 @@ class Config:
 
     Parameters
     ----------
-    n_train, n_test : int
-        Training samples (>= 2, both classes present) and clean test samples (>= 0).
+    n_train : int
+        Training samples (>= 2, both classes present).
+    n_test : int or None
+        Clean test samples (>= 0). ``None`` (the default) means ``DEFAULT_N_TEST`` = 1000 with
+        ``test_metrics="sample"`` and 0 with ``"population"``; the stored field is always the
+        resolved integer, so ``Config().n_test == 1000``.
     T : int
         Tokens per sample; must be at least ``n_relevant + n_weak + n_weak_opposite``.
     d : int
@@ -98,12 +104,14 @@ class Config:
         initialisation (``numpy.random.SeedSequence.spawn``).
     init_seed : int or None
         Overrides the initialisation stream, to vary the initialisation on fixed data.
-    test_metrics : {"sample", "population"}
-        ``sample``: ``test_loss`` and ``test_acc`` on a drawn set of ``n_test`` clean samples
+    test_metrics : {"sample", "population"} or None
+        None (the default) is ``sample`` in the explicit space and ``population`` in the implicit
+        one (the stored value is always resolved). ``sample``: ``test_loss`` and ``test_acc`` on a drawn set of ``n_test`` clean samples
         (the paper's). ``population``: their exact expectations over the test distribution
         given the trained parameters (DESIGN.md §10; ``attnsim.population_metrics``), with the
         quadrature's standard errors in ``Result.test_loss_se`` / ``test_acc_se``; no test set
-        is drawn, so ``n_test`` must be 0 (the saved config then says what was drawn).
+        is drawn, so ``n_test`` defaults to 0 there, and a nonzero ``n_test`` is an error (the
+        saved config says what was drawn).
 
     Examples
     --------
@@ -115,7 +123,7 @@ class Config:
     """
 
     n_train: int = 20
-    n_test: int = 1000
+    n_test: int | None = None
     T: int = 8
     d: int = 2000
     signal_norm: float = 20.0
@@ -143,7 +151,7 @@ class Config:
     steps: int = 1000
     seed: int = 0
     init_seed: int | None = None
-    test_metrics: str = "sample"
+    test_metrics: str | None = None
     space: str = "explicit"
 
     def __post_init__(self):
@@ -152,6 +160,10 @@ class Config:
 
         put("n_train", check_int("n_train", self.n_train, minimum=2,
                                  hint="both classes need a sample, e.g. n_train=20 (the paper's setting)"))
+        if self.test_metrics is None:   # follows the space: an implicit one has no test set to draw
+            put("test_metrics", _default_test_metrics(self.space))
+        if self.n_test is None:   # the test set follows test_metrics (checked below)
+            put("n_test", _default_n_test(self.test_metrics))
         put("n_test", check_int("n_test", self.n_test, minimum=0, hint="use n_test=0 for no test set"))
         put("T", check_int("T", self.T, minimum=1, hint="e.g. T=8 (the paper's setting)"))
         put("d", check_int("d", self.d, minimum=2, hint="the class signals use e_1 and e_2; e.g. d=2000"))
@@ -180,14 +192,8 @@ class Config:
         if self.test_metrics == "population" and self.n_test != 0:
             raise ConfigError(
                 f"n_test must be 0 with test_metrics='population' (the test metrics are expectations over "
-                f"the data model; no test set is drawn); got n_test={self.n_test}; pass n_test=0, or "
-                "test_metrics='sample' for a finite test set"
-            )
-        if self.test_metrics == "population" and (self.trainable.endswith("+nu") or self.signal_noise != "noisy"):
-            raise ConfigError(
-                f"test_metrics='population' assumes a fixed head and noise on every token; got "
-                f"trainable={self.trainable!r}, signal_noise={self.signal_noise!r}; use test_metrics='sample' "
-                "(with n_test > 0) for these models"
+                f"the data model; no test set is drawn); got n_test={self.n_test}; leave n_test out (or pass "
+                "n_test=0), or use test_metrics='sample' for a finite test set"
             )
         put("sigma_p", check_float("sigma_p", self.sigma_p, nonnegative=True, hint="a standard deviation, e.g. 0.01"))
         put("sigma_w", check_float("sigma_w", self.sigma_w, nonnegative=True, hint="a standard deviation, e.g. 0.01"))
@@ -285,10 +291,21 @@ class Config:
 
     # conversions ----------------------------------------------------------------
     def replace(self, **changes) -> Config:
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again).
+
+        An ``n_test`` at the default of the old ``test_metrics`` follows a change of
+        ``test_metrics`` (``Config().replace(test_metrics="population").n_test == 0``), and a
+        ``test_metrics`` at the default of the old ``space`` follows a change of ``space``.
+        """
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ConfigError(f"unknown Config field(s) {sorted(unknown)}; allowed: {field_names()}")
+        if ("space" in changes and "test_metrics" not in changes
+                and self.test_metrics == _default_test_metrics(self.space)):
+            changes["test_metrics"] = None
+        if ("test_metrics" in changes and "n_test" not in changes
+                and self.n_test == _default_n_test(self.test_metrics)):
+            changes["n_test"] = None
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -307,6 +324,16 @@ class Config:
     @classmethod
     def from_json(cls, text: str) -> Config:
         return cls.from_dict(json.loads(text))
+
+
+def _default_test_metrics(space) -> str:
+    """``test_metrics`` when it is not given: the implicit space has no d-dimensional test set."""
+    return "population" if space == "implicit" else "sample"
+
+
+def _default_n_test(test_metrics) -> int:
+    """``n_test`` when it is not given: no test set for the population metrics."""
+    return 0 if test_metrics == "population" else DEFAULT_N_TEST
 
 
 def field_names() -> list[str]:

@@ -38,13 +38,24 @@ def role_coefficients(roles, rho: float) -> np.ndarray:
     return coef
 
 
-def signal_part(coef, y_true, mu_pos, mu_neg) -> np.ndarray:
-    """Means ``a_t mu_{y*} + b_t mu_{-y*}`` of the tokens of samples with true labels ``y_true`` (n,),
-    shape (n, T, k), for coefficients ``coef`` (T, 2) and signals of shape (k,) (d-vectors, or
-    coordinates of an implicit space)."""
+def add_signal(X, coef, y_true, mu_pos, mu_neg) -> np.ndarray:
+    """Add the means ``a_t mu_{y*} + b_t mu_{-y*}`` to the tokens ``X`` (n, T, k) of samples with true
+    labels ``y_true`` (n,), in place, for coefficients ``coef`` (T, 2) and signals of shape (k,)
+    (d-vectors, or coordinates of an implicit space); returns ``X``. Temporaries are (n, k), never
+    the size of ``X``."""
     same = np.where(np.asarray(y_true)[:, None] > 0, mu_pos, mu_neg)    # mu_{y*}, (n, k)
     other = np.where(np.asarray(y_true)[:, None] > 0, mu_neg, mu_pos)   # mu_{-y*}
-    return coef[None, :, 0, None] * same[:, None, :] + coef[None, :, 1, None] * other[:, None, :]
+    for t, (a, b) in enumerate(coef):
+        if a:
+            X[:, t, :] += a * same
+        if b:
+            X[:, t, :] += b * other
+    return X
+
+
+def signal_part(coef, y_true, mu_pos, mu_neg) -> np.ndarray:
+    """The means of ``add_signal`` alone, shape (n, T, k)."""
+    return add_signal(np.zeros((np.size(y_true), len(coef), np.size(mu_pos))), coef, y_true, mu_pos, mu_neg)
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,7 +134,7 @@ class DataModel:
     def class_means(self) -> np.ndarray:
         """Coefficients of ``(mu_+, mu_-)`` in each token's mean, shape (2, T, 2): class ``y* = +1``
         (row 0) then ``y* = -1`` (row 1). For ``y* = -1`` the roles of ``mu_+`` and ``mu_-`` swap."""
-        return np.stack([self.coef, self.coef[:, ::-1]])
+        return np.stack([self.coef, self.coef[:, ::-1]])   # the population metrics' layout
 
     def signal_part(self, y_true, mu_pos, mu_neg) -> np.ndarray:
         """Mean of every token of samples with true labels ``y_true`` (n,), shape (n, T, k) (``signal_part``)."""
@@ -166,8 +177,7 @@ class DataModel:
             basis = np.stack([mu_pos, mu_neg]) / self.signal_norm
             X -= (X @ basis.T) @ basis
         X[:, self.noiseless, :] = 0.0
-        X += self.signal_part(y_true, mu_pos, mu_neg)
-        return X
+        return add_signal(X, self.coef, y_true, mu_pos, mu_neg)
 
     def tokens_implicit(self, space, rng: np.random.Generator, y_true: np.ndarray, mu_pos: np.ndarray,
                         mu_neg: np.ndarray) -> np.ndarray:
@@ -184,5 +194,5 @@ class DataModel:
         if noisy.size and self.noise_scale[noisy[0]] > 0:
             eps = space.gaussian(float(self.noise_scale[noisy[0]]), n * noisy.size, rng, off=off)
             noise[:, noisy, :] = eps.reshape(n, noisy.size, space.k_max)
-        return noise + self.signal_part(y_true, mu_pos, mu_neg)
+        return add_signal(noise, self.coef, y_true, mu_pos, mu_neg)
 

@@ -13,6 +13,7 @@ import numpy as np
 from ._coords import DYNAMICS, choose_engine, make_coordinates
 from ._kernels import BACKENDS
 from ._max_margin import check_max_margin
+from ._memory import check_memory, engine_memory, run_fixes
 from ._problem import Problem
 from ._result import Result
 from ._run import Run
@@ -35,6 +36,17 @@ def _check_roles(roles, T):
     return arr.astype(np.int8)
 
 
+def resolve_engine(engine, dynamics, N, d, n_test_tokens, steps, n_saves, trainable) -> str:
+    """The coordinates a run uses: dual for the flow, the cheaper by ``step_costs`` for ``"auto"``."""
+    check_choice("engine", engine, ENGINES)
+    check_choice("dynamics", dynamics, DYNAMICS)
+    if dynamics == "flow":
+        return "dual"
+    if engine == "auto":
+        return choose_engine(N, d, n_test_tokens, steps, n_saves, trainable)
+    return engine
+
+
 def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
             relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto",
             backend="numba", dynamics="gd", flow=None, optimizer="gd", ngd_norm="joint", max_margin=False,
@@ -47,15 +59,22 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     arrays were made for this run alone: they are checked but not copied. ``_implicit=True``
     (``prepare_run`` for ``Config(space="implicit")``) says the arrays are coordinates of an
     implicit space and ``W0`` an operator (``_data.draw_implicit``): dual coordinates only.
+
+    Raises
+    ------
+    ConfigError
+        For any invalid argument; ``MemoryBudgetError`` (a ConfigError) when the copies, the set-up
+        and the result would not fit in the memory available (``attnsim._memory``).
     """
-    X = check_array("X", X, ndim=3, hint="X holds n samples of T tokens in R^d, shape (n, T, d)")
+    given = {"X": X, "X_test": X_test, "W0": W0}      # copied once the memory check has passed
+    X = check_array("X", X, ndim=3, hint="X holds n samples of T tokens in R^d, shape (n, T, d)", copy=False)
     n, T, d = X.shape
     if n < 1 or T < 1 or d < 1:
         raise ConfigError(f"X must have n, T, d >= 1; got shape {X.shape}; pass at least one sample and token")
     like_x = f"X has shape (n, T, d) = {X.shape}"
     y = check_labels("y", y, n, hint=like_x)
     if W0 is not None and not _implicit:   # None: the identity, never materialised while W is fixed
-        W0 = check_array("W0", W0, ndim=2, shape=(d, d), hint=like_x, copy=not _owned)
+        W0 = check_array("W0", W0, ndim=2, shape=(d, d), hint=like_x, copy=False)
     p0 = check_array("p0", p0, ndim=1, shape=(d,), hint=like_x)
     nu = check_array("nu", nu, ndim=1, shape=(d,), hint=like_x)
     lr = check_float("lr", lr, positive=True, hint="the step size is a finite number > 0, e.g. lr=5e-3")
@@ -80,7 +99,7 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     if (X_test is None) != (y_test is None):
         raise ConfigError("X_test and y_test must be given together; got only one of them")
     if X_test is not None:
-        X_test = check_array("X_test", X_test, ndim=3, shape=(None, T, d), hint=like_x)
+        X_test = check_array("X_test", X_test, ndim=3, shape=(None, T, d), hint=like_x, copy=False)
         y_test = check_labels("y_test", y_test, X_test.shape[0], hint=f"X_test has shape {X_test.shape}")
     if relevant is None:
         relevant = np.zeros(T, dtype=bool)
@@ -97,15 +116,26 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     spec = as_saveat(save_at, steps)
     max_margin = check_max_margin(max_margin, n, T)
 
-    if _implicit and engine == "primal":
-        raise ConfigError("engine='primal' needs p and W as d-vectors, which space='implicit' never forms; "
-                          "use engine='auto' or 'dual', or space='explicit' for the primal engine")
+    n_test_tokens = 0 if X_test is None else X_test.shape[0] * T
+    if _implicit:
+        if engine == "primal":
+            raise ConfigError("engine='primal' needs p and W as d-vectors, which space='implicit' never forms; "
+                              "use engine='auto' or 'dual', or space='explicit' for the primal engine")
+        engine = "dual"
+    engine = resolve_engine(engine, dynamics, n * T, d, n_test_tokens, steps, len(spec), trainable)
+    # Before the copies and the set-up products: a run that cannot fit stops here, in one line.
+    # (prepare_run's own arrays are not copied, and its Result rebuilds W in dual coordinates.)
+    need = engine_memory(n, T, d, n_test_tokens, engine=engine, trainable=trainable,
+                         w0="identity" if W0 is None or _implicit else "dense",
+                         n_probes=probes.shape[0] + (0 if population is None else 3), n_saves=len(spec),
+                         copies=not _owned, final_W=not (_owned and engine == "dual"))
+    check_memory(need, f"training on X of shape {X.shape} with trainable={trainable!r}, engine={engine!r}",
+                 run_fixes(need, identity=W0 is None, trainable=trainable, engine=engine, arrays=True))
+    if not _owned:   # the engine's own copies of the caller's arrays (check_array may have returned them)
+        X, X_test, W0 = (arr.copy() if isinstance(given[name], np.ndarray) and np.may_share_memory(arr, given[name])
+                         else arr for name, arr in (("X", X), ("X_test", X_test), ("W0", W0)))
     pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, ngd_block=ngd_norm == "block",
                  population=population, implicit=_implicit)
-    if dynamics == "flow" or _implicit:
-        engine = "dual"
-    elif engine == "auto":
-        engine = choose_engine(pb.N, d, pb.Xt.shape[0], steps, len(spec), trainable)
     coords = make_coordinates(pb, dynamics=dynamics, engine=engine, trainable=trainable, kern=BACKENDS[backend],
                               options=flow, optimizer=optimizer)
     return Run(pb, coords, spec.steps, noisy, {"y_true": y_true, "roles": roles}, max_margin=max_margin)

@@ -6,10 +6,12 @@ import numpy as np
 
 from ._config import Config
 from ._data import draw_implicit, init_params, make_data
-from ._engine import prepare
+from ._engine import prepare, resolve_engine
+from ._memory import check_memory, config_memory, run_fixes
 from ._population import PopulationSpec
 from ._result import Result
 from ._run import Run
+from ._saveat import as_saveat
 from ._validation import ConfigError
 
 
@@ -44,7 +46,7 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
     >>> run.warm_up(); run.run(); run.result().final_step
     40
     """
-    if config.space == "implicit":
+    if config.space == "implicit":      # O(N k^2) whatever d: no memory to check
         k = config.implicit_dimension
         if probes is not None and not isinstance(probes, str) and np.shape(probes)[1:] != (k,):
             # arrays of the virtual basis's coordinates come back from checkpoints (restore
@@ -56,13 +58,18 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
         data, W0, p0 = draw.data, draw.W0, draw.p0
         signals = (data.mu_pos, data.mu_neg)
     else:
+        n_saves = len(as_saveat(save_at, config.steps))
+        # prepare() resolves "auto" to the same coordinates, and says what is wrong with a flow in primal ones
+        coords = resolve_engine(engine, dynamics, config.N, config.d, config.n_test * config.T, config.steps,
+                                n_saves, config.trainable)
+        run_memory_check(config, engine=coords, n_saves=n_saves, probes=probes)
         data = make_data(config)
         W0, p0 = init_params(config)
         signals = None
     has_test = config.n_test > 0
     population = (PopulationSpec.from_config(config, signals=signals) if config.test_metrics == "population"
                   else None)
-    return prepare(
+    run = prepare(
         data.X, data.y, W0, p0, data.nu, lr=config.lr, steps=config.steps, trainable=config.trainable,
         save_at=save_at, X_test=data.X_test if has_test else None, y_test=data.y_test if has_test else None,
         relevant=data.relevant, noisy=data.noisy, y_true=data.y_true, roles=data.roles,
@@ -71,6 +78,27 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
         max_margin=max_margin,
         population=population, _owned=True, _implicit=config.space == "implicit",
     )
+    run.config = config          # its Result keeps the final state, and rebuilds W, p, nu from it
+    return run
+
+
+def run_memory_check(config: Config, *, engine: str, n_saves: int, probes, final_W: bool | None = None,
+                     what=None) -> None:
+    """Raise ``MemoryBudgetError`` (a ConfigError: one line and exit 2 from the CLI) when the data,
+    the initialisation and the set-up of ``config`` in coordinates ``engine`` would not fit in the
+    memory available, before anything is drawn (``attnsim._memory``). ``final_W``: the Result
+    holds a d x d ``W`` (default: in primal coordinates; a dual run's Result rebuilds it on request)."""
+    final_W = engine != "dual" if final_W is None else final_W
+    if probes is None or isinstance(probes, str):       # [mu_+, mu_-], and "noise": every training token's too
+        n_probes = 2 + (config.N if isinstance(probes, str) else 0)
+    else:
+        n_probes = len(probes) if hasattr(probes, "__len__") else 0
+    n_probes += 3 if config.test_metrics == "population" else 0
+    need = config_memory(config, engine=engine, n_saves=n_saves, n_probes=n_probes, final_W=final_W)
+    what = what or (f"the run (d={config.d}, n_train={config.n_train}, n_test={config.n_test}, T={config.T}, "
+                    f"trainable={config.trainable!r}, w0={config.w0!r}, engine={engine!r})")
+    check_memory(need, what, run_fixes(need, identity=config.w0 == "identity", trainable=config.trainable,
+                                       engine=engine))
 
 
 def simulate(config: Config, save_at=None, *, engine="auto", progress=False, hooks=(), probes=None, dynamics="gd",

@@ -11,6 +11,10 @@ import tempfile
 import numpy as np
 
 
+#: The first bytes of a zip archive (an ``.npz``): a local file header, or an empty archive.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
 class ResultFileError(ValueError):
     """A result or checkpoint file is missing, truncated, corrupted or of another format version."""
 
@@ -82,8 +86,9 @@ def _fsync_folder(folder) -> None:
         os.close(fd)
 
 
-def read_npz(path, kind: str, version: int) -> tuple[dict, dict]:
-    """Read a file written by ``write_npz_atomic``; check its kind and format ``version``.
+def read_npz(path, kind: str, version: int | tuple) -> tuple[dict, dict]:
+    """Read a file written by ``write_npz_atomic``; check its kind and format ``version`` (or one of
+    a tuple of readable versions).
 
     Every member is read in full, so zip's CRC-32 check catches flipped bytes.
 
@@ -97,6 +102,12 @@ def read_npz(path, kind: str, version: int) -> tuple[dict, dict]:
         raise ResultFileError(f"{path}: no such file")
     if os.path.isdir(path):
         raise ResultFileError(f"{path}: is a folder, expected an .npz file")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not any(magic.startswith(head) for magic in _ZIP_MAGIC):   # a prefix: a truncated zip, said below
+        # Otherwise numpy takes it for a pickle and advises allow_pickle=True, which is no fix.
+        raise ResultFileError(f"{path}: not an attnsim file (expected an {kind!r} .npz, which is a zip archive; "
+                              f"this file starts with {head!r}); pass a file written by attnsim")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
@@ -115,12 +126,35 @@ def read_npz(path, kind: str, version: int) -> tuple[dict, dict]:
         raise ResultFileError(f"{path}: corrupted __meta__ record (not a JSON object)")
     if meta.get("kind") != kind:
         raise ResultFileError(f"{path}: holds {meta.get('kind')!r}, expected {kind!r}; pass a file of that kind")
-    if meta.get("format_version") != version:
+    versions = version if isinstance(version, tuple) else (version,)
+    if meta.get("format_version") not in versions:
         raise ResultFileError(
             f"{path}: format_version {meta.get('format_version')!r} is not supported "
-            f"(this attnsim reads version {version}); use the attnsim version that wrote it"
+            f"(this attnsim reads version {' and '.join(map(str, versions))}); use the attnsim version that wrote it"
         )
     for name, arr in arrays.items():
         if arr.dtype.hasobject:  # unreachable with allow_pickle=False, kept as a guard
             raise ResultFileError(f"{path}: array {name!r} holds Python objects")
     return arrays, meta
+
+
+def append_json_line(path, obj) -> None:
+    """Append ``obj`` to the JSON-lines file ``path`` (created if missing) in one write, then fsync.
+
+    A crash can tear at most the line being written, and only at the end of the file. A torn
+    last line left by an earlier crash is closed with a newline first, so that it stays one
+    unreadable line and never swallows the new one (readers skip lines that do not parse).
+    """
+    data = (json.dumps(obj, sort_keys=True) + "\n").encode("utf-8")
+    fd = os.open(os.fspath(path), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        if os.fstat(fd).st_size > 0:
+            os.lseek(fd, -1, os.SEEK_END)
+            if os.read(fd, 1) != b"\n":
+                data = b"\n" + data
+        view = memoryview(data)
+        while view:   # one write() for a line this short; the loop only guards against a partial one
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -2,8 +2,15 @@
 
 One single-threaded process per core, ``spawn``ed (a forked child inherits the
 parent's BLAS thread pools and numba state), or any ``concurrent.futures.Executor``
-the caller passes. Threaded BLAS in every worker would put 2 x workers threads on
-the cores, so workers get one BLAS thread each.
+the caller passes (a Dask cluster's too). Threaded BLAS in every worker would put
+2 x workers threads on the cores, so workers get one BLAS thread each: a spawned
+worker reads its environment when it starts, and ``ProcessPoolExecutor`` starts its
+workers at ``submit``, so tasks are submitted inside ``single_threaded_env``.
+
+Local workers do not outlive their driver: killed with SIGKILL, a driver cannot shut
+its pool down, and its workers would finish their task, find nobody to send it to and
+wait for work forever (each holds both ends of the task pipe, so it never sees EOF).
+``exit_with_parent`` makes each worker exit as soon as the driver is gone.
 """
 
 from __future__ import annotations
@@ -11,11 +18,21 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import as_completed
 
 from ._validation import ConfigError
 
 _WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "NUMBA_NUM_THREADS": "1"}
+
+#: Seconds between a worker's checks that its driver is still alive (the portable guard).
+PARENT_POLL = 0.5
+#: ``prctl`` option of Linux (``<linux/prctl.h>``): a signal the kernel sends when the parent dies.
+_PR_SET_PDEATHSIG = 1
 
 
 @contextlib.contextmanager
@@ -43,13 +60,55 @@ def check_workers(workers, n_tasks) -> int:
     return max(1, min(workers, n_tasks))
 
 
+def exit_with_parent(parent_pid: int, *, pdeathsig: bool = True, poll: float | None = PARENT_POLL) -> None:
+    """Make this process exit as soon as its parent ``parent_pid`` is gone (a pool worker's initializer).
+
+    Two guards, either of which suffices:
+
+    - on Linux (``pdeathsig``), ``prctl(PR_SET_PDEATHSIG, SIGKILL)``: the kernel kills this
+      process the moment its parent dies, even inside a compiled kernel (numba loops hold
+      the GIL, so no Python thread of the worker runs until they return). The signal follows
+      the death of the parent *thread* that started the worker; pool workers are started by
+      the thread that submits, which waits for them, or by the pool's own manager thread;
+    - everywhere (``poll`` seconds, None for none), a daemon thread that calls ``os._exit``
+      once this process has been re-parented, i.e. its parent has died.
+
+    Parameters
+    ----------
+    parent_pid : int
+        The pid of the driver that starts the pool (``os.getpid()`` there).
+    pdeathsig : bool
+        Ask Linux for the signal (ignored elsewhere, or where ``prctl`` cannot be called).
+    poll : float or None
+        Seconds between checks of the portable guard.
+    """
+    if pdeathsig and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):   # no libc or no prctl: the thread below still guards
+            pass
+    if os.getppid() != parent_pid:          # the parent died before either guard was in place
+        os._exit(1)
+    if poll is not None:
+        def watch():
+            while os.getppid() == parent_pid:
+                time.sleep(poll)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="attnsim-exit-with-parent", daemon=True).start()
+
+
 def local_executor(workers: int):
-    """A process pool of ``workers`` spawned, single-threaded workers (shut it down after use)."""
+    """A process pool of ``workers`` spawned, single-threaded workers that exit with this process
+    (shut it down after use)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with single_threaded_env():
-        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=exit_with_parent, initargs=(os.getpid(),))
 
 
 def shutdown(executor) -> None:
@@ -62,3 +121,53 @@ def shutdown(executor) -> None:
         executor.shutdown(wait=True, cancel_futures=True)
     else:
         executor.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def executor_for(workers: int, executor=None, scheduler: str | None = None):
+    """The executor to run tasks on: ``executor`` as given (left running), else the Dask cluster at
+    ``scheduler``, else a local pool of ``workers`` processes; the last two are shut down on exit.
+
+    Raises
+    ------
+    ConfigError
+        If ``scheduler`` is given and Dask distributed is not installed.
+    """
+    if executor is not None:
+        yield executor
+        return
+    if scheduler is not None:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise ConfigError("scheduler= needs Dask distributed: pip install 'attnsim[dask]'") from None
+        with contextlib.closing(Client(scheduler)) as client:
+            owned = client.get_executor(pure=False)
+            try:
+                yield owned
+            finally:
+                shutdown(owned)
+        return
+    owned = local_executor(workers)
+    try:
+        yield owned
+    finally:
+        shutdown(owned)
+
+
+def completed(executor, fn, tasks):
+    """Submit ``fn(*task)`` for every task; yield ``(index, future)`` as each one finishes.
+
+    Closing the generator early (an error or an interrupt in the caller) cancels the tasks
+    that have not started.
+    """
+    futures = {}
+    try:
+        with single_threaded_env():
+            for k, task in enumerate(tasks):
+                futures[executor.submit(fn, *task)] = k
+        for fut in as_completed(futures):
+            yield futures.pop(fut), fut
+    finally:
+        for fut in futures:
+            fut.cancel()

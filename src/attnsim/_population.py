@@ -3,16 +3,19 @@
 A clean test sample of true class ``y*`` has tokens ``x_t = m_t + eps_t`` with
 ``m_t in {mu_{y*}, rho mu_{y*}, rho mu_{-y*}, 0}`` by role and ``eps_t ~ N(0, sigma^2 P)``.
 The model sees it only through ``z_t = x_t^T q`` (``q = W^T p``) and ``v_t = x_t^T nu``, and
-those pairs are independent over ``t`` and bivariate Gaussian. So the population accuracy and
-loss are expectations over ``2T`` scalar Gaussians, whatever ``d``.
+those pairs are independent over ``t`` and bivariate Gaussian (a noiseless token, Magen et al.'s
+signal token ``x_t = mu_{y*}``, is a point mass). So the population accuracy and loss are
+expectations over ``2T`` scalar Gaussians, whatever ``d``.
 
 Three layers, each usable on its own:
 
 ``population_moments``
     the inner products an engine has at hand (``q^T q``, ``q^T nu``, ``nu^T nu``,
-    ``q^T mu_+-``, ``nu^T mu_+-``) -> per-class, per-token means and the 2 x 2 covariance;
+    ``q^T mu_+-``, ``nu^T mu_+-``) -> per-class, per-token means and the 2 x 2 covariance
+    (one per token when a token is noiseless, Magen et al.'s signal token);
 ``population_metrics``
-    means and covariance -> loss and accuracy by randomised quasi-Monte Carlo;
+    means and covariances -> loss and accuracy by randomised quasi-Monte Carlo, in a numba
+    kernel (``_kernels.population``), with as many draws as a requested standard error needs;
 ``population_metrics_from_params``
     ``(q, nu, config)`` -> the same, for arrays in the coordinates of ``make_data``.
 """
@@ -20,26 +23,36 @@ Three layers, each usable on its own:
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import ndtr, ndtri
+from scipy.special import ndtri
 from scipy.stats import qmc
 
-from ._config import NOISE_MODES, Config
-from ._data import ROLE_RELEVANT, ROLE_WEAK, ROLE_WEAK_OPPOSITE, token_roles
+from ._config import NOISE_MODES, SIGNAL_NOISE, Config
+from ._data import ROLE_RELEVANT, token_roles
+from ._datamodel import role_coefficients
 from ._data import signals as _signals
+from ._kernels import population as _kernel
 from ._validation import ConfigError, check_choice
 
-#: Total quasi-random draws per call (over all replicates).
+#: Total quasi-random draws per call (over all replicates); with ``se_target`` the most spent.
 DEFAULT_N_DRAWS = 2 ** 14
 #: Independent scramblings; the standard error is their spread over sqrt(REPLICATES).
 DEFAULT_REPLICATES = 8
+#: Standard error a run's recorder asks of each save's loss and accuracy (``PopulationSpec``):
+#: half the issue's ceiling of 2e-4, and 50x below a 1000-sample test set's ~1e-2.
+DEFAULT_SE_TARGET = 1e-4
+#: Draws per replicate before a standard error is trusted. The loss of a saturated softmax is
+#: a lognormal tail (``E exp(z_t - z_top)``): at 2-16 draws per replicate its spread between
+#: scramblings understates the error by up to 5x (balanced preset, flow at tau = 1e8).
+MIN_DRAWS_PER_REPLICATE = 2 ** 6
 #: Sobol points carry this many bits; a draw is the midpoint of its 2**-bits cell, so it is
 #: never exactly 0 or 1 and ``ndtri`` stays finite.
 _SOBOL_BITS = 30
 #: The order in which classes appear along the first axis of means: y* = +1, then y* = -1.
 CLASSES = (1.0, -1.0)
+_YS = np.array(CLASSES)
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,7 @@ class PopulationMetrics:
         ``1/2 sum_{y*} E l(y* f)`` and ``1/2 sum_{y*} P(y* f > 0)``.
     loss_se, acc_se : float
         Standard errors of the quadrature (spread of the independent scramblings over
-        ``sqrt(replicates)``); 0 when the covariance is 0.
+        ``sqrt(replicates)``); 0 when every covariance is 0.
     class_loss, class_acc, class_loss_se, class_acc_se : tuple of 2 floats
         The same for each class, in the order ``y* = +1, y* = -1``.
     n_draws : int
@@ -72,7 +85,35 @@ class PopulationMetrics:
 
 # --------------------------------------------------------------------------- moments
 
-def population_moments(qq, qnu, nunu, q_mu, nu_mu, *, mu_norm, rho, roles, sigma, noise="isotropic"):
+def _signal_coefficients(roles, rho) -> np.ndarray:
+    """Coefficient of ``mu_+`` and ``mu_-`` in each token's mean, per class: shape (2 classes, T, 2 signals)
+    (the data model's ``(mu_{y*}, mu_{-y*})`` coefficients, swapped for ``y* = -1``; ``DataModel.class_means``)."""
+    coef = role_coefficients(roles, rho)
+    return np.stack([coef, coef[:, ::-1]])
+
+
+def _clip_psd(gram: np.ndarray) -> np.ndarray:
+    """Clip round-off in a 2 x 2 Gram built from differences or from a dual state: diagonal to
+    >= 0, off-diagonal to Cauchy-Schwarz (with ``nu`` parallel to ``q``, or in span(mu_+-) under
+    orthogonal noise, the exact value sits on the boundary). In place; returns ``gram``."""
+    gram[0, 0] = max(gram[0, 0], 0.0)
+    gram[1, 1] = max(gram[1, 1], 0.0)
+    bound = np.sqrt(gram[0, 0] * gram[1, 1])
+    gram[0, 1] = gram[1, 0] = min(max(gram[0, 1], -bound), bound)
+    return gram
+
+
+def _noise_gram(qq, qnu, nunu, q_mu, nu_mu, mu_norm, orthogonal) -> np.ndarray:
+    """``[[q^T P q, q^T P nu], [q^T P nu, nu^T P nu]]`` (not yet times sigma^2)."""
+    gram = np.array([[qq, qnu], [qnu, nunu]], dtype=np.float64)
+    if orthogonal:
+        a = np.stack([q_mu, nu_mu])  # rows: q, nu; columns: mu_+, mu_-
+        gram = _clip_psd(gram - (a @ a.T) / mu_norm ** 2)  # P q and P nu are differences
+    return gram
+
+
+def population_moments(qq, qnu, nunu, q_mu, nu_mu, *, mu_norm, rho, roles, sigma, noise="isotropic",
+                       signal_noise="noisy"):
     """Means and covariance of the per-token scores ``(z_t, v_t)`` of a clean test sample.
 
     Parameters
@@ -92,13 +133,17 @@ def population_moments(qq, qnu, nunu, q_mu, nu_mu, *, mu_norm, rho, roles, sigma
     noise : {"isotropic", "orthogonal"}
         ``orthogonal`` noise has covariance ``sigma^2 P`` with ``P`` the projector off
         ``span(mu_+, mu_-)``, applied here through ``q^T P q = q^T q - sum_± (q^T mu_±)^2 / ||mu||^2``.
+    signal_noise : {"noisy", "noiseless"}
+        ``noiseless``: the relevant tokens are exactly ``mu_{y*}`` (``Config.signal_noise``), so
+        their ``(z_t, v_t)`` is deterministic and ``cov`` comes per token.
 
     Returns
     -------
     mean_z, mean_v : ndarray, shape (2, T)
         ``m_t^T q`` and ``m_t^T nu`` for ``y* = +1`` (row 0) and ``y* = -1`` (row 1).
-    cov : ndarray, shape (2, 2)
-        ``sigma^2 [[q^T P q, q^T P nu], [q^T P nu, nu^T P nu]]``, the same for every token.
+    cov : ndarray, shape (2, 2), or (T, 2, 2) when ``signal_noise="noiseless"``
+        ``sigma^2 [[q^T P q, q^T P nu], [q^T P nu, nu^T P nu]]``, the same for every noisy
+        token; zero for a noiseless one.
 
     Examples
     --------
@@ -106,8 +151,13 @@ def population_moments(qq, qnu, nunu, q_mu, nu_mu, *, mu_norm, rho, roles, sigma
     ...                                  rho=0.1, roles=[0, 1, 2, 3], sigma=1.0)
     >>> mz.tolist(), cov.tolist()
     ([[1.0, 0.1, 0.0, 0.0], [0.0, 0.0, 0.1, 0.0]], [[2.0, 0.0], [0.0, 1.0]])
+    >>> _, _, cov = population_moments(2.0, 0.0, 1.0, [1.0, 0.0], [0.5, -0.5], mu_norm=1.0,
+    ...                                rho=0.1, roles=[0, 3], sigma=1.0, signal_noise="noiseless")
+    >>> cov.tolist()
+    [[[0.0, 0.0], [0.0, 0.0]], [[2.0, 0.0], [0.0, 1.0]]]
     """
     check_choice("noise", noise, NOISE_MODES)
+    check_choice("signal_noise", signal_noise, SIGNAL_NOISE)
     q_mu = _vector2("q_mu", q_mu)
     nu_mu = _vector2("nu_mu", nu_mu)
     roles = np.asarray(roles)
@@ -115,25 +165,11 @@ def population_moments(qq, qnu, nunu, q_mu, nu_mu, *, mu_norm, rho, roles, sigma
         raise ConfigError(f"roles must be a non-empty 1-d array of role codes 0..3; got {roles!r}")
     if not mu_norm > 0:
         raise ConfigError(f"mu_norm must be > 0; got {mu_norm!r}")
-    # Signal coefficient of mu_+ and mu_- in each token, per class: shape (2 classes, T, 2 signals).
-    coef = np.zeros((2, roles.size, 2))
-    for c in range(2):
-        same, other = c, 1 - c  # y* = +1 -> mu_{y*} = mu_+ (index 0)
-        coef[c, roles == ROLE_RELEVANT, same] = 1.0
-        coef[c, roles == ROLE_WEAK, same] = rho
-        coef[c, roles == ROLE_WEAK_OPPOSITE, other] = rho
-    mean_z = coef @ q_mu
-    mean_v = coef @ nu_mu
-    gram = np.array([[qq, qnu], [qnu, nunu]], dtype=np.float64)
-    if noise == "orthogonal":
-        a = np.stack([q_mu, nu_mu])  # rows: q, nu; columns: mu_+, mu_-
-        gram = gram - (a @ a.T) / mu_norm ** 2
-        # P q and P nu are computed as differences; clip round-off below zero on the diagonal, and
-        # the off-diagonal to Cauchy-Schwarz (with nu in span(mu_+-), nu^T P nu is round-off).
-        gram[[0, 1], [0, 1]] = np.maximum(gram[[0, 1], [0, 1]], 0.0)
-        bound = np.sqrt(gram[0, 0] * gram[1, 1])
-        gram[0, 1] = gram[1, 0] = np.clip(gram[0, 1], -bound, bound)
-    return mean_z, mean_v, sigma ** 2 * gram
+    coef = _signal_coefficients(roles, rho)
+    cov = sigma ** 2 * _noise_gram(qq, qnu, nunu, q_mu, nu_mu, mu_norm, noise == "orthogonal")
+    if signal_noise == "noiseless":
+        cov = np.where((roles == ROLE_RELEVANT)[:, None, None], 0.0, cov)
+    return coef @ q_mu, coef @ nu_mu, cov
 
 
 def _vector2(name, value) -> np.ndarray:
@@ -145,21 +181,6 @@ def _vector2(name, value) -> np.ndarray:
 
 # --------------------------------------------------------------------------- quadrature
 
-def _sqrt_2x2(cov: np.ndarray) -> np.ndarray:
-    """Symmetric square root ``S`` (``S S = cov``) of a 2 x 2 PSD matrix, with no division by 0.
-
-    ``sqrt(C) = (C + s I) / t`` with ``s = sqrt(det C)`` and ``t = sqrt(tr C + 2 s)``; it is
-    exact for rank-1 ``C`` (``s = 0``), so ``nu`` parallel to ``q`` needs no special case, and
-    ``t = 0`` only for ``C = 0``.
-    """
-    a, b, c = cov[0, 0], cov[0, 1], cov[1, 1]
-    s = np.sqrt(max(a * c - b * b, 0.0))
-    t = np.sqrt(a + c + 2.0 * s)
-    if t == 0.0:
-        return np.zeros((2, 2))
-    return np.array([[a + s, b], [b, c + s]]) / t
-
-
 def _sobol(d, n, rng):
     try:
         engine = qmc.Sobol(d, scramble=True, bits=_SOBOL_BITS, rng=rng)
@@ -170,24 +191,30 @@ def _sobol(d, n, rng):
 
 @functools.lru_cache(maxsize=16)
 def standard_normal_draws(T: int, n_draws: int, replicates: int, seed: int) -> np.ndarray:
-    """Scrambled-Sobol standard normal draws, shape (replicates, 2, T, n_draws // replicates).
+    """Scrambled-Sobol standard normal draws, shape (M / B, replicates, 2, T, B), M = n_draws // replicates.
 
     Replicate ``r`` is an independent scrambling seeded by child ``r`` of
-    ``SeedSequence(seed)``. Row 0 of axis 1 drives the logits, row 1 the values. Draws run
-    along the last, contiguous axis so that reductions over the T tokens are T elementwise
-    passes (a short trailing axis is several times slower). Cached on the arguments; the
-    array is read-only.
+    ``SeedSequence(seed)``; its draw ``m = j B + b`` is ``[j, r, :, :, b]``, row 0 driving
+    the logits, row 1 the values. Blocks of ``B = min(M, _kernels.population.BLOCK)`` draws
+    are the kernel's SIMD axis, and block-major order keeps the first draws of every replicate
+    in one contiguous piece (a save that stops at 64 draws a replicate reads 64 KB, not 128
+    pieces spread over 2 MB: a cold cache cost 0.14 ms a save). The first ``2**k`` draws of a
+    replicate are themselves a scrambled Sobol net, so a prefix is a valid smaller rule
+    (``population_metrics`` with ``se_target`` extends it by doubling). Cached on the
+    arguments; the array is read-only.
     """
     per = n_draws // replicates
-    out = np.empty((replicates, 2, T, per))
+    size = min(per, _kernel.BLOCK)
+    out = np.empty((per // size, replicates, 2, T, size))
     for r, child in enumerate(np.random.SeedSequence(seed).spawn(replicates)):
         u = _sobol(2 * T, per, np.random.default_rng(child))
-        out[r] = ndtri(u + 2.0 ** -(_SOBOL_BITS + 1)).T.reshape(2, T, per)
+        g = ndtri(u + 2.0 ** -(_SOBOL_BITS + 1)).T.reshape(2, T, per // size, size)
+        out[:, r] = np.moveaxis(g, 2, 0)
     out.flags.writeable = False
     return out
 
 
-def _check_draws(n_draws, replicates):
+def _check_draws(n_draws, replicates, se_target):
     for name, value in (("n_draws", n_draws), ("replicates", replicates)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ConfigError(f"{name} must be a positive integer; got {value!r}")
@@ -198,38 +225,64 @@ def _check_draws(n_draws, replicates):
             f"replicates >= 2 (for a standard error); got n_draws={n_draws}, replicates={replicates}; "
             f"e.g. n_draws=2**14, replicates=8"
         )
+    if se_target is not None and not (isinstance(se_target, (int, float, np.floating)) and se_target > 0
+                                      and np.isfinite(se_target)):
+        raise ConfigError(f"se_target must be None (spend all n_draws) or a finite number > 0, e.g. 1e-4; "
+                          f"got {se_target!r}")
 
 
-def _logistic_loss(u):
-    # The two branches log1p(exp(-u)) for u >= 0 and -u + log1p(exp(u)) for u < 0, in one form.
-    return np.maximum(-u, 0.0) + np.log1p(np.exp(-np.abs(u)))
+def _per_token_cov(cov, T) -> np.ndarray:
+    """``cov`` of shape (2, 2) or (T, 2, 2), validated, as (T, 2, 2) symmetrised."""
+    if cov.shape == (2, 2):
+        cov = np.broadcast_to(cov, (T, 2, 2))
+    elif cov.shape != (T, 2, 2):
+        raise ConfigError(f"cov must have shape (2, 2) (covariance of (z_t, v_t), the same for every token) or "
+                          f"(T, 2, 2) = ({T}, 2, 2) (one per token); got {cov.shape}")
+    a, b, b2, c = cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 0], cov[:, 1, 1]
+    tol = 1e-12 * np.maximum(np.maximum(np.abs(a), np.abs(c)), 1e-300)
+    bad = (np.abs(b - b2) > tol) | (a < -tol) | (c < -tol) | \
+        (b ** 2 > np.maximum(a, 0.0) * np.maximum(c, 0.0) + tol * np.maximum(np.maximum(np.abs(a), np.abs(c)), 1e-300))
+    if bad.any():
+        t = int(np.flatnonzero(bad)[0])
+        where = "" if cov.ndim == 2 or T == 1 else f" (token {t})"
+        raise ConfigError(f"cov must be symmetric positive semi-definite; got {cov[t].tolist()}{where}")
+    return 0.5 * (cov + np.swapaxes(cov, 1, 2))
 
 
-def population_metrics(mean_z, mean_v, cov, *, n_draws=DEFAULT_N_DRAWS, replicates=DEFAULT_REPLICATES, seed=0):
+def population_metrics(mean_z, mean_v, cov, *, n_draws=DEFAULT_N_DRAWS, replicates=DEFAULT_REPLICATES, seed=0,
+                       se_target=None):
     """Population loss and accuracy from the per-token Gaussian moments of ``(z_t, v_t)``.
 
-    ``f = sum_t softmax(z)_t v_t`` with ``(z_t, v_t) ~ N((mean_z[c, t], mean_v[c, t]), cov)``
+    ``f = sum_t softmax(z)_t v_t`` with ``(z_t, v_t) ~ N((mean_z[c, t], mean_v[c, t]), cov_t)``
     independent over ``t``; class ``c = 0`` is ``y* = +1``, ``c = 1`` is ``y* = -1``.
     Randomised QMC: ``replicates`` independent scramblings of a Sobol sequence in ``2T``
-    dimensions, mapped through the inverse normal CDF and the square root of ``cov``; both
+    dimensions, mapped through the inverse normal CDF and the square root of ``cov_t``; both
     classes use the same draws. Deterministic given ``seed``. The accuracy is averaged as
     ``P(y* f > 0 | z)``, a normal CDF since ``f`` is Gaussian given the logits (conditional
     Monte Carlo: same expectation, smooth integrand, several times smaller error than
-    counting ``y* f > 0``); when ``v`` is a function of ``z`` (rank-1 ``cov``) it counts.
-    Cost: about 2.5 ms for T = 8 at the default 2**14 draws, after a one-off ~20 ms to
-    generate (and cache) the draws.
+    counting ``y* f > 0``); when ``v`` is a function of ``z`` (every ``cov_t`` of rank <= 1
+    along ``z``) it counts. A token with ``cov_t = 0`` is used at its mean, exactly.
+
+    The sums run in a numba kernel (``_kernels.population``): about 0.1 us per draw and class
+    at T = 8 (2**14 draws: ~3 ms), after a one-off ~20 ms to generate (and cache) the draws.
+    With ``se_target`` the draws are spent by doubling, from ``MIN_DRAWS_PER_REPLICATE`` per
+    replicate, until both standard errors are at most ``se_target`` or ``n_draws`` are used
+    (the prefixes of a scrambled Sobol sequence are nets in their own right).
 
     Parameters
     ----------
     mean_z, mean_v : array_like, shape (2, T)
-    cov : array_like, shape (2, 2)
-        Symmetric positive semi-definite (rank 1 and 0 allowed).
+    cov : array_like, shape (2, 2) or (T, 2, 2)
+        Symmetric positive semi-definite (rank 1 and 0 allowed); one for every token, or one per token.
     n_draws : int
-        Total draws; ``n_draws / replicates`` must be a power of two.
+        Total draws (the most, with ``se_target``); ``n_draws / replicates`` must be a power of two.
     replicates : int
         Independent scramblings (>= 2) from which the standard error is estimated.
     seed : int
         Seed of the scramblings.
+    se_target : float or None
+        Stop at the first doubling whose loss and accuracy standard errors are both at most
+        this; None spends all ``n_draws``.
 
     Returns
     -------
@@ -246,6 +299,10 @@ def population_metrics(mean_z, mean_v, cov, *, n_draws=DEFAULT_N_DRAWS, replicat
     >>> m = population_metrics([[1.0], [-1.0]], [[1.0], [-1.0]], np.zeros((2, 2)))
     >>> m.acc, m.acc_se, round(m.loss, 6)
     (1.0, 0.0, 0.313262)
+    >>> m = population_metrics([[1.0, 0.0]], [[1.0, 0.0]], np.eye(2))
+    Traceback (most recent call last):
+    ...
+    attnsim._validation.ConfigError: mean_z and mean_v must both have shape (2, T) (class y*=+1, then y*=-1; one column a token); got (1, 2) and (1, 2)
     """
     mean_z = np.asarray(mean_z, dtype=np.float64)
     mean_v = np.asarray(mean_v, dtype=np.float64)
@@ -255,61 +312,28 @@ def population_metrics(mean_z, mean_v, cov, *, n_draws=DEFAULT_N_DRAWS, replicat
             f"mean_z and mean_v must both have shape (2, T) (class y*=+1, then y*=-1; one column a "
             f"token); got {mean_z.shape} and {mean_v.shape}"
         )
-    if cov.shape != (2, 2):
-        raise ConfigError(f"cov must have shape (2, 2) (covariance of (z_t, v_t)); got {cov.shape}")
     for name, arr in (("mean_z", mean_z), ("mean_v", mean_v), ("cov", cov)):
         if not np.isfinite(arr).all():
             raise ConfigError(f"{name} must be finite; got {arr.tolist()}")
-    scale = max(abs(cov[0, 0]), abs(cov[1, 1]), 1e-300)
-    tol = 1e-12 * scale
-    if abs(cov[0, 1] - cov[1, 0]) > tol or cov[0, 0] < -tol or cov[1, 1] < -tol or \
-            cov[0, 1] ** 2 > max(cov[0, 0], 0.0) * max(cov[1, 1], 0.0) + tol * scale:
-        raise ConfigError(f"cov must be symmetric positive semi-definite; got {cov.tolist()}")
-    _check_draws(n_draws, replicates)
-    T = mean_z.shape[1]
+    cov = _per_token_cov(cov, mean_z.shape[1])
+    _check_draws(n_draws, replicates, se_target)
+    return _quadrature(mean_z, mean_v, cov, int(n_draws), int(replicates), int(seed), se_target)
 
-    cov = 0.5 * (cov + cov.T)
-    root = _sqrt_2x2(cov)
-    # Given the logits, f = sum_t s_t v_t is exactly Gaussian: v_t | z_t has mean
-    # mean_v + beta (z_t - mean_z) and variance cvar. So P(y f > 0 | z) is a normal CDF, and
-    # averaging it over the logit draws (conditional Monte Carlo) replaces a step function
-    # by a smooth one: the accuracy then gets the QMC rate, not the Monte Carlo one.
-    beta = cov[0, 1] / cov[0, 0] if cov[0, 0] > 0 else 0.0
-    cvar = max(cov[1, 1] - beta * cov[0, 1], 0.0)
-    draws = standard_normal_draws(T, int(n_draws), int(replicates), int(seed))  # (R, 2, T, M)
-    loss = np.empty((2, replicates))
-    acc = np.empty((2, replicates))
-    # One replicate at a time: arrays of T * M doubles stay in cache and below malloc's mmap
-    # threshold (a single pass over all draws is 4x slower, from page faults on every call).
-    for r, (g0, g1) in enumerate(draws):
-        noise_z = root[0, 0] * g0 + root[0, 1] * g1  # (T, M)
-        noise_v = root[1, 0] * g0 + root[1, 1] * g1
-        for c, y in enumerate(CLASSES):
-            z = noise_z + mean_z[c][:, None]
-            # Softmax relative to each draw's top token: the largest weight is exactly 1, the sum >= 1.
-            z -= z.max(axis=0)
-            e = np.exp(z, out=z)
-            e /= e.sum(axis=0)
-            u = y * np.einsum("tm,tm->m", e, noise_v + mean_v[c][:, None])
-            loss[c, r] = _logistic_loss(u).mean()
-            cond = y * np.einsum("tm,tm->m", e, beta * noise_z + mean_v[c][:, None])
-            if cvar > 0:
-                acc[c, r] = ndtr(cond / np.sqrt(cvar * np.einsum("tm,tm->m", e, e))).mean()
-            else:  # v is a function of z: f is its conditional mean
-                acc[c, r] = np.count_nonzero(cond > 0) / cond.size
 
-    def mean_se(x):  # x: (..., R) -> estimates and their standard errors
-        return x.mean(axis=-1), x.std(axis=-1, ddof=1) / np.sqrt(replicates)
-
-    cl, cl_se = mean_se(loss)
-    ca, ca_se = mean_se(acc)
-    tl, tl_se = mean_se(loss.mean(axis=0))
-    ta, ta_se = mean_se(acc.mean(axis=0))
+def _quadrature(mean_z, mean_v, cov, n_draws, replicates, seed, se_target) -> PopulationMetrics:
+    """``population_metrics`` on validated arrays, ``cov`` of shape (T, 2, 2), in the numba kernel."""
+    draws = standard_normal_draws(mean_z.shape[1], n_draws, replicates, seed)     # (M / B, R, 2, T, B)
+    out = np.empty((2, 3, 2))            # (loss, acc) x (class +1, class -1, balanced) x (estimate, se)
+    first = n_draws // replicates if se_target is None else MIN_DRAWS_PER_REPLICATE
+    used = _kernel.population_quadrature(np.ascontiguousarray(mean_z), np.ascontiguousarray(mean_v),
+                                         np.ascontiguousarray(cov), _YS, draws, first,
+                                         -1.0 if se_target is None else float(se_target), out)
+    (cl0, cl1, (loss, loss_se)), (ca0, ca1, (acc, acc_se)) = out.tolist()
     return PopulationMetrics(
-        loss=float(tl), acc=float(ta), loss_se=float(tl_se), acc_se=float(ta_se),
-        class_loss=tuple(map(float, cl)), class_acc=tuple(map(float, ca)),
-        class_loss_se=tuple(map(float, cl_se)), class_acc_se=tuple(map(float, ca_se)),
-        n_draws=int(n_draws),
+        loss=loss, acc=acc, loss_se=loss_se, acc_se=acc_se,
+        class_loss=(cl0[0], cl1[0]), class_acc=(ca0[0], ca1[0]),
+        class_loss_se=(cl0[1], cl1[1]), class_acc_se=(ca0[1], ca1[1]),
+        n_draws=int(used) * replicates,
     )
 
 
@@ -319,9 +343,10 @@ def population_metrics(mean_z, mean_v, cov, *, n_draws=DEFAULT_N_DRAWS, replicat
 class PopulationSpec:
     """The data model's test distribution, as a run's recorder needs it (``Config.test_metrics="population"``).
 
-    The engine appends ``mu_+``, ``mu_-`` and the head ``nu`` to its probe directions
-    (``directions``), so that every save time has ``q^T mu_+-`` and ``q^T nu`` from the dual
-    state at O(N) cost; with ``||q||`` (``query_norm``) that is all ``metrics`` needs.
+    The engine appends ``mu_+``, ``mu_-`` and the initial head ``nu0`` to its probe directions
+    (``directions``), so that every save time has ``q^T mu_+-`` and ``q^T nu0`` from the dual
+    state at O(N) cost; with ``||q||`` (``query_norm``) and the head's own inner products
+    (``HeadInnerProducts``) that is all ``metrics`` needs.
 
     Attributes
     ----------
@@ -330,7 +355,11 @@ class PopulationSpec:
     roles : ndarray of int8, shape (T,)
     noise : {"isotropic", "orthogonal"}
     n_draws, replicates, seed : int
-        Quadrature settings (``population_metrics``).
+        Quadrature settings (``population_metrics``); ``n_draws`` is the most a save spends.
+    signal_noise : {"noisy", "noiseless"}
+        ``noiseless``: the relevant tokens carry no noise (``Config.signal_noise``).
+    se_target : float or None
+        Standard error each save asks of its loss and accuracy (``population_metrics``).
     """
 
     mu_pos: np.ndarray
@@ -343,6 +372,21 @@ class PopulationSpec:
     n_draws: int = DEFAULT_N_DRAWS
     replicates: int = DEFAULT_REPLICATES
     seed: int = 0
+    signal_noise: str = "noisy"
+    se_target: float | None = DEFAULT_SE_TARGET
+    _coef: np.ndarray = field(init=False, repr=False)
+    _noisy: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self):
+        check_choice("noise", self.noise, NOISE_MODES)
+        check_choice("signal_noise", self.signal_noise, SIGNAL_NOISE)
+        _check_draws(self.n_draws, self.replicates, self.se_target)
+        roles = np.asarray(self.roles)
+        object.__setattr__(self, "_coef", _signal_coefficients(roles, self.rho))
+        noisy = np.ones(roles.size, dtype=bool)
+        if self.signal_noise == "noiseless":
+            noisy[roles == ROLE_RELEVANT] = False
+        object.__setattr__(self, "_noisy", noisy[:, None, None])
 
     @classmethod
     def from_config(cls, config: Config, *, signals=None, **quadrature) -> PopulationSpec:
@@ -350,9 +394,10 @@ class PopulationSpec:
         coordinates (an implicit space's), default ``make_data``'s d-vectors."""
         mu_pos, mu_neg = _signals(config) if signals is None else signals
         return cls(mu_pos=mu_pos, mu_neg=mu_neg, mu_norm=config.signal_norm, rho=config.rho,
-                   roles=token_roles(config), sigma=config.sigma_eps, noise=config.noise, **quadrature)
+                   roles=token_roles(config), sigma=config.sigma_eps, noise=config.noise,
+                   signal_noise=config.signal_noise, **quadrature)
 
-    #: Rows ``directions`` appends to the probes: mu_+, mu_-, nu.
+    #: Rows ``directions`` appends to the probes: mu_+, mu_-, nu0.
     N_DIRECTIONS = 3
 
     def directions(self, nu: np.ndarray) -> np.ndarray:
@@ -360,26 +405,98 @@ class PopulationSpec:
         return np.stack([self.mu_pos, self.mu_neg, nu])
 
     def metrics(self, qq, q_mu, q_nu, nunu, nu_mu) -> PopulationMetrics:
-        """Population metrics from the inner products of ``q = W^T p`` and ``nu`` (see ``population_moments``)."""
-        mean_z, mean_v, cov = population_moments(qq, q_nu, nunu, q_mu, nu_mu, mu_norm=self.mu_norm, rho=self.rho,
-                                                 roles=self.roles, sigma=self.sigma, noise=self.noise)
-        return population_metrics(mean_z, mean_v, cov, n_draws=self.n_draws, replicates=self.replicates,
-                                  seed=self.seed)
+        """Population metrics from the inner products of ``q = W^T p`` and ``nu`` (see ``population_moments``).
+
+        The recorder's path: no validation beyond finiteness, and the 2 x 2 Gram is clipped to
+        PSD, since inner products read from a dual state carry round-off that can put it a few
+        ulps outside (``nu`` parallel to ``q``). Non-finite inputs give NaN metrics.
+        """
+        q_mu = np.asarray(q_mu, dtype=np.float64)
+        nu_mu = np.asarray(nu_mu, dtype=np.float64)
+        gram = _clip_psd(_noise_gram(qq, q_nu, nunu, q_mu, nu_mu, self.mu_norm, self.noise == "orthogonal"))
+        mean_z, mean_v = self._coef @ q_mu, self._coef @ nu_mu
+        if not (np.isfinite(gram).all() and np.isfinite(mean_z).all() and np.isfinite(mean_v).all()):
+            nan2 = (np.nan, np.nan)
+            return PopulationMetrics(np.nan, np.nan, np.nan, np.nan, nan2, nan2, nan2, nan2, 0)
+        cov = np.where(self._noisy, self.sigma ** 2 * gram, 0.0)
+        return _quadrature(mean_z, mean_v, cov, self.n_draws, self.replicates, self.seed, self.se_target)
+
+    def warm_up(self) -> None:
+        """Load (or compile) the quadrature kernel and generate the draws, outside any timed save."""
+        self.metrics(0.0, np.zeros(2), 0.0, 0.0, np.zeros(2))     # deterministic: the fewest draws
+
+
+class HeadInnerProducts:
+    """``(nu^T nu, (nu^T mu_+, nu^T mu_-), q^T nu)`` at a save time, from what the coordinates report.
+
+    A fixed head ``nu0``: its own products once; ``q^T nu0`` is the probe ``nu0`` of
+    ``PopulationSpec.directions``. A trained head (``trainable`` "p+nu", "Wp+nu") is
+    ``nu = nu0 + X^T beta`` (DESIGN.md §8; the primal members' ``nu`` moves along the same
+    ``X^T h``), and the coordinates report ``v = X nu`` (``observe_head``) and the training
+    scores ``z = X q`` (``observe``: ``z_j = <W x_j, p> = <x_j, q>`` for every trainable set).
+    So with ``dv = v - X nu0 = Gxx beta``:
+
+        q^T nu    = q^T nu0 + z^T beta
+        mu^T nu   = mu^T nu0 + (X mu)^T beta
+        nu^T nu   = ||nu||^2                       (``observe_head().nu_norm``)
+
+    with ``beta = Gxx^+ dv``. Any solution of ``Gxx beta = dv`` gives the same products,
+    because ``z`` and ``X mu`` lie in the range of ``X`` = that of ``Gxx``: a singular
+    ``Gxx`` (``d < N``, or a noiseless signal token repeated in every sample) is exact
+    through its pseudo-inverse. Eigen-directions below ``_RCOND * lambda_max`` are dropped: a
+    direction of eigenvalue ``lambda`` enters the products through ``X^T u`` of norm
+    ``sqrt(lambda)``, so the error of a dropped or kept one is at most
+    ``eps ||beta|| ||q|| lambda_max / sqrt(lambda)``-small. One eigendecomposition (O(N^3))
+    at set-up, O(N^2) a save.
+
+    Parameters
+    ----------
+    X : ndarray, shape (N, d)      training tokens
+    nu0 : ndarray, shape (d,)      initial head
+    mu : ndarray, shape (2, d)     ``mu_+``, ``mu_-``
+    gram : ndarray, shape (N, N) or None
+        ``X X^T`` for a trained head (None: the head is fixed).
+    """
+
+    #: Relative eigenvalue cut of the pseudo-inverse: above round-off (~N eps) with margin.
+    _RCOND = 1e-11
+
+    def __init__(self, X, nu0, mu, gram=None):
+        self.trained = gram is not None
+        self.nu0_mu = mu @ nu0
+        self.nunu0 = float(nu0 @ nu0)
+        if self.trained:
+            self.v0 = X @ nu0
+            lam, U = np.linalg.eigh(gram)
+            keep = lam > self._RCOND * max(lam[-1], 0.0)
+            U = U[:, keep]
+            self.pinv = np.ascontiguousarray((U / lam[keep]) @ U.T)
+            self.X_mu = np.ascontiguousarray((X @ mu.T).T)            # (2, N)
+
+    def __call__(self, z, v, nu_norm, q_nu0):
+        """``(nu^T nu, nu^T mu (2,), q^T nu)`` from the scores ``z`` (N,), values ``v`` (N,),
+        ``||nu||`` and ``q^T nu0``."""
+        if not self.trained:
+            return self.nunu0, self.nu0_mu, q_nu0
+        beta = self.pinv @ (v - self.v0)
+        return nu_norm * nu_norm, self.nu0_mu + self.X_mu @ beta, q_nu0 + float(z @ beta)
 
 
 # --------------------------------------------------------------------------- from parameters
 
 def population_metrics_from_params(q, nu, config: Config, *, n_draws=DEFAULT_N_DRAWS,
-                                   replicates=DEFAULT_REPLICATES, seed=0) -> PopulationMetrics:
+                                   replicates=DEFAULT_REPLICATES, seed=0, se_target=None) -> PopulationMetrics:
     """Population test metrics of the query ``q = W^T p`` and head ``nu`` under ``config``'s data model.
 
     Uses ``config``'s signals (``mu_± = ||mu|| e_{1,2}``, as ``make_data``), ``rho``,
-    token roles, ``sigma_eps`` and noise mode; see ``population_metrics`` for the rest.
+    token roles, ``sigma_eps``, noise mode and signal noise; see ``population_metrics`` for
+    the rest (``se_target=attnsim._population.DEFAULT_SE_TARGET`` gives what a run records).
 
     Parameters
     ----------
     q, nu : array_like, shape (d,)
-        For a result ``res``: ``q = res.W.T @ res.p``; ``nu = make_data(config).nu``.
+        For a result ``res``: ``q = res.W.T @ res.p`` (``W = W0`` when it is not trained);
+        ``nu = res.nu`` (``make_data(config).nu`` when the head is fixed).
     config : Config
 
     Examples
@@ -398,6 +515,7 @@ def population_metrics_from_params(q, nu, config: Config, *, n_draws=DEFAULT_N_D
     mean_z, mean_v, cov = population_moments(
         q @ q, q @ nu, nu @ nu, [q @ mu_pos, q @ mu_neg], [nu @ mu_pos, nu @ mu_neg],
         mu_norm=config.signal_norm, rho=config.rho, roles=token_roles(config), sigma=config.sigma_eps,
-        noise=config.noise,
+        noise=config.noise, signal_noise=config.signal_noise,
     )
-    return population_metrics(mean_z, mean_v, cov, n_draws=n_draws, replicates=replicates, seed=seed)
+    return population_metrics(mean_z, mean_v, cov, n_draws=n_draws, replicates=replicates, seed=seed,
+                              se_target=se_target)

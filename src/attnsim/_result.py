@@ -7,11 +7,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._compact import REBUILD, CompactParams
 from ._config import Config
 from ._io import ResultFileError, read_npz, write_npz_atomic
 
-#: Version of the ``.npz`` layout written by ``Result.save``; ``load`` refuses others.
-FORMAT_VERSION = 1
+#: Version of the ``.npz`` layout written by ``Result.save``. Version 2 may hold the final
+#: parameters as a dual state (``Result.compact``); ``load`` reads versions 1 and 2.
+FORMAT_VERSION = 2
+_READABLE = (1, 2)
+
+#: The final parameters, which a compact Result rebuilds on first access.
+_PARAMS = ("W", "p", "nu")
 
 FINISHED = "finished"
 DIVERGED = "diverged"
@@ -29,6 +35,35 @@ STATUSES = {
                        "or use dynamics='gd' for that stretch",
     STEP_SIZE_COLLAPSED: "the flow's step size fell below FlowOptions.h_min",
 }
+
+
+class _FinalParam:
+    """Data descriptor of a final parameter (``W``, ``p``, ``nu``): an array or None, or in a compact
+    Result the marker ``REBUILD`` until first read, when all of them still marked are rebuilt
+    (``CompactParams.rebuild``) and kept."""
+
+    def __init__(self, required: bool):
+        self.required = required
+
+    def __set_name__(self, owner, name):
+        self.name, self.slot = name, f"_{name}_value"
+
+    def __get__(self, obj, owner=None):
+        if obj is None:       # the dataclass asks the class for a default: none for W and p, None for nu
+            if self.required:
+                raise AttributeError(self.name)
+            return None
+        if obj.__dict__[self.slot] is REBUILD:
+            obj._rebuild(with_W=self.name == "W")
+        return obj.__dict__[self.slot]
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.slot] = value
+        rebuilt = obj.__dict__.setdefault("_from_state", set())
+        if value is REBUILD:
+            rebuilt.add(self.name)
+        else:                 # assigned by hand: the state no longer says what it is
+            rebuilt.discard(self.name)
 
 
 @dataclass(eq=False)
@@ -85,12 +120,27 @@ class Result:
     W : ndarray, shape (d, d), or None
         Final parameters (after the last recorded step). For a diverged run they are the
         iterate at the step named in ``message``, where something became non-finite.
-        ``W`` is None when it was not trained (it is ``W0``, which the caller has): a
-        d x d matrix is 32 MB at d = 2000. Both are None for an implicit run
-        (``Config(space="implicit")``), which never forms a d-vector.
+        ``W`` is None when it was not trained (it is ``W0``, which the caller has). All three are
+        None for an implicit run (``Config(space="implicit")``), which never forms a d-vector.
+        In a compact Result (see ``compact``) ``W``, ``p`` and ``nu`` are rebuilt when first read,
+        and kept: the data and initialisation are drawn again from ``config`` and the final dual
+        state is read out as the run would have, to the bit (under the BLAS thread settings of
+        the run; under others, to a few ulps, with a warning). At d = 4500 that is about 1 CPU-s
+        and the memory of the run's ``W0`` and ``W``; too little memory raises
+        ``MemoryBudgetError``, a digest mismatch (data drawn differently by another numpy or
+        attnsim version) ``ResultFileError``.
     nu : ndarray, shape (d,), or None
-        Final head (the initial head when it was not trained). None for an implicit run and
-        for files written before attnsim stored it.
+        Final head (the initial head when it was not trained). None for an implicit run and for
+        files written before attnsim stored it.
+    compact : bool
+        Whether the final parameters are held as what determines them: the O(N^2) final
+        state of dual coordinates (``p = Q b``, ``W = W0 + Q M X``, ``nu = nu0 + X^T beta``;
+        DESIGN.md §4) and ``config``, whose seeds draw ``X``, ``W0``, ``p0``, ``nu0`` again.
+        Results of runs prepared from a ``Config`` in dual coordinates are compact
+        (``simulate``, ``prepare_run`` and its ``Run.result(config)``, ``attnsim run``, sweeps,
+        ``resume``): their files stay small whatever d is. Results in primal coordinates and
+        of ``train`` (arrays, no seeds to draw them again) hold ``W``, ``p``, ``nu`` as arrays,
+        and their files grow as d^2 when W is trained.
     y, y_true : ndarray, shape (n,)
         Observed and true training labels (``y_true = y`` when unknown).
     noisy : ndarray of bool, shape (n,)
@@ -149,15 +199,15 @@ class Result:
     query_norm: np.ndarray
     p_probe: np.ndarray
     query_probe: np.ndarray
-    p: np.ndarray | None
-    W: np.ndarray | None
+    p: np.ndarray | None = _FinalParam(required=True)
+    W: np.ndarray | None = _FinalParam(required=True)
     y: np.ndarray
     y_true: np.ndarray
     noisy: np.ndarray
     relevant: np.ndarray
     roles: np.ndarray
     # the head's record; None only in Results built by hand or files written before it existed
-    nu: np.ndarray | None = None
+    nu: np.ndarray | None = _FinalParam(required=False)
     nu_norm: np.ndarray | None = None
     nu_dist: np.ndarray | None = None
     nu_align: np.ndarray | None = None
@@ -179,6 +229,31 @@ class Result:
         for name in ("test_loss_se", "test_acc_se"):
             if getattr(self, name) is None:
                 setattr(self, name, np.full(np.shape(self.steps)[:1], np.nan))
+        self._compact: CompactParams | None = None        # set by Run.result and load
+
+    def __repr__(self):      # the dataclass's would rebuild W, p and nu to print them
+        steps = f"steps {self.steps[0]}..{self.steps[-1]} at {len(self.steps)} saves" if len(self.steps) else "no saves"
+        return (f"Result(status={self.status!r}, engine={self.engine!r}, {steps}, "
+                f"{'compact' if self.compact else 'parameters as arrays'})")
+
+    @property
+    def compact(self) -> bool:
+        """Whether ``W``, ``p``, ``nu`` are held as a dual state and rebuilt on request (see the class docstring)."""
+        return self._compact is not None and bool(self.__dict__.get("_from_state"))
+
+    def _raw(self, name):
+        """A final parameter as held: an array, None or ``REBUILD`` (reading it would rebuild it)."""
+        return self.__dict__[f"_{name}_value"]
+
+    def _rebuild(self, with_W: bool) -> None:
+        """Rebuild the final parameters still marked ``REBUILD`` (``W`` only when ``with_W``)."""
+        if self._compact is None:
+            raise ResultFileError("this Result marks its final parameters for rebuilding but holds no dual state; "
+                                  "build Results with Run.result or load them with attnsim.load")
+        W, p, nu = self._compact.rebuild(with_W=with_W and self._raw("W") is REBUILD)
+        for name, value in (("W", W), ("p", p), ("nu", nu)):
+            if self._raw(name) is REBUILD and value is not None:
+                self.__dict__[f"_{name}_value"] = value       # still from the state: saved as the state
 
     @property
     def success(self) -> bool:
@@ -220,12 +295,22 @@ class Result:
 
     # ------------------------------------------------------------------ files
     def save(self, path) -> None:
-        """Write to a NumPy ``.npz`` file atomically (temporary file, fsync, rename)."""
+        """Write to a NumPy ``.npz`` file atomically (temporary file, fsync, rename).
+
+        A compact Result writes its dual state (O(N^2)) in place of ``W``, ``p``, ``nu``, rebuilt
+        or not: the file's size does not depend on d.
+        """
         arrays = {}
+        rebuilt = sorted(self.__dict__.get("_from_state", ())) if self._compact is not None else []
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, np.ndarray):
+            value = self._raw(f.name) if f.name in _PARAMS else getattr(self, f.name)
+            if isinstance(value, np.ndarray) and f.name not in rebuilt:
                 arrays[f.name] = value
+        params = None
+        if rebuilt:
+            state, params = self._compact.to_file()
+            arrays.update(state)
+            params["rebuilt"] = rebuilt
         meta = {
             "format_version": FORMAT_VERSION,
             "kind": "attnsim.Result",
@@ -236,6 +321,7 @@ class Result:
             "wall_time": self.wall_time,
             "compile_time": self.compile_time,
             "extra": self.extra,
+            "params": params,
         }
         write_npz_atomic(path, arrays, meta)
 
@@ -248,9 +334,29 @@ def load(path) -> Result:
     ResultFileError
         If the file is missing, truncated, corrupted, or of another format version.
     """
-    arrays, meta = read_npz(path, "attnsim.Result", FORMAT_VERSION)
+    arrays, meta = read_npz(path, "attnsim.Result", _READABLE)
     names = [f.name for f in dataclasses.fields(Result) if f.name not in
              ("config", "engine", "status", "message", "wall_time", "compile_time", "extra")]
+    try:
+        config = None if meta["config"] is None else Config.from_dict(meta["config"])
+        scalars = dict(engine=str(meta["engine"]), status=str(meta["status"]), message=str(meta["message"]),
+                       wall_time=float(meta["wall_time"]), compile_time=float(meta["compile_time"]),
+                       extra=dict(meta.get("extra") or {}))
+    except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
+        raise ResultFileError(f"{path}: metadata is incomplete or invalid ({type(exc).__name__}: {exc})") from None
+    params = meta.get("params")          # a compact Result's dual state (format 2)
+    compact = None
+    if params is not None:
+        try:
+            compact = CompactParams.from_file(arrays, params, config, path)
+            rebuilt = [str(name) for name in params["rebuilt"]]
+        except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
+            raise ResultFileError(f"{path}: the record of the final parameters is incomplete or invalid "
+                                  f"({type(exc).__name__}: {exc})") from None
+        if not set(rebuilt) <= set(_PARAMS) or not compact.state:
+            raise ResultFileError(f"{path}: the record of the final parameters names {rebuilt} and holds "
+                                  f"{len(compact.state)} state arrays; the file is damaged")
+        arrays.update({name: REBUILD for name in rebuilt})
     arrays.setdefault("W", None)           # not stored when W was not trained
     arrays.setdefault("p", None)           # not stored by implicit runs (space="implicit")
     arrays.setdefault("mm_cos", None)      # only recorded with max_margin (and absent from older files)
@@ -276,13 +382,8 @@ def load(path) -> Result:
             continue
         if arrays[name].shape[:1] != (S,):
             raise ResultFileError(f"{path}: array {name!r} has shape {arrays[name].shape}, expected leading {S}")
-    try:
-        config = None if meta["config"] is None else Config.from_dict(meta["config"])
-        scalars = dict(engine=str(meta["engine"]), status=str(meta["status"]), message=str(meta["message"]),
-                       wall_time=float(meta["wall_time"]), compile_time=float(meta["compile_time"]),
-                       extra=dict(meta.get("extra") or {}))
-    except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
-        raise ResultFileError(f"{path}: metadata is incomplete or invalid ({type(exc).__name__}: {exc})") from None
     if scalars["status"] not in STATUSES:
         raise ResultFileError(f"{path}: unknown status {scalars['status']!r}; expected one of {tuple(STATUSES)}")
-    return Result(**{name: arrays[name] for name in names}, config=config, **scalars)
+    result = Result(**{name: arrays[name] for name in names}, config=config, **scalars)
+    result._compact = compact
+    return result

@@ -17,9 +17,11 @@ import time
 
 import numpy as np
 
+from ._compact import REBUILD, CompactParams
 from ._coords import Coordinates
 from ._max_margin import max_margin_record
 from ._numerics import logistic_loss, outputs
+from ._population import HeadInnerProducts
 from ._problem import Problem
 from ._result import DIVERGED, FINISHED, INTERRUPTED, Result
 
@@ -41,7 +43,7 @@ class _Recorder:
     SCALARS = ("train_loss", "train_acc", "train_acc_clean", "train_acc_noisy", "test_loss", "test_acc",
                "p_norm", "w_dist", "query_norm", "nu_norm", "nu_dist", "nu_align", "test_loss_se", "test_acc_se")
 
-    def __init__(self, n_saves, pb: Problem, noisy):
+    def __init__(self, n_saves, pb: Problem, noisy, coords: Coordinates):
         n, T, k = pb.n, pb.T, pb.probes.shape[0]
         self.k = k
         self.buffers = {name: np.full(n_saves, np.nan) for name in self.SCALARS}
@@ -61,17 +63,17 @@ class _Recorder:
         self.align_norm = float(np.linalg.norm(pb.probes[0] - pb.probes[1])) if k >= 2 else 0.0
         self.count = 0
         if pb.population is not None:
-            mu = pb.population.directions(pb.nu)[:2]
-            self._head = (float(pb.nu @ pb.nu), mu @ pb.nu)
+            # The head's inner products: fixed head once; a trained one from v = X nu and z = X q
+            # through X X^T (HeadInnerProducts), the key Gram itself where the keys are the tokens.
+            gram = None
+            if coords.trainable.endswith("+nu"):
+                gram = coords.key_gram() if coords.trainable.startswith("Wp") or pb.W0 is None else pb.X @ pb.X.T
+            self._head = HeadInnerProducts(pb.X, pb.nu, pb.population.directions(pb.nu)[:2], gram)
 
-    def _head_moments(self, obs, pb):
-        """``(nu^T nu, nu^T mu_+-, q^T nu)``: the one place the population metrics read the head.
-
-        The head is fixed (``pb.nu``), so its own inner products are computed once; ``q^T nu``
-        comes from the probe ``nu`` that ``Problem`` appended (``PopulationSpec.directions``).
-        """
-        nunu, nu_mu = self._head
-        return nunu, nu_mu, float(obs.query_probe[self.k + 2])
+    def warm_up(self, pb: Problem):
+        """Load the population quadrature's kernel and draws before the first save is timed."""
+        if pb.population is not None:
+            pb.population.warm_up()
 
     def record(self, idx, coords: Coordinates, frak_sum) -> str | None:
         """Fill row ``idx``; return the name of a non-finite quantity, or None."""
@@ -107,8 +109,8 @@ class _Recorder:
             buf["test_loss"][idx] = np.mean(logistic_loss(mt))
             buf["test_acc"][idx] = np.mean(mt > 0)
         elif pb.population is not None and np.isfinite(q_norm) and np.all(np.isfinite(q_probe)):
-            nunu, nu_mu, q_nu = self._head_moments(obs, pb)
-            k = self.k
+            k = self.k     # PopulationSpec.directions appended mu_+, mu_-, nu0 after the caller's probes
+            nunu, nu_mu, q_nu = self._head(z, head.v, head.nu_norm, float(q_probe[k + 2]))
             pm = pb.population.metrics(q_norm ** 2, q_probe[k:k + 2], q_nu, nunu, nu_mu)
             buf["test_loss"][idx], buf["test_acc"][idx] = pm.loss, pm.acc
             buf["test_loss_se"][idx], buf["test_acc_se"][idx] = pm.loss_se, pm.acc_se
@@ -180,6 +182,10 @@ class Run:
     max_margin : None, "final", "optimal" or ndarray of int64, shape (n,)
         The att-SVM selection ``result()`` compares against (``train(..., max_margin=...)``);
         it reads only recorded scores, so it may be set on a restored run before ``result()``.
+    config : Config or None
+        The config whose seeds drew this run's arrays (set by ``prepare_run``); None for arrays
+        given to ``prepare``. ``result(config)`` for that config holds the final parameters of a
+        dual run as its state (``Result.compact``).
     """
 
     def __init__(self, pb: Problem, coords: Coordinates, save_steps: np.ndarray, noisy, extra_meta,
@@ -188,7 +194,7 @@ class Run:
         self.max_margin = max_margin     # None, "final", "optimal" or an (n,) selection (validated)
         self.coords = coords
         self.save_steps = save_steps
-        self.recorder = _Recorder(save_steps.size, pb, noisy)
+        self.recorder = _Recorder(save_steps.size, pb, noisy, coords)
         self.frak_sum = np.zeros(pb.n)
         self.step = 0
         self.next_save = 0
@@ -197,6 +203,7 @@ class Run:
         self.wall_time = 0.0
         self.compile_time = 0.0
         self.meta = extra_meta
+        self.config = None
 
     @property
     def total_steps(self) -> int:
@@ -214,6 +221,7 @@ class Run:
         """
         t0 = time.perf_counter()
         self.coords.warm_up()
+        self.recorder.warm_up(self.pb)
         self.compile_time += time.perf_counter() - t0
 
     def _diverged(self, at_step, what):
@@ -293,11 +301,20 @@ class Run:
     def result(self, config=None, params=True, keep_W=True) -> Result:
         """The ``Result`` so far. ``params=False`` skips materialising the final ``W`` and ``p``
         (``W`` None, ``p`` NaN), ``keep_W=False`` the final ``W`` only: a d x d ``W`` is 200 MB
-        and a d^2 N product at d = 5000, wasted when nobody reads it."""
+        and a d^2 N product at d = 5000, wasted when nobody reads it.
+
+        For the config this run was prepared from (``prepare_run``) in dual coordinates, the
+        ``Result`` is compact: it keeps the final state (O(N^2)) and rebuilds ``W``, ``p`` and
+        ``nu`` exactly when they are first read (``attnsim._compact``)."""
         count = self.recorder.count
         arrays = {name: buf[:count].copy() for name, buf in self.recorder.buffers.items()}
+        compact = None
         if self.pb.implicit:       # coordinates of a virtual basis, not vectors of R^d: nothing to give
             W, p, nu = None, None, None
+        elif params and config is not None and config == self.config and self.coords.engine == "dual":
+            compact = CompactParams.of_run(self, config)
+            W = REBUILD if keep_W and self.coords.trainable.startswith("Wp") else None
+            p = nu = REBUILD
         else:
             W, p = self.coords.final_params(with_W=keep_W) if params else (None, np.full(self.pb.d, np.nan))
             nu = self.coords.final_nu()
@@ -309,7 +326,7 @@ class Run:
             mm_cos, mm_margin, extra["max_margin"] = max_margin_record(
                 self.max_margin, arrays["scores"], norms, self.coords.key_gram(), pb.y, self.coords.observe_head().v,
                 self.coords.trainable)
-        return Result(
+        result = Result(
             steps=self.save_steps[:count].copy(),
             **arrays,
             p=p,
@@ -330,6 +347,8 @@ class Run:
             mm_cos=mm_cos,
             mm_margin=mm_margin,
         )
+        result._compact = compact
+        return result
 
     # ---------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:

@@ -1,7 +1,10 @@
-"""Command line: ``attnsim run`` and ``attnsim plot``.
+"""Command line: ``attnsim run``, ``plot``, ``sweep`` and ``presets``.
 
 User errors become one line on stderr and exit status 2; no output file is
-created by a command that failed.
+created by a command that failed. No command replaces work: ``run`` refuses to start over
+the checkpoint of an unfinished run (``--resume`` continues it) and replaces a result or
+checkpoint of a finished run only with ``--overwrite``; ``sweep`` only adds points to its
+folder. ``plot`` redraws its figure (derived from the result) but never writes over the result.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shlex
 import signal
 import sys
@@ -18,8 +22,8 @@ import time
 
 from ._config import PRESETS, Config, field_names, field_type, parse_field, preset
 from ._engine import ENGINES
-from ._io import ResultFileError
-from ._result import INTERRUPTED, load
+from ._io import ResultFileError, _atomic
+from ._result import FINISHED, INTERRUPTED, load
 from ._saveat import SaveAt
 from ._validation import ConfigError
 
@@ -36,11 +40,18 @@ class UsageError(Exception):
     """Bad command-line input; printed as one line, exit status 2."""
 
 
+#: Command-line words that are negative numbers, not flags: ``-1e3``, ``-0.5``, ``-1_000``, ``-inf``.
+#: argparse's own pattern knows only ``-12`` and ``-1.5``, so ``--steps -1e3`` failed with
+#: "expected one argument" instead of reaching the field's validator.
+_NEGATIVE_NUMBER = re.compile(r"^-(\d[\d_]*\.?[\d_]*|\.\d[\d_]*)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.I)
+
+
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         # No prefix matching: "--t 2" must not silently mean "--trainable 2".
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER
 
     def error(self, message):
         raise UsageError(f"{message}; see '{self.prog} --help'")
@@ -126,9 +137,10 @@ def _add_config_flags(parser):
     group = parser.add_argument_group("Config fields (override the preset)")
     for field in dataclasses.fields(Config):
         base, _ = field_type(field.name)
+        default = (f"default {Config().n_test} (0 with --test-metrics population)" if field.name == "n_test"
+                   else f"default {field.default!r}")
         group.add_argument("--" + field.name.replace("_", "-"), dest=field.name, default=None,
-                           type=_field_arg(field.name), metavar=base.__name__.upper(),
-                           help=f"default {field.default!r}")
+                           type=_field_arg(field.name), metavar=base.__name__.upper(), help=default)
 
 
 def _build_parser():
@@ -138,7 +150,10 @@ def _build_parser():
 
     run = sub.add_parser("run", help="train one configuration and print a summary")
     run.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default balanced)")
-    run.add_argument("--out", help="write the Result to this .npz file")
+    run.add_argument("--out", help="write the Result to this .npz file (missing folders are created)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the result (--out) and checkpoint of an earlier finished run; never needed "
+                          "to --resume, and never replaces the checkpoint of an unfinished run")
     run.add_argument("--saves", type=_int_arg, default=None, help="number of log-spaced save times (default 200)")
     run.add_argument("--engine", default=None, help=f"one of {', '.join(ENGINES)} (default auto)")
     _add_dynamics_flags(run)
@@ -159,7 +174,9 @@ def _build_parser():
 
     plot = sub.add_parser("plot", help="draw training curves and attention of a saved run")
     plot.add_argument("path", help="a .npz file written by `attnsim run --out`")
-    plot.add_argument("--out", help="figure file (default: next to the input, .png)")
+    plot.add_argument("--out", help="figure file, any format matplotlib writes, e.g. .png, .pdf, .svg "
+                      "(default: next to the input, .png); missing folders are created, an existing figure "
+                      "is redrawn")
 
     sub.add_parser("presets", help="list the paper presets")
 
@@ -173,29 +190,95 @@ def _config_overrides(args) -> dict:
 
 
 def _config_from_args(args) -> Config:
-    overrides = _config_overrides(args)
-    if overrides.get("test_metrics") == "population":
-        # No test set is drawn: --n-test defaults to 0 here (Config insists on it).
-        overrides.setdefault("n_test", 0)
-    return preset(args.preset or "balanced", **overrides)
+    return preset(args.preset or "balanced", **_config_overrides(args))
 
 
-def _check_writable(path, flag):
-    """Check, before any work is done and without creating anything, that ``path`` can be written.
+def _check_writable(path, flag, example="run.npz"):
+    """Check, before any work is done, that the file ``path`` can be written.
 
-    The folder is created only when the file is written; here the nearest existing
-    ancestor must be a writable folder.
+    Missing folders are created only when the file is written; here the nearest existing
+    ancestor must be a folder that takes a new file.
     """
     target = os.path.abspath(path)
     if os.path.isdir(target):
-        raise UsageError(f"{flag}: {path!r} is a folder; give a file name such as {os.path.join(path, 'run.npz')!r}")
-    folder = os.path.dirname(target)
+        raise UsageError(f"{flag}: {path!r} is a folder; give a file name such as {os.path.join(path, example)!r}")
+    _check_folder_writable(os.path.dirname(target), flag, path)
+
+
+def _check_folder_writable(folder, flag, path):
+    """Check that files can be created in ``folder`` (or, if it is missing, in its nearest
+    existing ancestor, where its subfolders will be made), by creating and removing one.
+
+    A real write, not ``os.access``: root passes every permission check and still cannot
+    write on a read-only file system or in ``/sys``.
+    """
+    import tempfile
+
+    folder = os.path.abspath(folder)
     while not os.path.exists(folder):
         folder = os.path.dirname(folder)
     if not os.path.isdir(folder):
         raise UsageError(f"{flag}: cannot create {path!r}: {folder!r} is a file, not a folder")
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"{flag}: folder {folder!r} is not writable; choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".attnsim-probe-")
+    except OSError as exc:
+        raise UsageError(f"{flag}: cannot write in folder {folder!r} ({exc.strerror}); choose another path "
+                         f"than {path!r}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _peek_meta(path):
+    """The JSON record of a file attnsim wrote, read without its arrays; None for any other file."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["__meta__"]))
+    except Exception:  # noqa: BLE001 - any unreadable file is "not ours"
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _check_no_lost_work(out, ck_path, config, *, resumed=None, overwrite=False, out_named=True):
+    """Refuse a run whose files would replace earlier work (a UsageError, before any work).
+
+    - The checkpoint of an unfinished run (interrupted, or written periodically before the end)
+      is never replaced by another run: resume it or remove it.
+    - A result or the checkpoint of a finished run is replaced only with ``overwrite``.
+    - A resumed run replaces its own checkpoint (``resumed``) and its own partial result.
+    """
+    from ._checkpoint import CHECKPOINT_KIND
+
+    if ck_path and os.path.exists(ck_path) and not (resumed and _same_file(ck_path, resumed)):
+        meta = _peek_meta(ck_path) or {}
+        if meta.get("kind") != CHECKPOINT_KIND:
+            if not overwrite:
+                raise UsageError(f"checkpoint file {ck_path!r} exists and is not an attnsim checkpoint; choose "
+                                 f"another --out or --checkpoint, or pass --overwrite to replace it")
+        elif meta.get("status") == INTERRUPTED or (meta.get("status") == FINISHED
+                                                   and meta.get("step", 0) < meta.get("total_steps", 0)):
+            raise UsageError(f"{ck_path!r} holds the checkpoint of an unfinished run (step {meta.get('step')} of "
+                             f"{meta.get('total_steps')}); continue it with: attnsim run --resume "
+                             f"{shlex.quote(str(ck_path))}, or choose another --out or --checkpoint, or remove "
+                             "it yourself to start again")
+        elif not overwrite:
+            raise UsageError(f"{ck_path!r} holds the checkpoint of a finished run; pass --overwrite to replace it, "
+                             "or choose another --out or --checkpoint")
+    if out and os.path.exists(out) and not overwrite:
+        meta = _peek_meta(out) or {}
+        if meta.get("kind") != "attnsim.Result":
+            what = "a file that is not an attnsim result"
+        elif meta.get("status") == INTERRUPTED:
+            if resumed and meta.get("config") == config.to_dict():
+                return  # the partial result of the run being resumed
+            what = "the partial result of an interrupted run"
+        elif meta.get("status") == FINISHED:
+            what = "a finished result"
+        else:
+            what = f"a result with status {meta.get('status')!r}"
+        named = f"--out {out!r}" if out_named else f"the result file {out!r} of the resumed run"
+        raise UsageError(f"{named} exists ({what}); pass --overwrite to replace it, or choose another --out")
 
 
 def _same_file(a, b) -> bool:
@@ -253,6 +336,9 @@ def _cmd_run(args):
         _check_writable(ck_path, "--checkpoint")
         if out and _same_file(out, ck_path):
             raise UsageError(f"--out and the checkpoint must be different files; got {out!r} for both")
+    # Also the checkpoint Ctrl-C would write when no --checkpoint is given.
+    _check_no_lost_work(out, ck_path or _interrupt_checkpoint_path(out), config,
+                        resumed=args.resume, overwrite=args.overwrite, out_named=bool(args.out))
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     print(f"attnsim run: {label} d={config.d} ‖μ‖={config.signal_norm:g} SNR={config.snr:.4g} "
           f"n={config.n_train} T={config.T} η={config.eta:g} trainable={config.trainable} "
@@ -277,6 +363,11 @@ def _cmd_run(args):
         # Ctrl-C landed after the last step: the run is complete, finish normally.
     finally:
         signal.signal(signal.SIGTERM, previous_term)
+    if ck_path and (hook.written or os.path.exists(ck_path)):
+        # The checkpoint on disk is this run's (or replaced with --overwrite): let it say the
+        # run is finished, so that a rerun sees no unfinished work there. Before the result:
+        # a crash in between leaves a checkpoint that --resume turns into the result.
+        hook.write(run)
     result = run.result(config, params=bool(out))  # the final W (d x d) only when it is saved
     print(_format_summary(result))
     if out:
@@ -320,7 +411,7 @@ def _interrupted(run, hook, config, out) -> int:
     # A second Ctrl-C must not tear the files being written (they are atomic anyway).
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        if run is None:
+        if run is None or run.next_save == 0:   # e.g. while compiling: no state worth a file
             print("attnsim: interrupted before training started; nothing was written", file=sys.stderr)
             return EXIT_INTERRUPTED
         run.status, run.message = INTERRUPTED, f"interrupted at step {run.step}"
@@ -345,12 +436,31 @@ def _interrupted(run, hook, config, out) -> int:
 
 
 def _cmd_plot(args):
+    import matplotlib
+
+    matplotlib.use("Agg")   # files only: no display needed, none opened
+    from matplotlib.backend_bases import FigureCanvasBase
+
     from ._plot import plot_result
 
     result = load(args.path)
     out = args.out or os.path.splitext(args.path)[0] + ".png"
-    _check_writable(out, "--out")
-    plot_result(result, out)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    ext = os.path.splitext(out)[1].lower().lstrip(".")
+    if ext not in formats:
+        raise UsageError(f"--out {out!r}: the figure format comes from the extension, one of "
+                         f"{', '.join('.' + f for f in sorted(formats))}; got {('.' + ext) if ext else 'none'}")
+    if _same_file(out, args.path):
+        raise UsageError(f"--out {out!r} is the input result; choose another file for the figure")
+    _check_writable(out, "--out", example="run.png")
+    import matplotlib.pyplot as plt
+
+    fig = plot_result(result)
+    try:
+        with _atomic(out, "wb") as fh:   # creates missing folders like `run --out`; never a torn figure
+            fig.savefig(fh, format=ext, dpi=120)
+    finally:
+        plt.close(fig)
     print(f"saved {out}")
     return 0
 
@@ -378,7 +488,8 @@ def _add_sweep_arguments(parser) -> None:
     parser.add_argument("--engine", default="auto", help="auto, primal or dual (default auto)")
     parser.add_argument("--probes", default=None, choices=["noise"],
                         help="also record W^T p along every training token's noise vector")
-    parser.add_argument("--keep-params", action="store_true", help="keep the final W (d x d) in every file")
+    parser.add_argument("--keep-params", action="store_true", help="keep the final W in every file (dual runs: its O(N^2) dual "
+                        "state, Result.W rebuilt on request; primal: d x d)")
     _add_dynamics_flags(parser)
     parser.add_argument("--flow-retries", default=None, metavar="N",
                         help="reruns of a flow point that stopped stiff, each with 10x max_steps (default 1)")
@@ -432,7 +543,7 @@ def _format_table(sw, columns=None) -> str:
 
 def _cmd_sweep(args) -> int:
     """``attnsim sweep``; ConfigError / ResultFileError become one line and exit 2 in ``main``."""
-    from ._sweep import Sweep, grid_configs, parse_grid_arg, sweep
+    from ._sweep import POINTS, Sweep, grid_configs, parse_grid_arg, sweep
 
     if args.show:
         print(_format_table(Sweep.open(args.folder)))
@@ -452,6 +563,10 @@ def _cmd_sweep(args) -> int:
         raise ConfigError(f"--engine must be one of auto, primal, dual; got {args.engine!r}")
     if os.path.exists(args.folder) and not os.path.isdir(args.folder):
         raise ConfigError(f"folder {args.folder!r} is a file; give a folder for the sweep results")
+    _check_folder_writable(args.folder, "sweep", args.folder)
+    points = os.path.join(args.folder, POINTS)
+    if os.path.isdir(points):
+        _check_folder_writable(points, "sweep", args.folder)
     dynamics, flow = _dynamics_from_args(args)
     retries = {}
     if args.flow_retries is not None:
@@ -491,6 +606,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("attnsim: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MemoryError:  # past the estimate (attnsim._memory): still one line, and what to change
+        print("attnsim: error: out of memory; use --w0 identity (no d x d W0), --test-metrics population "
+              "--n-test 0 (no test set), or a smaller --d", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:  # e.g. disk full while writing a result: still one line, no traceback
         print(f"attnsim: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 1

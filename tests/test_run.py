@@ -1,4 +1,5 @@
-"""Numerical robustness (issue #5): saturated softmax, huge margins, tiny and huge step sizes.
+"""A run's outcome (``Run``): numerical robustness in saturation, huge margins, tiny and huge step
+sizes, and each stop reported with its own status.
 
 The implementation itself must never produce NaN (or even a RuntimeWarning); when the
 iterates genuinely overflow, the run stops with status "diverged", a message
@@ -13,8 +14,10 @@ import numpy as np
 import pytest
 
 import attnsim
-from attnsim import Config, SaveAt
-from coords_grid import GD, TRAINABLE
+from attnsim import Config, SaveAt, simulate
+
+from tools.cases import FLOW, FLOW_CFG
+from tools.coords_grid import GD, TRAINABLE
 
 CASES = GD
 RECORDED = ("train_loss", "train_acc", "test_loss", "test_acc", "margins", "scores", "attention", "relevant_mass",
@@ -175,3 +178,10 @@ def test_diverged_result_survives_a_save_load_round_trip(tmp_path):
     back = attnsim.load(tmp_path / "r.npz")
     assert back.status == "diverged" and back.message == res.message
     np.testing.assert_array_equal(back.train_loss, res.train_loss)
+
+
+def test_max_steps_reached_with_an_integer_gd_start_is_not_reported_as_divergence():
+    """Regression: alpha_rho (NaN when no Jacobian estimate was made) made every stop look like an overflow."""
+    res = simulate(FLOW_CFG, SaveAt.log(FLOW_CFG.steps, 10), dynamics="flow", flow={**FLOW, "max_steps": 30})
+    assert res.status == "max_steps_reached", res.message
+    assert "max_steps=30 integrator steps used" in res.message

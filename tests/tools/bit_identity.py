@@ -1,7 +1,7 @@
 """Developer tool: capture every Result array of the presets, and compare two captures bit for bit.
 
-    python tests/bit_identity.py capture DIR     # the presets x {primal, dual} x {p, Wp} x GD, and the flow
-    python tests/bit_identity.py compare DIR_A DIR_B
+    python tests/tools/bit_identity.py capture DIR     # the presets x {primal, dual} x {p, Wp} x GD, and the flow
+    python tests/tools/bit_identity.py compare DIR_A DIR_B
 
 Used before and after a refactor that must not change a bit (capture on the old commit, then on
 the new one, then compare). Not collected by pytest (no ``test_`` prefix).

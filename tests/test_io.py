@@ -1,4 +1,5 @@
-"""Result and checkpoint files are never lost or silently wrong; runs are deterministic (issue #5).
+"""Result and checkpoint files (``_io``, the one writer and reader) are never lost or silently wrong;
+the runs they hold are deterministic.
 
 - files are read with ``allow_pickle=False``; a truncated, corrupted, wrong-kind or
   wrong-version file raises ``ResultFileError`` (CLI: one line, exit 2), never a crash and
@@ -22,6 +23,7 @@ import pytest
 import attnsim
 from attnsim import Config, ResultFileError, SaveAt
 from attnsim import CheckpointWarning, load_checkpoint, prepare_run, restore, save_checkpoint
+from attnsim._checkpoint import CHECKPOINT_VERSION
 from attnsim._io import read_npz, write_npz_atomic
 from attnsim._result import FORMAT_VERSION
 from attnsim.cli import main
@@ -114,17 +116,21 @@ def test_flip_inside_array_data_is_caught_by_the_crc(files, tmp_path):
         attnsim.load(path)
 
 
+VERSIONS = {"attnsim.Result": FORMAT_VERSION, "attnsim.Checkpoint": CHECKPOINT_VERSION}
+
+
 def _rewrite(src, dst, kind, change):
-    arrays, meta = read_npz(src, kind, version=FORMAT_VERSION)
+    arrays, meta = read_npz(src, kind, version=VERSIONS[kind])
     change(arrays, meta)
     write_npz_atomic(dst, arrays, meta)
 
 
 @pytest.mark.parametrize("kind, tag", [("result", "attnsim.Result"), ("checkpoint", "attnsim.Checkpoint")])
 def test_other_format_version_is_refused(files, kind, tag, tmp_path):
-    _rewrite(files[kind], tmp_path / "v.npz", tag, lambda a, m: m.update(format_version=FORMAT_VERSION + 1))
-    with pytest.raises(ResultFileError, match=rf"format_version {FORMAT_VERSION + 1} is not supported \(this "
-                                              rf"attnsim reads version 1\); use the attnsim version that wrote it"):
+    _rewrite(files[kind], tmp_path / "v.npz", tag, lambda a, m: m.update(format_version=VERSIONS[tag] + 1))
+    readable = "1 and 2" if kind == "result" else "1"
+    with pytest.raises(ResultFileError, match=rf"format_version {VERSIONS[tag] + 1} is not supported \(this "
+                                              rf"attnsim reads version {readable}\); use the attnsim version that wrote it"):
         LOADERS[kind](tmp_path / "v.npz")
 
 
@@ -151,8 +157,8 @@ def test_wrong_kind_missing_meta_and_bad_meta_are_refused(files, tmp_path):
              lambda a, m: a.update(margins=a["margins"][:-1]))
     with pytest.raises(ResultFileError, match=r"array 'margins' has shape \(\d+, 6\), expected leading \d+"):
         attnsim.load(tmp_path / "short.npz")
-    _rewrite(files["result"], tmp_path / "miss.npz", "attnsim.Result", lambda a, m: a.pop("p"))
-    with pytest.raises(ResultFileError, match=r"missing arrays \['p'\]"):
+    _rewrite(files["result"], tmp_path / "miss.npz", "attnsim.Result", lambda a, m: a.pop("y"))
+    with pytest.raises(ResultFileError, match=r"missing arrays \['y'\]"):
         attnsim.load(tmp_path / "miss.npz")
 
 

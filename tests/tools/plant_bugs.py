@@ -1,11 +1,11 @@
 """Developer tool: plant each bug of PLANTS in turn, run the test that must catch it, restore the file.
 
-Run from anywhere as ``python tests/plant_bugs.py``; prints "caught" or "NOT CAUGHT" per bug. It edits
+Run from anywhere as ``python tests/tools/plant_bugs.py``; prints "caught" or "NOT CAUGHT" per bug. It edits
 source files while it runs (and restores them), so run it on a clean tree and nothing else at the same
 time. Not collected by pytest (no ``test_`` prefix).
 """
 import subprocess, sys, os, shutil, glob
-os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.chdir(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 PLANTS = [
     ("export without __all__", "src/attnsim/__init__.py", "from ._version import __version__\n",
      "from ._version import __version__\nfrom ._numerics import norm as helper_norm\n", "tests/test_docs.py::test_public_names_are_exported_both_ways"),
@@ -14,9 +14,9 @@ PLANTS = [
     ("grad_p 0.1% too large", "src/attnsim/_kernels/gd.py", "        grad_p[r] = acc\n", "        grad_p[r] = 1.001 * acc\n",
      "tests/test_gradients.py -k central"),
     ("cost model: dual W,p step 10x dearer", "src/attnsim/_coords/cost.py", "steps * 7.0 * N * N", "steps * 70.0 * N * N",
-     "tests/test_cost_model.py"),
+     "tests/test_cost.py"),
     ("divergence keeps the non-finite row", "src/attnsim/_run.py", "                self.recorder.count = self.next_save\n",
-     "                self.recorder.count = self.next_save + 1\n", "tests/test_robustness.py -k mid_run"),
+     "                self.recorder.count = self.next_save + 1\n", "tests/test_run.py -k mid_run"),
     ("example prints the noisy mass as the clean one", "examples/attention_dynamics.py", "{res.relevant_mass[-1, clean]:.4f}",
      "{res.relevant_mass[-1, noisy]:.4f}", "tests/test_examples.py -k attention_dynamics_runs"),
     ("flow jvp_c: sign of dbar", "src/attnsim/_kernels/flow.py", "((dzr - dbar) * vf[base + t] - df)",
