@@ -55,9 +55,10 @@ def base_config(d: int, n: int = 20, steps: int = HORIZON) -> attnsim.Config:
 
 def brackets(d: int):
     """Starting brackets in ||mu|| for the two boundaries at ``d``: harmful <-> benign in
-    [1, sqrt(30 sqrt d)], benign <-> not overfitting in [sqrt(d) / 2, 30 sqrt(d)]."""
+    [1, sqrt(30 sqrt d)], benign <-> not overfitting in [max(sqrt(d) / 2, 20), 30 sqrt(d)] (the lower
+    end above the harmful boundary, ~10 at every d measured)."""
     root = math.sqrt(d)
-    return {"harmful": (1.0, math.sqrt(30.0 * root)), "not_overfitting": (root / 2.0, 30.0 * root)}
+    return {"harmful": (1.0, math.sqrt(30.0 * root)), "not_overfitting": (max(root / 2.0, 20.0), 30.0 * root)}
 
 
 def trace(args, name, d, n, lo, hi, between, seeds, rtol):
@@ -124,7 +125,7 @@ def main():
         for d in n_ds:
             for n in ns:
                 lo, hi = brackets(d)["not_overfitting"]
-                lo, hi = lo * math.sqrt(20 / n) / 2, hi * math.sqrt(20 / n)
+                lo, hi = max(lo * math.sqrt(20 / n) / 2, 20.0), hi * math.sqrt(20 / n)
                 table = trace(args, f"n{n}", d, n, lo, hi, NOT_OVERFITTING, seeds, rtol)
                 n_rows += [{**r, "d": d, "n_train": n, "boundary_name": "not_overfitting"} for r in table.rows]
                 print(f"d = {d:.0e}  n = {n:3d} not_overfitting " + "  ".join(
