@@ -173,6 +173,7 @@ def main():
         lo = np.array([r["lo"] for r in pts])
         hi = np.array([r["hi"] for r in pts])
         ax.vlines(x, lo, hi, color=colour, lw=3, alpha=0.6)
+        ax.plot(x, [r["boundary"] for r in pts], "o", ms=3.5, color=colour, alpha=0.8)
         fit = summary[name]["fit_d_ge_1e3"]
         if math.isfinite(fit["slope"]):
             grid = np.geomspace(1e3, max(ds), 50)
@@ -185,7 +186,7 @@ def main():
             ax.plot(grid, anchor["boundary"] * (grid / anchor["d"]) ** theory[name], color=colour, ls="--",
                     label=f"theorem: d^{theory[name]} (anchored)")
     ax.set(xscale="log", yscale="log", xlabel="d (token dimension)", ylabel="||mu|| at the boundary",
-           title=f"Regime boundaries, n = 20, tau = 1e12 (flow), lr = {LR_TIMES_D:g}/d")
+           title=f"Regime boundaries (seeds as dots), n = 20, τ = 10¹² (flow), lr = {LR_TIMES_D:g}/d")
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(True, which="major", alpha=0.3)
     if n_rows:
@@ -196,6 +197,7 @@ def main():
                 continue
             x = np.array([r["n_train"] for r in pts], float)
             ax.vlines(x, [r["lo"] for r in pts], [r["hi"] for r in pts], color=colour, lw=3, alpha=0.6)
+            ax.plot(x, [r["boundary"] for r in pts], "o", ms=3.5, color=colour, alpha=0.8)
             fit = summary["not_overfitting_in_n"][str(d)]["fit"]
             grid = np.geomspace(min(x), max(x), 20)
             if math.isfinite(fit["slope"]):
