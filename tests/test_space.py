@@ -248,8 +248,8 @@ def test_the_implicit_space_defaults_to_population_metrics_and_replace_follows_t
     assert (cfg.test_metrics, cfg.n_test) == ("population", 0)
     there = Config(init="official-gaussian").replace(space="implicit", d=10 ** 6)
     assert (there.test_metrics, there.n_test) == ("population", 0)
-    back = there.replace(space="explicit", d=300)
-    assert (back.test_metrics, back.n_test) == ("sample", 1000)
+    back = there.replace(space="explicit", d=300)      # the same metrics as the implicit run's
+    assert (back.test_metrics, back.n_test) == ("population", 0)
     # an explicit choice is kept, and refused where it cannot hold
     assert Config(test_metrics="population").replace(d=300).test_metrics == "population"
     with pytest.raises(ConfigError, match=r"space='implicit' has no d-dimensional test set"):

@@ -295,14 +295,15 @@ class Config:
 
         An ``n_test`` at the default of the old ``test_metrics`` follows a change of
         ``test_metrics`` (``Config().replace(test_metrics="population").n_test == 0``), and a
-        ``test_metrics`` at the default of the old ``space`` follows a change of ``space``.
+        default ``test_metrics`` becomes ``population`` with ``space="implicit"`` (going back to
+        the explicit space keeps it, so the two spaces' runs record the same metrics).
         """
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ConfigError(f"unknown Config field(s) {sorted(unknown)}; allowed: {field_names()}")
-        if ("space" in changes and "test_metrics" not in changes
+        if (changes.get("space") == "implicit" and "test_metrics" not in changes
                 and self.test_metrics == _default_test_metrics(self.space)):
-            changes["test_metrics"] = None
+            changes["test_metrics"] = None     # the implicit space has no test set: population metrics
         if ("test_metrics" in changes and "n_test" not in changes
                 and self.n_test == _default_n_test(self.test_metrics)):
             changes["n_test"] = None
