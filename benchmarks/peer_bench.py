@@ -634,23 +634,58 @@ def breakdown(args):
 
 
 def profile_setup(args):
-    """cProfile of ``attnsim.prepare_run`` (balanced, n_test = 0, default probes) at the largest d."""
+    """cProfile (CPU time) of attnsim's set-up at the largest d: ``prepare_run`` (balanced, n_test = 0,
+    default probes: it draws the data too), then ``attnsim.prepare`` from those arrays as the
+    tables time it (engine "dual" with 2 saves; the defaults: probes mu_+-, ~200 saves), and the
+    O(d^2 N) products on their own."""
     import cProfile
     import pstats
 
     d = max(args.d)
-    for trainable in ("Wp", "p"):
-        cfg = attnsim.preset("balanced", d=d, trainable=trainable, n_test=0, steps=100_000)
-        prof = cProfile.Profile()
+
+    def profiled(label, fn):
+        prof = cProfile.Profile(time.process_time)
         t = clock()
         prof.enable()
-        run = attnsim.prepare_run(cfg)
+        out = fn()
         prof.disable()
         c, w = since(t)
-        print(f"\n## prepare_run, d = {d}, {trainable}: {c:.2f} CPU-s, {w:.2f} s wall "
-              f"(engine {run.coords.engine}; load {os.getloadavg()[0]:.1f})\n")
-        pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+        print(f"\n## {label}: {c:.2f} CPU-s, {w:.2f} s wall (load {os.getloadavg()[0]:.1f})\n")
+        pstats.Stats(prof).sort_stats("tottime").print_stats(8)
+        return out
+
+    for trainable in ("Wp", "p"):
+        cfg = attnsim.preset("balanced", d=d, trainable=trainable, n_test=0, steps=100_000)
+        run = profiled(f"prepare_run, d = {d}, {trainable}", lambda: attnsim.prepare_run(cfg))
         del run
+        pb = problem(d, trainable)
+        att = Attnsim(pb)
+        for defaults in (False, True):
+            label = "defaults (probes mu_+-, ~200 saves)" if defaults else "engine dual, 2 saves"
+            run = profiled(f"attnsim.prepare from arrays, d = {d}, {trainable}, {label}",
+                           lambda: att._prepare(100_000, None if defaults else [0, 100_000], defaults))
+            del run
+    X = pb["X"].reshape(-1, d)
+    W0 = pb["W0"]
+    Q = np.concatenate([pb["p0"][:, None], W0 @ X.T], axis=1)
+    products = {
+        "X W0^T (N, d)": lambda: X @ W0.T,
+        "W0 X^T (d, N)": lambda: W0 @ X.T,
+        "W0^T Q (d, N+1)": lambda: W0.T @ Q,
+        "W0^T p0 (d,)": lambda: W0.T @ pb["p0"],
+        "copy of W0": lambda: np.array(W0, copy=True),
+        "isfinite(W0).all()": lambda: np.all(np.isfinite(W0)),
+        "Q^T Q (N+1, N+1)": lambda: Q.T @ Q,
+    }
+    print(f"\n## the products alone, d = {d}, N = {X.shape[0]}: CPU-s, median of {args.repeats}\n")
+    print("| product | CPU-s |\n|---|---|")
+    for name, fn in products.items():
+        ts = []
+        for _ in range(args.repeats):
+            t = time.process_time()
+            fn()
+            ts.append(time.process_time() - t)
+        print(f"| {name} | {med(ts):.3f} ({min(ts):.3f}–{max(ts):.3f}) |")
 
 
 def main(argv=None):
