@@ -502,7 +502,8 @@ def table(trainable, out, args):
         for name, r in rows.items():
             err = "—" if r["err"] is None else f"{r['err'][0]:.1e} / {r['err'][1]:.1e}"
             warm = "—" if r["warm"] is None else f"{r['warm']:.2f}"
-            lines.append(f"| {d} | {name} | {fmt_rate(r['cpu'])} | {med(r['wall']):,.0f} | "
+            wall = f"{med(r['wall']):,.0f}" if r["wall"] else "—"
+            lines.append(f"| {d} | {name} | {fmt_rate(r['cpu'])} | {wall} | "
                          f"{fmt_rate(r['e2e_cpu'])} | {med(r['e2e_wall']):,.0f} | {med(r['setup']):.3f} | {warm} | "
                          f"{err} | {r['status']} |")
         peers = {k: v for k, v in rows.items() if not k.startswith("attnsim") and v["cpu"]}
@@ -630,6 +631,35 @@ def breakdown(args):
           f"load {os.getloadavg()[0]:.1f}\n")
     print("| part | µs / step |\n|---|---|")
     for name, (m, lo, hi) in {**parts, **jx}.items():
+        print(f"| {name} | {m:.2f} ({lo:.2f}–{hi:.2f}) |")
+
+    # the p step: the coefficients and one axpy sweep over Gkk
+    @njit
+    def t_axpy(k, z, Gkk, c):
+        for _ in range(k):
+            gd._rows_axpy(z, Gkk, c, 0.0)
+
+    pbp = problem(2000, "p")
+    peers = [Attnsim(pbp), JaxPeer(pbp, "closed"), JaxPeer(pbp, "dual")]
+    for im in peers:
+        im.warm_up()
+    cp = peers[0].run.coords
+    zp = cp.state["z"].copy()
+    gd._coefficients_work(zp, cp.pb.v, cp.pb.y, cp.pb.T, cp.pb.relevant, s, c, frak, work)
+    kp = args.steps_p
+    rows = {"coefficients (softmax, c, 𝔖)": per_step(t_coef, kp, zp, cp.pb.v, cp.pb.y, cp.pb.T, cp.pb.relevant, s,
+                                                   c, frak.copy(), work),
+            "z -= lr Gkk c (one N×N read, axpy form)": per_step(t_axpy, kp, zp, cp.Gkk, c)}
+    for im in peers:
+        ts = []
+        for _ in range(args.repeats):
+            t = time.process_time()
+            im.advance(kp)
+            ts.append((time.process_time() - t) / kp * 1e6)
+        rows[f"{im.name}: whole step"] = (med(ts), min(ts), max(ts))
+    print(f"\np step at N = {N} (d = 2000), µs per step, {args.repeats} blocks of {kp} steps\n")
+    print("| part | µs / step |\n|---|---|")
+    for name, (m, lo, hi) in rows.items():
         print(f"| {name} | {m:.2f} ({lo:.2f}–{hi:.2f}) |")
 
 
