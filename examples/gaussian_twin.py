@@ -14,8 +14,8 @@ cell by cell over ||mu|| and seeds, at the paper's horizon (1000 GD steps) and a
 (the flow), with population test metrics. Default: a quick look (d = 250 and 1000, 5 values of
 ||mu||, 2 seeds; 120 runs). ``--full`` (in ``make examples-full``; 720 runs, 30 min on the loaded
 2-core machine): d = 250, 1000, 5000, 10 values of ||mu|| from 3 to 100, seeds 0-3. Writes
-``gaussian_twin[_full].png`` (the three regime maps per horizon) and ``gaussian_twin[_full].json``
-(cells that differ, by d and horizon).
+``out/examples/gaussian_twin.png`` (the three regime maps per horizon) and ``gaussian_twin.json``
+(cells that differ, by d and horizon); ``--full`` adds ``_full`` to both names.
 """
 
 from __future__ import annotations
