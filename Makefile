@@ -57,8 +57,10 @@ examples: $(STAMP)  ## regenerate every figure and table of examples/ into out/e
 		MPLBACKEND=Agg ATTNSIM_OUT=$(OUT)/examples $(PY) $$f || failed="$$failed $$f"; done; \
 		if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
-examples-full: $(STAMP)  ## the paper's full 39 x 39 phase diagram, 3 seeds, at tau = 1e3 (GD) and 1e12 (flow): 2 x 4563 runs (resumable)
+examples-full: $(STAMP)  ## the full phase diagram (39 x 39, 3 seeds, tau = 1e3 and 1e12), the scaling study to d = 1e8, the Gaussian-twin study (resumable)
 	MPLBACKEND=Agg ATTNSIM_OUT=$(OUT)/examples $(PY) examples/phase_diagram.py --full
+	MPLBACKEND=Agg ATTNSIM_OUT=$(OUT)/examples $(PY) examples/scaling_laws.py --full
+	MPLBACKEND=Agg ATTNSIM_OUT=$(OUT)/examples $(PY) examples/gaussian_twin.py --full
 
 clean-cache:  ## drop numba's compiled-kernel caches (make test does it whenever _kernels/ changed)
 	find src -name '*.nbi' -delete -o -name '*.nbc' -delete

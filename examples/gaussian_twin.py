@@ -11,8 +11,11 @@ another uniform W0 does: on the same data (seed), it compares
 * uniform W0 (``init_seed`` a) against uniform W0 (``init_seed`` b): the spread between draws,
 
 cell by cell over ||mu|| and seeds, at the paper's horizon (1000 GD steps) and at tau = 10^12
-(the flow), with population test metrics. Writes ``gaussian_twin.png`` (the three regime maps
-per horizon) and ``gaussian_twin.json`` (cells that differ, by d and horizon).
+(the flow), with population test metrics. Default: a quick look (d = 250 and 1000, 5 values of
+||mu||, 2 seeds; 120 runs). ``--full`` (in ``make examples-full``; 720 runs, 30 min on the loaded
+2-core machine): d = 250, 1000, 5000, 10 values of ||mu|| from 3 to 100, seeds 0-3. Writes
+``out/examples/gaussian_twin.png`` (the three regime maps per horizon) and ``gaussian_twin.json``
+(cells that differ, by d and horizon); ``--full`` adds ``_full`` to both names.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from matplotlib.colors import ListedColormap
 import attnsim
 from _common import parse_args, save
 
-DS = (250, 1000, 5000)
-MUS = tuple(float(m) for m in np.round(np.geomspace(3, 100, 10), 2))
-SEEDS = (0, 1, 2, 3)
+FULL = dict(ds=(250, 1000, 5000), mus=tuple(float(m) for m in np.round(np.geomspace(3, 100, 10), 2)),
+            seeds=(0, 1, 2, 3))
+QUICK = dict(ds=(250, 1000), mus=tuple(float(m) for m in np.round(np.geomspace(3, 100, 5), 2)), seeds=(0, 1))
 INIT_A, INIT_B = 1000, 2000
 #: (label, sweep folder, steps, dynamics)
 HORIZONS = (("1000 GD steps", "twin_gd_1e3", 1000, "gd"), ("τ = 10¹² (flow)", "twin_flow_1e12", 10 ** 12, "flow"))
@@ -40,7 +43,11 @@ REGIME_COLOURS = ListedColormap(["#4477aa", "#66bb66", "#cc4444"])   # not overf
 
 
 def main():
-    args = parse_args(__doc__)
+    args = parse_args(__doc__, lambda p: p.add_argument("--full", action="store_true",
+                                                          help="d = 250, 1000, 5000, 10 values of ||mu||, 4 seeds"))
+    grid = FULL if args.full else QUICK
+    DS, MUS, SEEDS = grid["ds"], grid["mus"], grid["seeds"]
+    suffix = "_full" if args.full else ""
     start = time.time()
     base = attnsim.Config(test_metrics="population", n_test=0)
     out, maps = {}, {}
@@ -71,7 +78,7 @@ def main():
                        for v, init, iseed in VARIANTS}
         print(label, json.dumps(per_d), flush=True)
     out["wall_seconds"] = round(time.time() - start, 1)
-    (args.out / "gaussian_twin.json").write_text(json.dumps(out, indent=1) + "\n")
+    (args.out / f"gaussian_twin{suffix}.json").write_text(json.dumps(out, indent=1) + "\n")
 
     fig, axes = plt.subplots(len(HORIZONS), len(VARIANTS), figsize=(10, 6.5), sharex=True, sharey=True)
     for row, (label, *_rest) in enumerate(HORIZONS):
@@ -85,10 +92,10 @@ def main():
                 ax.set_ylabel("||mu||")
             if row == len(HORIZONS) - 1:
                 ax.set_xlabel("d")
-    fig.suptitle("Majority regime over seeds 0-3 (blue: not overfitting, green: benign, red: harmful); "
-                 "cells that differ in gaussian_twin.json", fontsize=9)
+    fig.suptitle(f"Majority regime over seeds {SEEDS[0]}-{SEEDS[-1]} (blue: not overfitting, green: benign, red: harmful); "
+                 f"cells that differ in gaussian_twin{suffix}.json", fontsize=9)
     fig.tight_layout()
-    save(fig, args, "gaussian_twin.png")
+    save(fig, args, f"gaussian_twin{suffix}.png")
     print(f"wall time {out['wall_seconds']} s")
 
 

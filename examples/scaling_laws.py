@@ -19,7 +19,7 @@ two horizons is reported. W0 is the official initialisation's Gaussian twin
 Default: a quick subset (d = 10^2, 10^4, 10^6, 10^8; one seed; a few minutes). ``--full`` (in
 ``make examples-full``): every decade 10^2 ... 10^8 and the half decades, seeds 0-2, the
 not-overfitting boundary for n in {10, 20, 40, 80} at d = 10^4 and 10^6, and the horizon check.
-Writes ``scaling_laws[_full].png``, ``scaling_laws[_full].json`` (slopes with 95 % confidence
+Writes ``out/examples/scaling_laws[_full].png``, ``scaling_laws[_full].json`` (slopes with 95 % confidence
 intervals, next to the theorem's exponents) and the boundary tables as CSV. Every run is a
 point of a resumable sweep folder under ``sweeps/``.
 """

@@ -254,3 +254,27 @@ def test_the_implicit_space_defaults_to_population_metrics_and_replace_follows_t
     assert Config(test_metrics="population").replace(d=300).test_metrics == "population"
     with pytest.raises(ConfigError, match=r"space='implicit' has no d-dimensional test set"):
         Config(test_metrics="sample", space="implicit", init="official-gaussian", d=10 ** 6)
+
+
+def test_implicit_space_runs_ngd_max_margin_noise_probes_and_batches():
+    cfg = Config(space="implicit", init="official-gaussian", d=10 ** 8, n_train=6, T=4, steps=60, lr=1e-7,
+                 trainable="p")
+    # normalised GD: every step has Euclidean length lr, so ||p(tau) - p0|| <= lr tau, = at tau = 1
+    ngd = attnsim.simulate(cfg.replace(optimizer="ngd", lr=0.05), save_at=[0, 1, 60])
+    assert ngd.p_norm[1] == pytest.approx(0.05, rel=1e-12) and ngd.p_norm[-1] <= 0.05 * 60 * (1 + 1e-12)
+    # the att-SVM record: cosines in [-1, 1] (undefined at p0 = 0), the margin of the worst sample <= 1
+    # (p^mm has the largest), and p(tau) turning towards p^mm on the way to tau = 1e9
+    mm = attnsim.simulate(cfg.replace(steps=10 ** 9, lr=1e-6), dynamics="flow", max_margin="optimal")
+    assert np.isnan(mm.mm_cos[0]) and np.all(np.abs(mm.mm_cos[1:]) <= 1 + 1e-12)
+    assert np.all(mm.mm_margin[1:].min(axis=1) <= 1 + 1e-9) and mm.mm_cos[-1] > mm.mm_cos[1]
+    # noise probes: the decomposition's coordinates reproduce the recorded <W^T p, r> through the probes' Gram
+    res = attnsim.simulate(cfg.replace(trainable="Wp"), probes="noise")
+    dec = attnsim.decompose_query(res)
+    basis = attnsim.noise_probes(res.config)
+    gram = basis @ basis.T
+    coef = np.concatenate([dec.signal / np.diag(gram)[:2], dec.noise.reshape(len(res.steps), -1)
+                           / np.diag(gram)[2:]], axis=1)
+    assert np.allclose(coef @ gram, res.query_probe, rtol=1e-9, atol=1e-9 * np.abs(res.query_probe).max())
+    # batches: the same arrays as one at a time
+    many = attnsim.simulate_many([cfg, cfg.replace(seed=1)], workers=1)
+    assert np.array_equal(many[0].scores, attnsim.simulate(cfg).scores)
