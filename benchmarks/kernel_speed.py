@@ -1,12 +1,24 @@
-"""Steady-state steps per CPU-second of one trainable set in dual coordinates, balanced preset.
+"""Steps per CPU-second of every stepping kernel, against another copy of attnsim, in one process.
 
-    python benchmarks/kernel_speed.py TRAINABLE [W0]      # e.g. p+nu identity
+    python benchmarks/kernel_speed.py                        # this attnsim alone
+    python benchmarks/kernel_speed.py --against DIR          # DIR: another attnsim package (its src/attnsim),
+                                                             # e.g. from `git worktree add /tmp/old <commit>`
+    python benchmarks/kernel_speed.py --against DIR --only dual --repeats 9
 
-``prepare_run`` with no test set, ``warm_up``, then three timed blocks of 50,000 steps of the
-run's coordinates (``process_time``); prints the median. One process per measurement: run the
-sets you compare one after the other, in the same session.
+Cases: the balanced preset (n = 20, T = 8, N = 160, d = 2000; d = 400 for primal W, p) in every engine
+x trainable set x optimiser, and the flow's integrator (``gd_start=0``). Each case is built in both
+versions from the same ``Config`` through ``prepare_run`` (no test set), warmed up (compilation or
+cache load, not timed), checked to agree (the scores after one block, 1e-9 relative), and then timed
+in alternating blocks, other / this / other / this ..., with ``time.process_time``: the machine's
+drift and load hit both alike. A flow block integrates a fresh run from step 0 (same
+right-hand-side evaluations in both, checked). Prints the median steps per CPU-second of each
+version and their ratio; cases the other version lacks (a new optimiser) are timed alone.
 """
 
+import argparse
+import dataclasses
+import importlib.util
+import os
 import sys
 import time
 
@@ -14,18 +26,96 @@ import numpy as np
 
 import attnsim
 
+#: (name, engine, trainable, optimizer, overrides, steps per block)
+CASES = [
+    *[(f"dual {t} {o}{' W0=I' if w else ''}", "dual", t, o, {"w0": "identity"} if w else {}, 8000)
+      for t in ("p", "Wp", "p+nu", "Wp+nu") for o in ("gd", "ngd", "momentum") for w in (False, True)
+      if not (w and t.startswith("Wp"))],
+    *[(f"primal {t} {o}", "primal", t, o, {}, 300) for t in ("p", "p+nu") for o in ("gd", "ngd", "momentum")],
+    *[(f"primal {t} {o}", "primal", t, o, {"d": 400}, 60) for t in ("Wp", "Wp+nu") for o in ("gd", "ngd", "momentum")],
+    *[(f"flow {t}", "flow", t, "gd", {}, 30_000) for t in ("p", "Wp", "p+nu", "Wp+nu")],
+]
 
-def main(trainable="p", w0="random", steps=200_000):
-    cfg = attnsim.preset("balanced", trainable=trainable, n_test=0, w0=w0, steps=steps)
-    run = attnsim.prepare_run(cfg, attnsim.SaveAt.explicit([0], steps), engine="dual")
+
+def load_other(path):
+    """The attnsim package at ``path`` imported as ``attnsim_other`` (its own numba cache)."""
+    spec = importlib.util.spec_from_file_location("attnsim_other", os.path.join(path, "__init__.py"),
+                                                  submodule_search_locations=[path])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["attnsim_other"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def make(lib, engine, trainable, optimizer, overrides, steps):
+    """A prepared run of ``lib`` (None if that attnsim lacks the optimiser), and how to advance a block."""
+    fields = {f.name for f in dataclasses.fields(lib.Config)}
+    kw = dict(trainable=trainable, n_test=0, steps=10**9, lr=5e-3, **overrides)
+    if optimizer != "gd":
+        kw["optimizer"] = optimizer
+        if optimizer == "momentum":
+            if "momentum" not in fields:
+                return None
+            kw["momentum"] = 0.9
+    cfg = lib.preset("balanced", **kw)
+    save = lib.SaveAt.explicit([0, 10**9], 10**9) if hasattr(lib.SaveAt, "explicit") else [0, 10**9]
+    if engine == "flow":
+        def fresh():
+            run = lib.prepare_run(cfg, save, dynamics="flow", flow={"gd_start": 0})
+            run.coords.plan(steps, steps)          # the switch to the integrator
+            return run
+        run = fresh()
+        run.warm_up()
+
+        def block():
+            r = fresh()
+            return r, r.coords.advance(steps, np.zeros(r.pb.n))
+        return run, block
+    run = lib.prepare_run(cfg, save, engine=engine)
     run.warm_up()
-    rates = []
-    for _ in range(3):
-        t0 = time.process_time()
-        run.coords.advance(steps // 4, np.zeros(run.pb.n))
-        rates.append(steps // 4 / (time.process_time() - t0))
-    print(f"{trainable} w0={w0}: {np.median(rates):,.0f} steps per CPU-second")
+
+    def block():
+        return run, run.coords.advance(steps, np.zeros(run.pb.n))
+    return run, block
+
+
+def timed(block):
+    t0 = time.process_time()
+    run, done = block()
+    return done / (time.process_time() - t0), run
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--against", help="directory of another attnsim package (src/attnsim of an older commit)")
+    ap.add_argument("--only", action="append", default=[], help="run only cases whose name contains this")
+    ap.add_argument("--repeats", type=int, default=5, help="timed blocks of each version per case")
+    args = ap.parse_args(argv)
+    other = load_other(args.against) if args.against else None
+    print(f"{'case':28s} {'other /s':>12s} {'this /s':>12s} {'this/other':>10s}")
+    for name, engine, trainable, optimizer, overrides, steps in CASES:
+        if args.only and not any(o in name for o in args.only):
+            continue
+        this = make(attnsim, engine, trainable, optimizer, overrides, steps)
+        theirs = make(other, engine, trainable, optimizer, overrides, steps) if other else None
+        rates = {"this": [], "other": []}
+        for k in range(args.repeats):
+            if theirs is not None:
+                r, run_o = timed(theirs[1])
+                rates["other"].append(r)
+            r, run_t = timed(this[1])
+            rates["this"].append(r)
+            if k == 0 and theirs is not None:            # the same iterate, before anything is trusted
+                zo, zt = run_o.coords.observe().z, run_t.coords.observe().z
+                if not np.allclose(zo, zt, rtol=1e-9, atol=1e-12):
+                    raise SystemExit(f"{name}: the two versions disagree (max |dz| {np.max(np.abs(zo - zt)):.3g})")
+        t = float(np.median(rates["this"]))
+        if rates["other"]:
+            o = float(np.median(rates["other"]))
+            print(f"{name:28s} {o:12,.0f} {t:12,.0f} {t / o:10.3f}", flush=True)
+        else:
+            print(f"{name:28s} {'-':>12s} {t:12,.0f} {'-':>10s}", flush=True)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main()

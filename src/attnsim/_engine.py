@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._coords import DYNAMICS, choose_engine, make_coordinates
+from ._coords import DYNAMICS, Optimizer, choose_engine, make_coordinates
 from ._kernels import BACKENDS
 from ._max_margin import check_max_margin
 from ._problem import Problem
@@ -22,7 +22,7 @@ from ._validation import (ConfigError, check_array, check_choice, check_float, c
 
 ENGINES = ("auto", "primal", "dual")
 TRAINABLE = ("Wp", "p", "Wp+nu", "p+nu")
-OPTIMIZERS = ("gd", "ngd")
+OPTIMIZERS = ("gd", "ngd", "momentum")
 NGD_NORMS = ("joint", "block")
 
 
@@ -37,8 +37,8 @@ def _check_roles(roles, T):
 
 def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
             relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto",
-            backend="numba", dynamics="gd", flow=None, optimizer="gd", ngd_norm="joint", max_margin=False,
-            population=None, _owned=False) -> Run:
+            backend="numba", dynamics="gd", flow=None, optimizer="gd", ngd_norm="joint", momentum=None,
+            max_margin=False, population=None, _owned=False) -> Run:
     """Validate the inputs and build a ``Run`` ready to advance (see ``train``).
 
     ``population`` (a ``_population.PopulationSpec``, set by ``prepare_run`` for
@@ -69,10 +69,8 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     check_choice("ngd_norm", ngd_norm, NGD_NORMS)
     if dynamics == "flow" and optimizer != "gd":
         raise ConfigError(f"optimizer={optimizer!r} is not available with dynamics='flow' (the flow follows plain GD); "
-                          "use dynamics='gd' for normalised GD, or optimizer='gd' for the flow")
-    if optimizer == "gd" and ngd_norm != "joint":
-        raise ConfigError(f"ngd_norm applies only with optimizer='ngd'; got ngd_norm={ngd_norm!r} with "
-                          "optimizer='gd'; drop ngd_norm or set optimizer='ngd'")
+                          f"use dynamics='gd' for optimizer={optimizer!r}, or optimizer='gd' for the flow")
+    opt = Optimizer(optimizer, ngd_norm, momentum)
     if dynamics == "gd" and flow is not None:
         raise ConfigError("flow options apply only with dynamics='flow'; got dynamics='gd' and flow set")
     if (X_test is None) != (y_test is None):
@@ -95,20 +93,19 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     spec = as_saveat(save_at, steps)
     max_margin = check_max_margin(max_margin, n, T)
 
-    pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, ngd_block=ngd_norm == "block",
-                 population=population)
+    pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, population=population)
     if dynamics == "flow":
         engine = "dual"
     elif engine == "auto":
         engine = choose_engine(pb.N, d, pb.Xt.shape[0], steps, len(spec), trainable)
     coords = make_coordinates(pb, dynamics=dynamics, engine=engine, trainable=trainable, kern=BACKENDS[backend],
-                              options=flow, optimizer=optimizer)
+                              options=flow, optimizer=opt)
     return Run(pb, coords, spec.steps, noisy, {"y_true": y_true, "roles": roles}, max_margin=max_margin)
 
 
 def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
           relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto", backend="numba",
-          progress=False, hooks=(), dynamics="gd", flow=None, optimizer="gd", ngd_norm="joint",
+          progress=False, hooks=(), dynamics="gd", flow=None, optimizer="gd", ngd_norm="joint", momentum=None,
           max_margin=False) -> Result:
     """Full-batch gradient descent on the paper's attention model.
 
@@ -161,12 +158,17 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
         (``attnsim.FlowOptions``); ``steps`` may then reach 10^15. Always dual coordinates.
     flow : None, FlowOptions or dict
         Settings of the flow (tolerances, correction, exact-GD start); default ``FlowOptions()``.
-    optimizer : {"gd", "ngd"}
+    optimizer : {"gd", "ngd", "momentum"}
         ``ngd``: normalised GD, every step of Euclidean length ``lr`` (a block whose gradient is
-        exactly zero does not move). Not with ``dynamics="flow"``.
+        exactly zero does not move). ``momentum``: heavy ball with PyTorch's convention
+        (``torch.optim.SGD(momentum=beta)``): ``vel <- beta vel + grad``, ``theta <- theta - lr vel``,
+        exact in dual coordinates too (the velocity is a combination of gradients). Not with
+        ``dynamics="flow"``.
     ngd_norm : {"joint", "block"}
         ``joint``: the norm over all trained parameters together; ``block``: each trained
         block (W, p, nu) normalised separately (Tarzanagh et al.'s joint p, v code).
+    momentum : float in [0, 1), optional
+        beta of ``optimizer="momentum"`` (required there, refused otherwise).
     max_margin : bool, {"final", "optimal"} or array_like of int, shape (n,)
         Track the implicit-bias limit of Tarzanagh et al. (DESIGN.md §9): record
         ``Result.mm_cos`` (S,), the cosine between the iterate and the att-SVM direction, and
@@ -218,7 +220,7 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
     run = prepare(X, y, W0, p0, nu, lr=lr, steps=steps, trainable=trainable, save_at=save_at, X_test=X_test,
                   y_test=y_test, relevant=relevant, noisy=noisy, y_true=y_true, roles=roles, probes=probes,
                   engine=engine, backend=backend, dynamics=dynamics, flow=flow, optimizer=optimizer,
-                  ngd_norm=ngd_norm, max_margin=max_margin)
+                  ngd_norm=ngd_norm, momentum=momentum, max_margin=max_margin)
     run.warm_up()
     run.run(progress=progress, hooks=hooks)
     return run.result()

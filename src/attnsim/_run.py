@@ -301,10 +301,11 @@ class Run:
         mm_cos = mm_margin = None
         if self.max_margin is not None and count > 0:
             pb = self.pb
-            norms = arrays["query_norm"] if self.coords.trainable.startswith("Wp") else arrays["p_norm"]
+            trains_W = self.coords.trained.trains_W
+            norms = arrays["query_norm"] if trains_W else arrays["p_norm"]
             mm_cos, mm_margin, extra["max_margin"] = max_margin_record(
                 self.max_margin, arrays["scores"], norms, self.coords.key_gram(), pb.y, self.coords.observe_head().v,
-                self.coords.trainable)
+                trains_W)
         return Result(
             steps=self.save_steps[:count].copy(),
             **arrays,
