@@ -502,3 +502,33 @@ def test_flow_stops_have_their_own_status_not_divergence(options, status, says, 
     assert re.search(says, res.message), res.message
     assert not res.message.startswith("diverged") and res.final_step < 10**12
     assert status in attnsim.STATUSES and np.all(np.isfinite(res.scores))
+
+
+# ------------------------------------------------------------------ one arithmetic with dynamics="gd"
+
+
+@pytest.mark.parametrize("trainable", TRAINABLE)
+def test_flow_start_is_the_gd_run_bit_for_bit(trainable):
+    """The exact-GD start runs the GD kernels themselves: up to the switch, every recorded array of the
+    flow's run is dynamics="gd"'s, bit for bit (the pending (b, M) block read the same way)."""
+    import dataclasses
+
+    cfg = attnsim.preset("balanced", d=30, n_train=6, n_test=10, trainable=trainable, steps=203)
+    save = SaveAt.linear(203, 30)
+    g = attnsim.simulate(cfg, save, engine="dual")
+    f = attnsim.simulate(cfg, save, dynamics="flow", flow={"gd_start": 203})
+    assert f.extra["gd_start_steps"] == 203 and f.success and g.success
+    for fld in dataclasses.fields(attnsim.Result):
+        a, b = getattr(f, fld.name), getattr(g, fld.name)
+        if isinstance(a, np.ndarray):
+            assert a.tobytes() == b.tobytes(), f"{fld.name} differs ({trainable})"
+
+
+@pytest.mark.parametrize("dynamics", ["gd", "flow"])
+def test_one_gram_serves_keys_and_tokens_when_w0_is_the_identity(dynamics):
+    """p and the head at W0 = I: the keys are the tokens, so the set-up keeps one Gram for both (swept
+    once for both blocks); with a random W0 there are two."""
+    for w0, shared in (("identity", True), ("random", False)):
+        cfg = attnsim.preset("balanced", d=30, n_train=6, n_test=0, trainable="p+nu", w0=w0, steps=10)
+        run = attnsim.prepare_run(cfg, engine="dual", dynamics=dynamics)
+        assert (run.coords.Gxx is run.coords.Gkk) == shared, (w0, dynamics)

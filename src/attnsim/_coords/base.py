@@ -200,7 +200,7 @@ class Coordinates(abc.ABC):
 
     def observe_head(self) -> HeadObservation:
         """The head's quantities at the current iterate; here the fixed head ``nu0``.
-        Members that train the head override it (``_coords.head``)."""
+        Members that train the head override it (``primal._Primal``, ``dual.DualSetup``)."""
         pb = self.pb
         return HeadObservation(pb.v, pb.vt, norm(pb.nu), 0.0, pb.probes @ pb.nu)
 

@@ -78,10 +78,10 @@ def coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, full):
     frak_sum : ndarray, shape (n,)
         Gains ``m_i (1 - m_i)``, ``m_i`` the attention on the relevant tokens.
     fw : ndarray, shape (fw_size(n, T),)
-        Scratch; afterwards it holds the per-sample ``f``, ``coef_i = (1/n) ell'(y_i f_i) y_i``
-        and, with ``full``, what ``jvp`` needs (``_jvp_views``).
+        Scratch; afterwards it holds the per-sample ``coef_i = (1/n) ell'(y_i f_i) y_i`` and, with
+        ``full``, the outputs ``f`` and what ``jvp`` needs (``_jvp_views``).
     full : bool
-        Also ``v_t - f``, ``kap_i = d coef_i / d f_i`` and the top tokens (for ``jvp``).
+        Also ``f``, ``v_t - f``, ``kap_i = d coef_i / d f_i`` and the top tokens (for ``jvp``).
 
     Returns
     -------
@@ -111,7 +111,6 @@ def coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, full):
     m_out = _block(fw, n, T, _MOUT)
     coef = _block(fw, n, T, _COEF)
     vtop = _block(fw, n, T, _VTOP)
-    f = _block(fw, n, T, _F)
     for i in range(n):
         for t in range(T):
             zt[t * n + i] = z[i * T + t]
@@ -150,7 +149,6 @@ def coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, full):
     finite = True
     for i in range(n):
         fi = vtop[i] + phi[i]
-        f[i] = fi
         coef[i] = -inv_n * _neg_dloss(y[i] * fi) * y[i]
         frak_sum[i] += m_in[i] * m_out[i]
         if not np.isfinite(fi):
@@ -171,7 +169,9 @@ def coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, full):
         vf = fw[3 * N:4 * N]
         kap = _block(fw, n, T, _KAP)
         top = _block(fw, n, T, _TOP)
+        f = _block(fw, n, T, _F)
         for i in range(n):
+            f[i] = vtop[i] + phi[i]
             u = y[i] * f[i]
             kap[i] = inv_n * _neg_dloss(u) * _neg_dloss(-u)     # sigma(-u) sigma(u), both with their digits
             for t in range(T):
@@ -340,67 +340,19 @@ def _rows_axpy_two(x1, x2, G1, G2, w1, w2, scale1, scale2):
 
 @njit(cache=True)
 def _rows_gemv(out, G, w):
-    """``out[j] = sum_l w[l] G[l, j]`` from zero, rows l in order. out (m,), G (k, m)."""
-    k = G.shape[0]
-    m = out.shape[0]
-    k4 = k - k % 4
-    for j in range(m):
-        out[j] = 0.0
-    for l in range(0, k4, 4):
-        a0 = w[l]
-        a1 = w[l + 1]
-        a2 = w[l + 2]
-        a3 = w[l + 3]
-        g0 = G[l]
-        g1 = G[l + 1]
-        g2 = G[l + 2]
-        g3 = G[l + 3]
-        for j in range(m):
-            out[j] = out[j] + a0 * g0[j] + a1 * g1[j] + a2 * g2[j] + a3 * g3[j]
-    for l in range(k4, k):
-        a = w[l]
-        g = G[l]
-        for j in range(m):
-            out[j] += a * g[j]
+    """``out[j] = sum_l w[l] G[l, j]`` from zero, rows l in order. out (m,), G (k, m).
 
-
-@njit(cache=True)
-def _rows_gemv2(out1, out2, G, w1, w2):
-    """``out1 = G^T w1`` and ``out2 = G^T w2`` in one pass over the rows of ``G`` (k, m)
-    (same per-element order as ``_rows_gemv``, unrolled by two rows)."""
-    k = G.shape[0]
-    m = out1.shape[0]
-    k2 = k - k % 2
-    for j in range(m):
-        out1[j] = 0.0
-        out2[j] = 0.0
-    for l in range(0, k2, 2):
-        a0 = w1[l]
-        a1 = w1[l + 1]
-        b0 = w2[l]
-        b1 = w2[l + 1]
-        g0 = G[l]
-        g1 = G[l + 1]
-        for j in range(m):
-            x0 = g0[j]
-            x1 = g1[j]
-            out1[j] = out1[j] + a0 * x0 + a1 * x1
-            out2[j] = out2[j] + b0 * x0 + b1 * x1
-    for l in range(k2, k):
-        a = w1[l]
-        bb = w2[l]
-        g = G[l]
-        for j in range(m):
-            out1[j] += a * g[j]
-            out2[j] += bb * g[j]
+    ``_rows_axpy`` with ``scale = -1``: ``x - (-w) g`` is ``x + w g`` exactly, so these are the
+    bits of the plain accumulation.
+    """
+    out[:] = 0.0
+    _rows_axpy(out, G, w, -1.0)
 
 
 @njit(cache=True)
 def _rows_gemv_two(out1, out2, G1, G2, w1, w2):
-    """``_rows_gemv(out1, G1, w1)`` and ``_rows_gemv(out2, G2, w2)``: one pass (``_rows_gemv2``)
-    when ``G1`` is ``G2``, two otherwise; the same bits either way."""
-    if _same_array(G1, G2):
-        _rows_gemv2(out1, out2, G1, w1, w2)
-    else:
-        _rows_gemv(out1, G1, w1)
-        _rows_gemv(out2, G2, w2)
+    """``_rows_gemv(out1, G1, w1)`` and ``_rows_gemv(out2, G2, w2)``: one pass when ``G1`` is ``G2``
+    (``_rows_axpy_two``), two otherwise; the same bits either way."""
+    out1[:] = 0.0
+    out2[:] = 0.0
+    _rows_axpy_two(out1, out2, G1, G2, w1, w2, -1.0, -1.0)

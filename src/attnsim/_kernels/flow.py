@@ -140,16 +140,11 @@ def spectral_wp(z, b, MT, Gqq, Gxx, v, y, T, relevant, vb, vMT, vbeta, n_iter):
         else:
             jvp(dz, dv[:0], s, fw, T, dc, dh)
         _rows_gemv(gdc, Gxx, dc)
-        ob[0] = 0.0
+        ob[0] = 0.0                                 # -(E dc + dM e + M Gxx dc)
         for j in range(N):
-            ob[j + 1] = dc[j]
-        for j in range(N):
-            ej = e[j]
-            gj = gdc[j]
-            for r in range(N1):
-                ob[r] += ej * vMT[j, r] + gj * MT[j, r]
-        for r in range(N1):
-            ob[r] = -ob[r]
+            ob[j + 1] = -dc[j]
+        _rows_axpy(ob, vMT, e, 1.0)
+        _rows_axpy(ob, MT, gdc, 1.0)
         for j in range(N):
             cj = c[j]
             dcj = dc[j]
@@ -224,55 +219,41 @@ def _lr_sym(S, x, out, i, hA, FAC, correct):
         wj = hA[j]
         if wj == 0.0:
             continue
-        fe = FAC[_F_E, j]
-        fq = FAC[_F_Q, j]
-        a1 = wj * _dot(fq, x)
-        a2 = wj * _dot(fe, x)
-        for l in range(out.shape[0]):
-            out[l] += a1 * fe[l] + a2 * fq[l]
-        if correct:
-            fr = FAC[_F_R, j]
-            fz = FAC[_F_Z, j]
-            a3 = wj * _dot(fz, x)
-            a4 = wj * _dot(fr, x)
+        for f_u, f_v in ((_F_E, _F_Q), (_F_R, _F_Z)):        # dS_j = e q^T + q e^T + r z^T + z r^T
+            if f_u == _F_R and not correct:
+                break
+            u = FAC[f_u, j]
+            w = FAC[f_v, j]
+            a1 = wj * _dot(w, x)
+            a2 = wj * _dot(u, x)
             for l in range(out.shape[0]):
-                out[l] += a3 * fr[l] + a4 * fz[l]
+                out[l] += a1 * u[l] + a2 * w[l]
 
 
 @njit(cache=True)
 def _lr_m(MT, x1, x2, out1, out2, both, i, hA, FAC, correct):
     """``out1 = M_i x1`` (and ``out2 = M_i x2`` if ``both``): ``M`` plus rank-2 stage derivatives."""
     N = MT.shape[0]
-    N1 = MT.shape[1]
-    for r in range(N1):
-        out1[r] = 0.0
-        out2[r] = 0.0
-    for j in range(N):
-        a = x1[j]
-        bb = x2[j] if both else 0.0
-        for r in range(N1):
-            m = MT[j, r]
-            out1[r] += a * m
-            out2[r] += bb * m
+    if both:
+        _rows_gemv_two(out1, out2, MT, MT, x1, x2)
+    else:
+        _rows_gemv(out1, MT, x1)
     for k in range(i):
         wk = hA[k]
         if wk == 0.0:
             continue
-        beta = FAC[_F_BETA, k]
-        ck = FAC[_F_C, k][:N]
-        a1 = wk * _dot(ck, x1)
-        a2 = wk * _dot(ck, x2) if both else 0.0
-        for r in range(N1):
-            out1[r] += a1 * beta[r]
-            out2[r] += a2 * beta[r]
-        if correct:
-            gam = FAC[_F_GAMMA, k]
-            dck = FAC[_F_DC, k][:N]
-            a3 = wk * _dot(dck, x1)
-            a4 = wk * _dot(dck, x2) if both else 0.0
-            for r in range(N1):
-                out1[r] += a3 * gam[r]
-                out2[r] += a4 * gam[r]
+        for f_u, f_v in ((_F_BETA, _F_C), (_F_GAMMA, _F_DC)):      # dM_k = beta c^T + gamma dc^T
+            if f_u == _F_GAMMA and not correct:
+                break
+            u = FAC[f_u, k]
+            vk = FAC[f_v, k][:N]
+            a1 = wk * _dot(vk, x1)
+            for r in range(out1.shape[0]):
+                out1[r] += a1 * u[r]
+            if both:
+                a2 = wk * _dot(vk, x2)
+                for r in range(out2.shape[0]):
+                    out2[r] += a2 * u[r]
 
 
 @njit(cache=True)

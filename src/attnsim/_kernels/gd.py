@@ -55,8 +55,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from .core import (_F, _block, _dot, _logistic_loss, _rows_axpy, _rows_axpy_two, _rows_gemv, _rows_gemv2,
-                   _rows_gemv_two, _fw_size, coefficients)
+from .core import (_F, _block, _dot, _fw_size, _logistic_loss, _rows_axpy, _rows_axpy_two, _rows_gemv,
+                   _rows_gemv_two, coefficients)
 
 #: Rule codes, the kernels' ``rule`` argument.
 GD, NGD, MOMENTUM = 0, 1, 2
@@ -131,6 +131,16 @@ def _direction(rule, param, c, h, vc, vh):
 
 
 @njit(cache=True)
+def _step_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, rule, param, vc, vh):
+    """The core at ``(z, v)``, then the rule's direction: ``(finite, d_c, d_h)`` (``_direction``; not taken
+    at a non-finite point, so that a velocity stays the last finite one)."""
+    if not coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, False):
+        return False, c, h
+    dc, dh = _direction(rule, param, c, h, vc, vh)
+    return True, dc, dh
+
+
+@njit(cache=True)
 def _step_sizes(rule, lr, param, n2p, n2w, n2nu):
     """Step sizes ``(a_p, a_W, a_nu)`` from the squared gradient norms of the blocks (0 if untrained)."""
     if rule == NGD:
@@ -173,9 +183,9 @@ def primal_p_run(p, z, nu, v, K, KT, X, XT, y, T, relevant, rule, lr, param, n_s
     formed = _reads_norms(rule)
     head = h.shape[0] > 0
     for step in range(n_steps):
-        if not coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, False):
+        ok, dc, dh = _step_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, rule, param, vc, vh)
+        if not ok:
             return step
-        dc, dh = _direction(rule, param, c, h, vc, vh)
         n2p = n2nu = 0.0
         if formed:
             _rows_gemv(gp, K, dc)
@@ -244,9 +254,9 @@ def primal_wp_run(W, p, u, z, nu, v, X, XT, y, T, relevant, rule, lr, param, n_s
     none = np.empty(0)               # W and p keep their velocity apart (VW, vp or bv, MvT)
     d = p.shape[0]
     for step in range(n_steps):
-        if not coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, False):
+        ok, dc, dh = _step_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, rule, param, none, vh)
+        if not ok:
             return step
-        dc, dh = _direction(rule, param, c, h, none, vh)
         _rows_gemv(g, X, dc)
         n2p = n2w = n2nu = 0.0
         if formed:
@@ -287,9 +297,9 @@ def dual_p_run(a, z, beta, v, Gkk, Gxx, y, T, relevant, rule, lr, param, n_steps
     formed = _reads_norms(rule)
     head = h.shape[0] > 0
     for step in range(n_steps):
-        if not coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, False):
+        ok, dc, dh = _step_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, rule, param, vc, vh)
+        if not ok:
             return step
-        dc, dh = _direction(rule, param, c, h, vc, vh)
         if not formed:
             ap, _, anu = _step_sizes(rule, lr, param, 0.0, 0.0, 0.0)
             for j in range(N):
@@ -381,12 +391,12 @@ def dual_wp_run(z, S, P, b, MT, CbT, Eb, lrb, nb, beta, v, Gxx, y, T, relevant, 
     Y, Bb, Ce, wb = _flush_scratch(N, B)
     k = nb[0]
     for step in range(n_steps):
-        if not coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, False):
+        ok, dc, dh = _step_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, rule, param, none, vh)
+        if not ok:
             nb[0] = k
             return step
-        dc, dh = _direction(rule, param, c, h, none, vh)
         if head:
-            _rows_gemv2(e, eh, Gxx, dc, dh)
+            _rows_gemv_two(e, eh, Gxx, Gxx, dc, dh)
         else:
             _rows_gemv(e, Gxx, dc)
         Pk = P[0]
@@ -446,11 +456,11 @@ def dual_wp_heavy_run(z, P, b, MT, bv, MvT, beta, v, Gqq, Gxx, y, T, relevant, r
     head = h.shape[0] > 0
     none = np.empty(0)               # W and p keep their velocity apart (VW, vp or bv, MvT)
     for step in range(n_steps):
-        if not coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, False):
+        ok, dc, dh = _step_coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, rule, param, none, vh)
+        if not ok:
             return step
-        dc, dh = _direction(rule, param, c, h, none, vh)
         if head:
-            _rows_gemv2(e, eh, Gxx, dc, dh)
+            _rows_gemv_two(e, eh, Gxx, Gxx, dc, dh)
         else:
             _rows_gemv(e, Gxx, dc)
         ap, aw, anu = _step_sizes(rule, lr, param, 0.0, 0.0, 0.0)
@@ -626,50 +636,34 @@ def loss_and_grads_head(X, y, W, p, nu):
     grad_p, grad_nu : ndarray, shape (d,)
     """
     n, T, d = X.shape
-    u = np.zeros(d)
-    for r in range(d):
-        pr = p[r]
-        for k in range(d):
-            u[k] += pr * W[r, k]
     N = n * T
+    Xa = np.ascontiguousarray(X).reshape(N, d)
+    u = np.empty(d)
+    _rows_gemv(u, W, p)                               # W^T p
     z = np.empty(N)
     v = np.empty(N)
-    for i in range(n):
-        for t in range(T):
-            zt = 0.0
-            vt = 0.0
-            for k in range(d):
-                zt += X[i, t, k] * u[k]
-                vt += X[i, t, k] * nu[k]
-            z[i * T + t] = zt
-            v[i * T + t] = vt
+    for j in range(N):
+        z[j] = _dot(Xa[j], u)
+        v[j] = _dot(Xa[j], nu)
     s = np.empty(N)
     c = np.empty(N)
     h = np.empty(N)
     fw = np.empty(_fw_size(n, T))
-    coefficients(z, v, y, T, np.zeros(T, dtype=np.bool_), s, c, h, np.zeros(n), fw, False)
+    coefficients(z, v, y, T, np.zeros(T, dtype=np.bool_), s, c, h, np.zeros(n), fw, True)
     f = _block(fw, n, T, _F)
     loss = 0.0
     for i in range(n):
         loss += _logistic_loss(y[i] * f[i])
-    loss /= n
-    g = np.zeros(d)
-    grad_nu = np.zeros(d)
-    for j in range(N):
-        cj = c[j]
-        hj = h[j]
-        for k in range(d):
-            g[k] += cj * X[j // T, j % T, k]
-            grad_nu[k] += hj * X[j // T, j % T, k]
-    grad_p = np.zeros(d)
+    g = np.empty(d)
+    grad_nu = np.empty(d)
+    _rows_gemv_two(g, grad_nu, Xa, Xa, c, h)
+    grad_p = np.empty(d)
     grad_W = np.empty((d, d))
     for r in range(d):
-        acc = 0.0
+        grad_p[r] = _dot(W[r], g)
         for k in range(d):
-            acc += W[r, k] * g[k]
             grad_W[r, k] = p[r] * g[k]
-        grad_p[r] = acc
-    return loss, grad_W, grad_p, grad_nu
+    return loss / n, grad_W, grad_p, grad_nu
 
 
 @njit(cache=True)

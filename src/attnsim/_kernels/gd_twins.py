@@ -41,8 +41,9 @@ def coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, full):
     blocks = fw[4 * N:].reshape(10, n)
     blocks[_ZMAX], blocks[_TOTAL], blocks[_PHI] = Z.max(axis=1), np.exp(Z - Z.max(axis=1)[:, None]).sum(axis=1), phi
     blocks[_MIN], blocks[_MOUT], blocks[_COEF] = m_in, m_out, coef
-    blocks[_VTOP], blocks[_F] = V[np.arange(n), top], f
+    blocks[_VTOP] = V[np.arange(n), top]
     if full:
+        blocks[_F] = f
         fw[3 * N:4 * N] = (D - phi[:, None]).ravel()
         blocks[_KAP] = neg_dloss(y * f) * neg_dloss(-y * f) / n
         blocks[_TOP] = top
