@@ -575,18 +575,14 @@ def _integrate(mode, head, ys, S, MT, G, G2, v, y, T, relevant, alpha, correct, 
                 wj = h_try * tabB[j]
                 if wj == 0.0:
                     continue
-                for l in range(N):
-                    U[q, l] = wj * FAC[_F_E, j, l]
-                    V[q, l] = FAC[_F_Q, j, l]
-                    U[q + 1, l] = wj * FAC[_F_Q, j, l]
-                    V[q + 1, l] = FAC[_F_E, j, l]
-                q += 2
-                if correct:
+                for f_u, f_v in ((_F_E, _F_Q), (_F_R, _F_Z)):    # dS_j = e q^T + q e^T + r z^T + z r^T
+                    if f_u == _F_R and not correct:
+                        break
                     for l in range(N):
-                        U[q, l] = wj * FAC[_F_R, j, l]
-                        V[q, l] = FAC[_F_Z, j, l]
-                        U[q + 1, l] = wj * FAC[_F_Z, j, l]
-                        V[q + 1, l] = FAC[_F_R, j, l]
+                        U[q, l] = wj * FAC[f_u, j, l]
+                        V[q, l] = FAC[f_v, j, l]
+                        U[q + 1, l] = wj * FAC[f_v, j, l]
+                        V[q + 1, l] = FAC[f_u, j, l]
                     q += 2
             for l in range(N):                       # S[l] += sum_k U[k, l] V[k], k in order
                 _rows_axpy(S[l], V[:q], U[:q, l], -1.0)
