@@ -172,3 +172,105 @@ def test_kernel_state_is_the_whole_iterate():
         outs.append({k: v.copy() for k, v in run.coords.state.items()} | {"frak": frak})
     for k in outs[0]:
         np.testing.assert_array_equal(outs[0][k], outs[1][k], err_msg=k)
+
+
+# ------------------------------------------------------------------ heavy-ball momentum
+
+
+@pytest.mark.parametrize("trainable", TRAINABLE)
+@settings(max_examples=1)
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1), shape=st.sampled_from(sorted(SHAPES)),
+       beta=st.sampled_from([0.5, 0.9]))
+def test_momentum_dual_primal_and_twin_agree_over_ten_thousand_steps(trainable, data, seed, shape, beta):
+    """optimizer="momentum": the velocity as dual coefficients (``vc``, ``vh``; ``bv``, ``Mv`` with W) against
+    the dense primal velocities and the NumPy twin. lr (1 - beta) = 0.05 keeps the heavy ball's effective
+    step at GD's 0.5 (see ``test_dual_and_primal_agree_over_a_hundred_thousand_steps``)."""
+    n, T, d = (data.draw(SHAPES[shape][k], label=k) for k in ("n", "T", "d"))
+    lr = 0.05 * (1 - beta) / 0.1
+    arrays, _ = _problem(seed, n, T, d, n_test=5, lr_scale=lr)
+    results = _run_all(arrays, lr, LONG, trainable, optimizer="momentum", momentum=beta)
+    assert results["dual"].extra == {"optimizer": "momentum", "momentum": beta}
+    _assert_same_trajectory(results, True, f"_problem({seed}, {n}, {T}, {d}, 5, {lr}), trainable={trainable!r}, "
+                                           f"optimizer='momentum', momentum={beta}, steps={LONG}")
+
+
+@pytest.mark.parametrize("engine", ["primal", "dual"])
+@pytest.mark.parametrize("trainable", TRAINABLE)
+@settings(max_examples=3)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 4), T=st.integers(2, 4), d=st.integers(2, 7),
+       beta=st.floats(0.0, 0.95), w0_identity=st.booleans())
+def test_momentum_matches_a_plain_numpy_heavy_ball(engine, trainable, seed, n, T, d, beta, w0_identity):
+    """Every score of 150 heavy-ball steps, and the final W, p, nu, against ``plain_gd.gd_trajectory``
+    (a loop from DESIGN.md §1-2 that shares no code with attnsim); W0 = I takes the shared-Gram path."""
+    from tools.plain_gd import gd_trajectory
+
+    arrays, _ = _problem(seed, n, T, d, n_test=0, lr_scale=0.3)
+    if w0_identity:
+        arrays["W0"] = None
+    steps = 150
+    res = train(**arrays, lr=0.3, steps=steps, trainable=trainable, engine=engine, optimizer="momentum",
+                momentum=beta, save_at=SaveAt.linear(steps, steps + 1))
+    W0 = np.eye(d) if arrays["W0"] is None else arrays["W0"]
+    scores, W, p, nu = gd_trajectory(arrays["X"], arrays["y"], W0, arrays["p0"], arrays["nu"], 0.3, steps,
+                                     trainable, final_nu=True, momentum=beta)
+    where = f"_problem({seed}, {n}, {T}, {d}, 0, 0.3), engine={engine!r}, beta={beta}, W0=I: {w0_identity}"
+    assert res.success, res.message
+    np.testing.assert_allclose(res.scores, scores, rtol=1e-9, atol=1e-12, err_msg=where)
+    np.testing.assert_allclose(res.p, p, rtol=1e-9, atol=1e-12, err_msg=where)
+    np.testing.assert_allclose(res.nu, nu, rtol=1e-9, atol=1e-12, err_msg=where)
+    if res.W is not None:
+        np.testing.assert_allclose(res.W, W, rtol=1e-9, atol=1e-12, err_msg=where)
+
+
+@pytest.mark.parametrize("engine", ["primal", "dual"])
+@pytest.mark.parametrize("trainable", TRAINABLE)
+def test_momentum_matches_torch_sgd(engine, trainable):
+    """``torch.optim.SGD(momentum=beta)`` on the same loss (float64, autograd): the reference the convention
+    is named after. Runs where torch is installed (the ``bench`` extra)."""
+    torch = pytest.importorskip("torch")
+    arrays, _ = _problem(5, 4, 3, 9, n_test=0, lr_scale=0.3)
+    lr, beta, steps = 0.3, 0.8, 100
+    res = train(**arrays, lr=lr, steps=steps, trainable=trainable, engine=engine, optimizer="momentum",
+                momentum=beta, save_at=SaveAt.linear(steps, 2))
+    t = {k: torch.tensor(arrays[k], dtype=torch.float64) for k in ("X", "y", "W0", "p0", "nu")}
+    W, p, nu = (t["W0"].clone().requires_grad_(), t["p0"].clone().requires_grad_(), t["nu"].clone().requires_grad_())
+    params = [p] + ([W] if trainable.startswith("Wp") else []) + ([nu] if trainable.endswith("+nu") else [])
+    opt = torch.optim.SGD(params, lr=lr, momentum=beta)
+    for _ in range(steps):
+        opt.zero_grad()
+        s = torch.softmax(t["X"] @ (W.T @ p), dim=1)
+        f = (s * (t["X"] @ nu)).sum(dim=1)
+        torch.nn.functional.softplus(-t["y"] * f).mean().backward()
+        opt.step()
+    with torch.no_grad():
+        scores = (t["X"] @ (W.T @ p)).numpy()
+    np.testing.assert_allclose(res.scores[-1], scores, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(res.p, p.detach().numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(res.nu, nu.detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("engine,trainable", [("dual", "Wp+nu"), ("dual", "p"), ("primal", "Wp"),
+                                              ("primal", "p+nu")])
+def test_momentum_resumes_from_a_checkpoint_bit_identically(tmp_path, engine, trainable):
+    """The velocity is state: a run checkpointed mid-way and resumed is the uninterrupted run, bit for bit."""
+    import dataclasses
+
+    from attnsim import Config, Result, prepare_run, resume, save_checkpoint
+
+    cfg = Config(d=20, n_train=6, T=4, n_test=10, steps=1500, trainable=trainable, optimizer="momentum",
+                 momentum=0.9, lr=5e-3)
+    save = SaveAt.log(cfg.steps, 30)
+    run = prepare_run(cfg, save, engine=engine)
+    run.run()
+    ref = run.result(cfg)
+    assert ref.success
+    run = prepare_run(cfg, save, engine=engine)
+    while run.step < 737:
+        run.advance(rate=100.0, max_seconds=1.0)
+    assert any(k in run.coords.state for k in ("vc", "VW", "bv")), "the velocity is part of the state"
+    save_checkpoint(tmp_path / "ck.npz", run, cfg)
+    got = resume(tmp_path / "ck.npz")
+    for f in dataclasses.fields(Result):
+        a, b = getattr(got, f.name), getattr(ref, f.name)
+        if isinstance(a, np.ndarray):
+            assert a.tobytes() == b.tobytes(), f"{f.name} differs after resume ({engine}, {trainable})"

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 import attnsim
 from attnsim import SaveAt, train
-from attnsim._coords import flow as _flow
 from attnsim._engine import prepare
+from attnsim._kernels import core
 from attnsim._kernels import flow as fk
 from attnsim._kernels import gd_twins as _reference
 from attnsim._validation import ConfigError
@@ -54,6 +54,37 @@ def _flow_run(prob, trainable, lr, steps, save_at=None, **opts):
 # ------------------------------------------------------------------ the field itself
 
 
+def field(coords, correction=None) -> dict:
+    """The field the integrator follows, ``d/dtau`` of each state block at the current state
+    (its first Runge-Kutta stage). Keys: ``z``, ``a`` (N,) for p; ``z``, ``v``, ``a``, ``beta`` (N,)
+    for p and the head; ``z``, ``P``, ``b`` (N+1,), ``S`` (N, N), ``MT`` (N, N+1) for W and p (and
+    ``v``, ``beta`` with the head); ``frak`` (n,)."""
+    pb, st = coords.pb, coords.state
+    corr = coords.options.correction if correction is None else bool(correction)
+    N, n = pb.N, pb.n
+    ys = st["ys"]
+    k = np.zeros(ys.size)
+    FAC, work = np.zeros((8, 12, N + 1)), np.zeros((13, N + 1))
+    s, fw = np.empty(N), np.zeros(core.fw_size(n, pb.T))
+    head = coords.trained.trains_head
+    if coords.trained.trains_W:
+        fk._stage(fk._MODE_WP, head, 0, np.zeros(12), ys, st["S"], st["MT"], coords.Gxx, coords.Gxx, pb.v, pb.y,
+                  pb.T, pb.relevant, pb.lr, corr, k, FAC, work, s, fw)
+        E, Qv, R, Z, BETA, C, GAM, DC = (FAC[i, 0] for i in range(8))
+        S = np.outer(E[:N], Qv[:N]) + np.outer(Qv[:N], E[:N]) + np.outer(R[:N], Z[:N]) + np.outer(Z[:N], R[:N])
+        MT = np.outer(C[:N], BETA) + np.outer(DC[:N], GAM)
+        out = {"z": k[:N], "P": k[N], "b": k[N + 1:2 * N + 2], "S": S, "MT": MT}
+        if head:
+            out.update(v=k[2 * N + 2:3 * N + 2], beta=k[3 * N + 2:4 * N + 2])
+        return {**out, "frak": k[(4 if head else 2) * N + 2:]}
+    empty = np.zeros((0, 0))
+    fk._stage(fk._MODE_P, head, 0, np.zeros(12), ys, empty, empty, coords.Gkk, coords.Gxx if head else coords.Gkk,
+              pb.v, pb.y, pb.T, pb.relevant, pb.lr, corr, k, FAC, work, s, fw)
+    if head:
+        return {"z": k[:N], "v": k[N:2 * N], "a": k[2 * N:3 * N], "beta": k[3 * N:4 * N], "frak": k[4 * N:]}
+    return {"z": k[:N], "a": k[N:2 * N], "frak": k[2 * N:]}
+
+
 def _primal_corrected_field(prob, W, p, lr, trainable, eps=1e-5, nu=None):
     """``alpha F - alpha^2/2 F'F`` in (W, p, nu), F' F by central differences of the closed-form gradient
     (the head's part is 0 unless ``nu`` is given: the head is then trained)."""
@@ -82,7 +113,7 @@ def test_corrected_field_matches_primal_finite_differences(prob, trainable):
     head = trainable.endswith("+nu")
     VW, Vp, Vnu = _primal_corrected_field(prob, W, p, lr, trainable, nu=run.coords.final_nu() if head else None)
     Xa = prob["X"].reshape(-1, W.shape[0])
-    got = _flow.field(run.coords)
+    got = field(run.coords)
     want_z = Xa @ (VW.T @ p + W.T @ Vp)
     scale = np.abs(want_z).max() + 1e-300
     assert np.abs(got["z"] - want_z).max() <= 1e-6 * scale + 1e-12
@@ -103,8 +134,17 @@ def test_corrected_field_matches_primal_finite_differences(prob, trainable):
         assert got["P"] == pytest.approx(2 * p @ Vp, rel=1e-6, abs=1e-12)
 
 
+def _core_at(z, v, y, T, rel, head=True):
+    """``(c, h)`` concatenated, and ``(s, fw)`` for ``core.jvp``, from the coefficient core."""
+    N, n = z.size, y.size
+    s, c, h, fw = np.empty(N), np.empty(N), np.empty(N if head else 0), np.zeros(core.fw_size(n, T))
+    core.coefficients(z, v, y, T, rel, s, c, h, np.zeros(n), fw, True)
+    return np.concatenate([c, h]), (s, fw)
+
+
 @given(prob=problems(), seed=st.integers(0, 2**32 - 1))
 def test_jvp_of_c_matches_central_differences(prob, seed):
+    """``core.jvp`` along dz alone (no head): the JVP of c against central differences of the core."""
     n, T, d = prob["X"].shape
     N = n * T
     rng = np.random.default_rng(seed)
@@ -113,27 +153,21 @@ def test_jvp_of_c_matches_central_differences(prob, seed):
     v = prob["X"].reshape(N, d) @ prob["nu"]
     rel = np.zeros(T, dtype=bool)
     rel[0] = True
-
-    def c_of(zz):
-        s, vf, c = np.empty(N), np.empty(N), np.empty(N)
-        coef, kap, frak = np.empty(n), np.empty(n), np.empty(n)
-        top = np.empty(n, dtype=np.int64)
-        fk.forward(zz, v, prob["y"], T, rel, s, vf, coef, kap, top, c, frak)
-        return c, (s, vf, coef, kap, top)
-
-    c, aux = c_of(z)
+    c, (s, fw) = _core_at(z, v, prob["y"], T, rel, head=False)
     _, _, c_ref = _reference.forward(z.reshape(n, T), v.reshape(n, T), prob["y"])
     assert np.allclose(c, c_ref.ravel(), rtol=1e-12, atol=1e-15)
     dc = np.empty(N)
-    fk.jvp_c(dz, *aux, T, dc)
+    core.jvp(dz, np.zeros(0), s, fw, T, dc, np.zeros(0))
     h = 1e-6
-    fd = (c_of(z + h * dz)[0] - c_of(z - h * dz)[0]) / (2 * h)
+    fd = (_core_at(z + h * dz, v, prob["y"], T, rel, False)[0] - _core_at(z - h * dz, v, prob["y"], T, rel, False)[0])
+    fd /= 2 * h
     assert np.allclose(dc, fd, rtol=1e-5, atol=1e-9 * (np.abs(fd).max() + 1e-12))
 
 
 @given(prob=problems(), seed=st.integers(0, 2**32 - 1))
 def test_jvp_of_c_and_h_matches_central_differences(prob, seed):
-    """``jvp_ch``: the JVP of (c, h) = (dL/dz, dL/dv) along (dz, dv), scores up to saturation."""
+    """``core.jvp``: the JVP of (c, h) = (dL/dz, dL/dv) along (dz, dv), scores up to saturation; along
+    dz alone it is the head-free JVP of c."""
     n, T, d = prob["X"].shape
     N = n * T
     rng = np.random.default_rng(seed)
@@ -142,30 +176,23 @@ def test_jvp_of_c_and_h_matches_central_differences(prob, seed):
     dz, dv = rng.standard_normal(N), rng.standard_normal(N)
     rel = np.zeros(T, dtype=bool)
     rel[0] = True
-
-    def ch_of(zz, vv):
-        s, vf, c = np.empty(N), np.empty(N), np.empty(N)
-        coef, kap, frak = np.empty(n), np.empty(n), np.empty(n)
-        top = np.empty(n, dtype=np.int64)
-        fk.forward(zz, vv, prob["y"], T, rel, s, vf, coef, kap, top, c, frak)
-        return np.concatenate([c, np.repeat(coef, T) * s]), (s, vf, coef, kap, top)
-
-    ch, aux = ch_of(z, v)
+    ch, (s, fw) = _core_at(z, v, prob["y"], T, rel)
     _, _, c_ref = _reference.forward(z.reshape(n, T), v.reshape(n, T), prob["y"])
     assert np.allclose(ch[:N], c_ref.ravel(), rtol=1e-12, atol=1e-15)
     dc, dh = np.empty(N), np.empty(N)
-    fk.jvp_ch(dz, dv, *aux, T, dc, dh)
+    core.jvp(dz, dv, s, fw, T, dc, dh)
     eps = 1e-6
-    fd = (ch_of(z + eps * dz, v + eps * dv)[0] - ch_of(z - eps * dz, v - eps * dv)[0]) / (2 * eps)
+    fd = (_core_at(z + eps * dz, v + eps * dv, prob["y"], T, rel)[0]
+          - _core_at(z - eps * dz, v - eps * dv, prob["y"], T, rel)[0]) / (2 * eps)
     got = np.concatenate([dc, dh])
     assert np.allclose(got, fd, rtol=1e-5, atol=1e-9 * (np.abs(fd).max() + 1e-12))
-    fk.jvp_ch(dz, np.zeros(N), *aux, T, dc, dh)            # without dv it is jvp_c's dc
+    core.jvp(dz, np.zeros(N), s, fw, T, dc, dh)            # dv = 0: the JVP of c along dz alone
     want = np.empty(N)
-    fk.jvp_c(dz, *aux, T, want)
+    core.jvp(dz, np.zeros(0), s, fw, T, want, np.zeros(0))
     assert np.allclose(dc, want, rtol=1e-13, atol=1e-15 * (np.abs(want).max() + 1e-300))
 
 
-def test_forward_keeps_digits_when_one_token_saturates():
+def test_core_keeps_digits_when_one_token_saturates():
     """1 - s_top = 1e-13: c, the relevant mass and 1 - m keep ~12 digits (exact decimal oracle)."""
     getcontext().prec = 60
     T = 4
@@ -173,10 +200,8 @@ def test_forward_keeps_digits_when_one_token_saturates():
     v = np.array([0.7, -0.2, 0.1, 0.3])
     y = np.array([1.0])
     rel = np.array([True, False, False, False])
-    s, vf, c = np.empty(T), np.empty(T), np.empty(T)
-    coef, kap, frak = np.empty(1), np.empty(1), np.empty(1)
-    top = np.empty(1, dtype=np.int64)
-    fk.forward(z, v, y, T, rel, s, vf, coef, kap, top, c, frak)
+    s, c, frak = np.empty(T), np.empty(T), np.zeros(1)
+    core.coefficients(z, v, y, T, rel, s, c, np.zeros(0), frak, np.zeros(core.fw_size(1, T)), False)
     ez = [Decimal(float(x)).exp() for x in z]
     tot = sum(ez)
     sd = [e / tot for e in ez]
@@ -479,3 +504,33 @@ def test_flow_stops_have_their_own_status_not_divergence(options, status, says, 
     assert re.search(says, res.message), res.message
     assert not res.message.startswith("diverged") and res.final_step < 10**12
     assert status in attnsim.STATUSES and np.all(np.isfinite(res.scores))
+
+
+# ------------------------------------------------------------------ one arithmetic with dynamics="gd"
+
+
+@pytest.mark.parametrize("trainable", TRAINABLE)
+def test_flow_start_is_the_gd_run_bit_for_bit(trainable):
+    """The exact-GD start runs the GD kernels themselves: up to the switch, every recorded array of the
+    flow's run is dynamics="gd"'s, bit for bit (the pending (b, M) block read the same way)."""
+    import dataclasses
+
+    cfg = attnsim.preset("balanced", d=30, n_train=6, n_test=10, trainable=trainable, steps=203)
+    save = SaveAt.linear(203, 30)
+    g = attnsim.simulate(cfg, save, engine="dual")
+    f = attnsim.simulate(cfg, save, dynamics="flow", flow={"gd_start": 203})
+    assert f.extra["gd_start_steps"] == 203 and f.success and g.success
+    for fld in dataclasses.fields(attnsim.Result):
+        a, b = getattr(f, fld.name), getattr(g, fld.name)
+        if isinstance(a, np.ndarray):
+            assert a.tobytes() == b.tobytes(), f"{fld.name} differs ({trainable})"
+
+
+@pytest.mark.parametrize("dynamics", ["gd", "flow"])
+def test_one_gram_serves_keys_and_tokens_when_w0_is_the_identity(dynamics):
+    """p and the head at W0 = I: the keys are the tokens, so the set-up keeps one Gram for both (swept
+    once for both blocks); with a random W0 there are two."""
+    for w0, shared in (("identity", True), ("random", False)):
+        cfg = attnsim.preset("balanced", d=30, n_train=6, n_test=0, trainable="p+nu", w0=w0, steps=10)
+        run = attnsim.prepare_run(cfg, engine="dual", dynamics=dynamics)
+        assert (run.coords.Gxx is run.coords.Gkk) == shared, (w0, dynamics)

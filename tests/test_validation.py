@@ -70,7 +70,7 @@ CONFIG_CASES = [
     (dict(trainable="W"), r"^trainable must be one of 'Wp', 'p', 'Wp\+nu', 'p\+nu'; got 'W'"),
     (dict(trainable=["p"]), r"^trainable must be one of 'Wp', 'p', 'Wp\+nu', 'p\+nu'; got \['p'\]"),
     (dict(init="xavier"), r"^init must be one of 'official', 'gaussian', 'official-gaussian'; got 'xavier'"),
-    (dict(optimizer="adam"), r"^optimizer must be one of 'gd', 'ngd'; got 'adam'"),
+    (dict(optimizer="adam"), r"^optimizer must be one of 'gd', 'ngd', 'momentum'; got 'adam'"),
     (dict(w0="eye"), r"^w0 must be one of 'random', 'identity'; got 'eye'"),
     (dict(head_init="ones"), r"^head_init must be one of 'official', 'zero', 'gaussian'; got 'ones'"),
     (dict(sigma_nu=-1.0), r"^sigma_nu must be >= 0; got -1\.0"),
@@ -81,6 +81,14 @@ CONFIG_CASES = [
     (dict(optimizer="ngd", ngd_norm="max"), r"^ngd_norm must be one of 'joint', 'block'; got 'max'"),
     (dict(ngd_norm="block"), r"^ngd_norm applies only with optimizer='ngd'; got ngd_norm='block' with "
                              r"optimizer='gd'; drop ngd_norm or set optimizer='ngd'"),
+    (dict(momentum=0.9), r"^momentum applies only with optimizer='momentum'; got momentum=0\.9 with optimizer='gd'; "
+                         r"drop momentum or set optimizer='momentum'"),
+    (dict(optimizer="momentum"), r"^optimizer='momentum' needs momentum=beta in \[0, 1\) .*; got momentum=None; "
+                                 r"pass e\.g\. momentum=0\.9"),
+    (dict(optimizer="momentum", momentum=1.0), r"^momentum must be < 1\.0; got 1\.0; beta lies in \[0, 1\)"),
+    (dict(optimizer="momentum", momentum=-0.1), r"^momentum must be >= 0; got -0\.1; beta lies in \[0, 1\)"),
+    (dict(optimizer="momentum", momentum=float("nan")), r"^momentum must be finite; got nan"),
+    (dict(optimizer="momentum", momentum="0.9"), r"^momentum must be a real number; got '0\.9' \(str\)"),
 ]
 
 
@@ -161,9 +169,14 @@ TRAIN_CASES = [
     (dict(save_at=SaveAt.log(20)), r"^save_at must run from step 0 to steps=10; got \[0, 20\]; build it with"),
     (dict(trainable="W"), r"^trainable must be one of 'Wp', 'p', 'Wp\+nu', 'p\+nu'; got 'W'"),
     (dict(optimizer="ngd", dynamics="flow"), r"^optimizer='ngd' is not available with dynamics='flow' \(the flow "
-                                             r"follows plain GD\); use dynamics='gd' for normalised GD"),
-    (dict(optimizer="sgd"), r"^optimizer must be one of 'gd', 'ngd'; got 'sgd'"),
+                                             r"follows plain GD\); use dynamics='gd' for optimizer='ngd'"),
+    (dict(optimizer="momentum", momentum=0.9, dynamics="flow"),
+     r"^optimizer='momentum' is not available with dynamics='flow' \(the flow follows plain GD\); use "
+     r"dynamics='gd' for optimizer='momentum', or optimizer='gd' for the flow"),
+    (dict(optimizer="sgd"), r"^optimizer must be one of 'gd', 'ngd', 'momentum'; got 'sgd'"),
     (dict(ngd_norm="block"), r"^ngd_norm applies only with optimizer='ngd'"),
+    (dict(momentum=0.5), r"^momentum applies only with optimizer='momentum'; got momentum=0\.5 with optimizer='gd'"),
+    (dict(optimizer="momentum", momentum=1.5), r"^momentum must be < 1\.0; got 1\.5"),
     (dict(engine="gpu"), r"^engine must be one of 'auto', 'primal', 'dual'; got 'gpu'"),
     (dict(backend="jax"), r"^backend must be one of 'numba', 'numpy'; got 'jax'"),
     (dict(X_test=np.ones((2, 3, 5))), r"^X_test and y_test must be given together"),
@@ -203,7 +216,7 @@ INT_MINIMA = dict(n_train=2, n_test=0, T=1, d=2, n_relevant=1, n_weak=0, n_weak_
 FLOATS = dict(signal_norm="positive", rho="nonnegative", sigma_eps="nonnegative", sigma_p="nonnegative",
               sigma_w="nonnegative", sigma_nu="nonnegative", lr="positive", head_scale="positive", eta="unit")
 CHOICES = dict(label_noise=("official", "random"), noise=("isotropic", "orthogonal"),
-               trainable=("Wp", "p", "Wp+nu", "p+nu"), optimizer=("gd", "ngd"), ngd_norm=("joint", "block"),
+               trainable=("Wp", "p", "Wp+nu", "p+nu"), optimizer=("gd", "ngd", "momentum"), ngd_norm=("joint", "block"),
                w0=("random", "identity"), head_init=("official", "zero", "gaussian"),
                signal_noise=("noisy", "noiseless"), labels=("balanced", "rademacher"),
                init=("official", "gaussian", "official-gaussian"), test_metrics=("sample", "population"),
@@ -239,6 +252,7 @@ def invalid_choice(allowed, optional=False):
 
 INVALID = {**{k: invalid_int(m) for k, m in INT_MINIMA.items()},
            **{k: invalid_float(r) for k, r in FLOATS.items()},
+           "momentum": invalid_float("unit"),     # and any beta without optimizer="momentum"
            **{k: invalid_choice(a, optional=k in OPTIONAL_CHOICES) for k, a in CHOICES.items()}}
 
 

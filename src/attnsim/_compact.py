@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._coords.base import TRAINABLE_SETS
 from ._config import Config
 from ._io import ResultFileError
 
@@ -130,7 +131,7 @@ class CompactParams:
 
         where = f"{self.origin}: " if self.origin else ""
         config = self.config.replace(n_test=0)       # the test set plays no part in W, p, nu
-        final_W = with_W and config.trainable.startswith("Wp")
+        final_W = with_W and TRAINABLE_SETS[config.trainable].trains_W
         run_memory_check(config, engine="dual", n_saves=2, probes=None, final_W=final_W,
                          what=f"rebuilding Result.{'W' if final_W else 'p'} (d={config.d})")
         run = prepare_run(config, [0, config.steps], engine="dual", backend=self.backend, dynamics=self.dynamics,

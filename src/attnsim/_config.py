@@ -14,7 +14,7 @@ LABEL_NOISE_MODES = ("official", "random")
 NOISE_MODES = ("isotropic", "orthogonal")
 TRAINABLE = ("Wp", "p", "Wp+nu", "p+nu")
 INITS = ("official", "gaussian", "official-gaussian")
-OPTIMIZERS = ("gd", "ngd")
+OPTIMIZERS = ("gd", "ngd", "momentum")
 W0_MODES = ("random", "identity")
 HEAD_INITS = ("official", "zero", "gaussian")
 SIGNAL_NOISE = ("noisy", "noiseless")
@@ -92,11 +92,15 @@ class Config:
         ``||nu||`` of the official head; ``None`` means the official ``1 / ||mu||``.
     lr : float
         Gradient-descent step size alpha (with ``optimizer="ngd"``: the length of every step).
-    optimizer : {"gd", "ngd"}
-        Plain GD, or normalised GD (each step of Euclidean length ``lr``; not with the flow).
+    optimizer : {"gd", "ngd", "momentum"}
+        Plain GD, normalised GD (each step of Euclidean length ``lr``) or heavy-ball momentum
+        (``torch.optim.SGD(momentum=beta)``); the flow follows plain GD only.
     ngd_norm : {"joint", "block"}
         With ``optimizer="ngd"``: one norm over all trained parameters, or each trained
         block (W, p, nu) normalised separately.
+    momentum : float or None
+        With ``optimizer="momentum"`` (required there): beta in [0, 1), ``vel <- beta vel + grad``,
+        ``theta <- theta - lr vel``.
     steps : int
         Number of GD updates.
     seed : int
@@ -148,6 +152,7 @@ class Config:
     lr: float = 5e-3
     optimizer: str = "gd"
     ngd_norm: str = "joint"
+    momentum: float | None = None
     steps: int = 1000
     seed: int = 0
     init_seed: int | None = None
@@ -207,9 +212,9 @@ class Config:
         put("lr", check_float("lr", self.lr, positive=True, hint="e.g. lr=5e-3 (the paper's setting)"))
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("ngd_norm", self.ngd_norm, NGD_NORMS)
-        if self.optimizer == "gd" and self.ngd_norm != "joint":
-            raise ConfigError(f"ngd_norm applies only with optimizer='ngd'; got ngd_norm={self.ngd_norm!r} with "
-                              "optimizer='gd'; drop ngd_norm or set optimizer='ngd'")
+        from ._coords.optimizer import Optimizer   # the rules between the optimizer's fields (not at import: a cycle)
+
+        put("momentum", Optimizer(self.optimizer, self.ngd_norm, self.momentum).momentum)
         put("steps", check_steps(self.steps))
         put("seed", check_int("seed", self.seed, minimum=0, hint="seeds are integers >= 0"))
         if self.init_seed is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._coords import DYNAMICS, choose_engine, make_coordinates
+from ._coords import DYNAMICS, Optimizer, choose_engine, make_coordinates
 from ._kernels import BACKENDS
 from ._max_margin import check_max_margin
 from ._memory import check_memory, engine_memory, run_fixes
@@ -23,7 +23,7 @@ from ._validation import (ConfigError, check_array, check_choice, check_float, c
 
 ENGINES = ("auto", "primal", "dual")
 TRAINABLE = ("Wp", "p", "Wp+nu", "p+nu")
-OPTIMIZERS = ("gd", "ngd")
+OPTIMIZERS = ("gd", "ngd", "momentum")
 NGD_NORMS = ("joint", "block")
 
 
@@ -49,8 +49,8 @@ def resolve_engine(engine, dynamics, N, d, n_test_tokens, steps, n_saves, traina
 
 def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
             relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto",
-            backend="numba", dynamics="gd", flow=None, optimizer="gd", ngd_norm="joint", max_margin=False,
-            population=None, _owned=False, _implicit=False) -> Run:
+            backend="numba", dynamics="gd", flow=None, optimizer="gd", ngd_norm="joint", momentum=None,
+            max_margin=False, population=None, _owned=False, _implicit=False) -> Run:
     """Validate the inputs and build a ``Run`` ready to advance (see ``train``).
 
     ``population`` (a ``_population.PopulationSpec``, set by ``prepare_run`` for
@@ -90,10 +90,8 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     check_choice("ngd_norm", ngd_norm, NGD_NORMS)
     if dynamics == "flow" and optimizer != "gd":
         raise ConfigError(f"optimizer={optimizer!r} is not available with dynamics='flow' (the flow follows plain GD); "
-                          "use dynamics='gd' for normalised GD, or optimizer='gd' for the flow")
-    if optimizer == "gd" and ngd_norm != "joint":
-        raise ConfigError(f"ngd_norm applies only with optimizer='ngd'; got ngd_norm={ngd_norm!r} with "
-                          "optimizer='gd'; drop ngd_norm or set optimizer='ngd'")
+                          f"use dynamics='gd' for optimizer={optimizer!r}, or optimizer='gd' for the flow")
+    opt = Optimizer(optimizer, ngd_norm, momentum)
     if dynamics == "gd" and flow is not None:
         raise ConfigError("flow options apply only with dynamics='flow'; got dynamics='gd' and flow set")
     if (X_test is None) != (y_test is None):
@@ -134,16 +132,16 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     if not _owned:   # the engine's own copies of the caller's arrays (check_array may have returned them)
         X, X_test, W0 = (arr.copy() if isinstance(given[name], np.ndarray) and np.may_share_memory(arr, given[name])
                          else arr for name, arr in (("X", X), ("X_test", X_test), ("W0", W0)))
-    pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, ngd_block=ngd_norm == "block",
-                 population=population, implicit=_implicit)
+    pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, population=population,
+                 implicit=_implicit)
     coords = make_coordinates(pb, dynamics=dynamics, engine=engine, trainable=trainable, kern=BACKENDS[backend],
-                              options=flow, optimizer=optimizer)
+                              options=flow, optimizer=opt)
     return Run(pb, coords, spec.steps, noisy, {"y_true": y_true, "roles": roles}, max_margin=max_margin)
 
 
 def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
           relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto", backend="numba",
-          progress=False, hooks=(), dynamics="gd", flow=None, optimizer="gd", ngd_norm="joint",
+          progress=False, hooks=(), dynamics="gd", flow=None, optimizer="gd", ngd_norm="joint", momentum=None,
           max_margin=False) -> Result:
     """Full-batch gradient descent on the paper's attention model.
 
@@ -196,12 +194,17 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
         (``attnsim.FlowOptions``); ``steps`` may then reach 10^15. Always dual coordinates.
     flow : None, FlowOptions or dict
         Settings of the flow (tolerances, correction, exact-GD start); default ``FlowOptions()``.
-    optimizer : {"gd", "ngd"}
+    optimizer : {"gd", "ngd", "momentum"}
         ``ngd``: normalised GD, every step of Euclidean length ``lr`` (a block whose gradient is
-        exactly zero does not move). Not with ``dynamics="flow"``.
+        exactly zero does not move). ``momentum``: heavy ball with PyTorch's convention
+        (``torch.optim.SGD(momentum=beta)``): ``vel <- beta vel + grad``, ``theta <- theta - lr vel``,
+        exact in dual coordinates too (the velocity is a combination of gradients). Not with
+        ``dynamics="flow"``.
     ngd_norm : {"joint", "block"}
         ``joint``: the norm over all trained parameters together; ``block``: each trained
         block (W, p, nu) normalised separately (Tarzanagh et al.'s joint p, v code).
+    momentum : float in [0, 1), optional
+        beta of ``optimizer="momentum"`` (required there, refused otherwise).
     max_margin : bool, {"final", "optimal"} or array_like of int, shape (n,)
         Track the implicit-bias limit of Tarzanagh et al. (DESIGN.md §9): record
         ``Result.mm_cos`` (S,), the cosine between the iterate and the att-SVM direction, and
@@ -253,7 +256,7 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
     run = prepare(X, y, W0, p0, nu, lr=lr, steps=steps, trainable=trainable, save_at=save_at, X_test=X_test,
                   y_test=y_test, relevant=relevant, noisy=noisy, y_true=y_true, roles=roles, probes=probes,
                   engine=engine, backend=backend, dynamics=dynamics, flow=flow, optimizer=optimizer,
-                  ngd_norm=ngd_norm, max_margin=max_margin)
+                  ngd_norm=ngd_norm, momentum=momentum, max_margin=max_margin)
     run.warm_up()
     run.run(progress=progress, hooks=hooks)
     return run.result()

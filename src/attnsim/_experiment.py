@@ -74,7 +74,7 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
         save_at=save_at, X_test=data.X_test if has_test else None, y_test=data.y_test if has_test else None,
         relevant=data.relevant, noisy=data.noisy, y_true=data.y_true, roles=data.roles,
         probes=_probe_matrix(config, data, probes), engine=engine, backend=backend, dynamics=dynamics, flow=flow,
-        optimizer=config.optimizer, ngd_norm=config.ngd_norm,
+        optimizer=config.optimizer, ngd_norm=config.ngd_norm, momentum=config.momentum,
         max_margin=max_margin,
         population=population, _owned=True, _implicit=config.space == "implicit",
     )

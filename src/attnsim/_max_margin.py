@@ -30,9 +30,9 @@ from ._validation import ConfigError
 #: Named selections ``max_margin`` accepts (besides True, False/None and an (n,) array).
 SELECTIONS = ("final", "optimal")
 
-#: What the keys of the att-SVM are, by trainable set (recorded in ``Result.extra``).
-KEYS = {"p": "k_it = W0 x_it (p trained, W fixed): cos angle(p, p^mm)",
-        "Wp": "the tokens x_it (W and p trained): cos angle(q, q^mm) for the effective query q = W^T p, "
+#: What the keys of the att-SVM are, by whether W is trained (recorded in ``Result.extra``).
+KEYS = {False: "k_it = W0 x_it (p trained, W fixed): cos angle(p, p^mm)",
+        True: "the tokens x_it (W and p trained): cos angle(q, q^mm) for the effective query q = W^T p, "
               "a diagnostic (see train)"}
 
 
@@ -62,7 +62,7 @@ def _json_float(x):
     return x if math.isfinite(x) else None
 
 
-def max_margin_record(spec, scores, norms, gram, y, values, trainable):
+def max_margin_record(spec, scores, norms, gram, y, values, trains_W):
     """``(mm_cos (S,), mm_margin (S, n), summary dict)`` for the selection ``spec``.
 
     Parameters
@@ -76,6 +76,8 @@ def max_margin_record(spec, scores, norms, gram, y, values, trainable):
         Gram of the keys: ``K K^T`` (p trained) or ``X X^T`` (W trained).
     y : ndarray, shape (n,)
         Observed labels; ``values`` (N,) the token values ``X nu`` (for ``"optimal"``).
+    trains_W : bool
+        W is trained (the keys are the tokens) or fixed (the keys are ``W0 x_it``).
     """
     S, n, T = scores.shape
     if isinstance(spec, str) and spec == "final":
@@ -106,7 +108,7 @@ def max_margin_record(spec, scores, norms, gram, y, values, trainable):
     sample_margin = np.where(others, svm.margins, np.inf).min(axis=1) if svm.feasible else np.full(n, np.nan)
     summary = {
         "selection": how,
-        "keys": KEYS["Wp" if trainable.startswith("Wp") else "p"],
+        "keys": KEYS[bool(trains_W)],
         "selected": [int(t) for t in selected],
         "feasible": bool(svm.feasible),
         "status": svm.status,

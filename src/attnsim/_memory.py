@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ._coords.base import TRAINABLE_SETS
 from ._validation import ConfigError
 
 _F = 8  # bytes per float64
@@ -111,7 +112,7 @@ def engine_memory(n: int, T: int, d: int, n_test_tokens: int, *, engine: str, tr
         Phases ``"set-up"`` (the coordinates' products) and ``"run"`` (to the ``Result``).
     """
     N, Nt = n * T, n_test_tokens
-    has_W = trainable.startswith("Wp")
+    has_W = TRAINABLE_SETS[trainable].trains_W
     dense_w0 = w0 == "dense"
     kept = {"input copies": ((N + Nt) * d + (d * d if dense_w0 else 0)) if copies else 0,
             "probe directions": n_probes * d, "vectors": _VECTORS * d + 8 * (N + Nt)}
@@ -135,7 +136,7 @@ def engine_memory(n: int, T: int, d: int, n_test_tokens: int, *, engine: str, tr
         run_temp = {"||W - W0|| at each save (3 d x d temporaries)": 3 * d * d}
     else:
         kept["keys X W0^T and their transpose"] = 2 * N * d
-    if trainable.endswith("+nu"):
+    if TRAINABLE_SETS[trainable].trains_head:
         kept["head cross terms"] = Nt * N + N * d
     # the input checks (np.isfinite) make one byte per entry of each input in turn
     checks = {"input checks": max(d * d if dense_w0 else 0, (N + Nt) * d) / _F}
@@ -310,7 +311,7 @@ def run_fixes(estimate: MemoryEstimate, *, identity: bool, trainable: str, engin
     fixes = []
     if not identity:             # W0, or the engine's copy of it, is d x d
         fixes.append(("W0=None" if arrays else "w0='identity'") + " (W0 = I: no d x d W0)")
-    if engine == "primal" and trainable.startswith("Wp"):
+    if engine == "primal" and TRAINABLE_SETS[trainable].trains_W:
         fixes.append("engine='dual' (W is never formed while it trains)")
     if not arrays:
         fixes.append("space='implicit' (no d-dimensional arrays)")

@@ -36,12 +36,9 @@ class Problem:
     probes_all : ndarray, shape (k', d)  what the coordinates project on: ``probes``, then
                                          ``population.directions(nu)`` (k' = k + 3) if set
     relevant : ndarray of bool, shape (T,)
-    ngd_block : bool
-        Normalised GD only: each trained block's step has length ``lr`` (else the joint step).
     """
 
-    def __init__(self, X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, ngd_block=False, population=None,
-                 implicit=False):
+    def __init__(self, X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, population=None, implicit=False):
         self.implicit = implicit
         self.n, self.T, self.d = X.shape
         self.N = self.n * self.T
@@ -58,7 +55,6 @@ class Problem:
         self.probes = probes
         self.population = population
         self.probes_all = probes if population is None else np.concatenate([probes, population.directions(nu)])
-        self.ngd_block = ngd_block
 
     def keys_of(self, A):
         """``A @ W0^T`` for A of shape (m, d): the keys of the tokens in the rows of A."""

@@ -66,8 +66,8 @@ class _Recorder:
             # The head's inner products: fixed head once; a trained one from v = X nu and z = X q
             # through X X^T (HeadInnerProducts), the key Gram itself where the keys are the tokens.
             gram = None
-            if coords.trainable.endswith("+nu"):
-                gram = coords.key_gram() if coords.trainable.startswith("Wp") or pb.W0 is None else pb.X @ pb.X.T
+            if coords.trained.trains_head:
+                gram = coords.key_gram() if coords.trained.trains_W or pb.W0 is None else pb.X @ pb.X.T
             self._head = HeadInnerProducts(pb.X, pb.nu, pb.population.directions(pb.nu)[:2], gram)
 
     def warm_up(self, pb: Problem):
@@ -313,7 +313,7 @@ class Run:
             W, p, nu = None, None, None
         elif params and config is not None and config == self.config and self.coords.engine == "dual":
             compact = CompactParams.of_run(self, config)
-            W = REBUILD if keep_W and self.coords.trainable.startswith("Wp") else None
+            W = REBUILD if keep_W and self.coords.trained.trains_W else None
             p = nu = REBUILD
         else:
             W, p = self.coords.final_params(with_W=keep_W) if params else (None, np.full(self.pb.d, np.nan))
@@ -322,10 +322,11 @@ class Run:
         mm_cos = mm_margin = None
         if self.max_margin is not None and count > 0:
             pb = self.pb
-            norms = arrays["query_norm"] if self.coords.trainable.startswith("Wp") else arrays["p_norm"]
+            trains_W = self.coords.trained.trains_W
+            norms = arrays["query_norm"] if trains_W else arrays["p_norm"]
             mm_cos, mm_margin, extra["max_margin"] = max_margin_record(
                 self.max_margin, arrays["scores"], norms, self.coords.key_gram(), pb.y, self.coords.observe_head().v,
-                self.coords.trainable)
+                trains_W)
         result = Result(
             steps=self.save_steps[:count].copy(),
             **arrays,

@@ -31,15 +31,18 @@ def grad_head(X, y, W, p, nu):
     return dl_df @ pooled
 
 
-def gd_trajectory(X, y, W0, p0, nu, lr, steps, trainable="Wp", final_nu=False, ngd=None):
+def gd_trajectory(X, y, W0, p0, nu, lr, steps, trainable="Wp", final_nu=False, ngd=None, momentum=None):
     """Scores after each of ``steps`` GD updates, shape (steps + 1, n, T), and the final ``W``, ``p``
     (and ``nu`` if ``final_nu``). ``trainable`` is "p", "Wp", "p+nu" or "Wp+nu".
 
     ``ngd="joint"``: normalised GD, the trained gradients divided by their joint Euclidean norm;
-    ``ngd="block"``: each trained gradient divided by its own norm."""
+    ``ngd="block"``: each trained gradient divided by its own norm. ``momentum=beta``: the heavy ball,
+    a velocity per parameter, ``vel = beta vel + grad`` (``vel = grad`` at the first step), and the
+    parameter moves by ``-lr vel``."""
     W = np.array(W0, dtype=np.float64)
     p = np.array(p0, dtype=np.float64)
     nu = np.array(nu, dtype=np.float64)
+    vel = None
     out = [X @ (W.T @ p)]
     for _ in range(steps):
         _, grad_W, grad_p = loss_and_grads(X, y, W, p, nu)
@@ -52,6 +55,10 @@ def gd_trajectory(X, y, W0, p0, nu, lr, steps, trainable="Wp", final_nu=False, n
             scaled = {k: g / (joint if ngd == "joint" else norms[k]) if norms[k] > 0 else g
                       for k, g in grads.items()}
             grad_p, grad_W, grad_nu = scaled["p"], scaled["W"], scaled["nu"]
+        if momentum is not None:
+            vel = [grad_W, grad_p, grad_nu] if vel is None else [momentum * v + g for v, g in
+                                                                   zip(vel, (grad_W, grad_p, grad_nu))]
+            grad_W, grad_p, grad_nu = vel
         if trainable.startswith("Wp"):
             W = W - lr * grad_W
         p = p - lr * grad_p

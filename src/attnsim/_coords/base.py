@@ -1,10 +1,11 @@
-"""The base class of every coordinate system, and the registry of its members.
+"""The base class of every coordinate system, the trainable sets, and the registry of the members.
 
 A coordinate system holds the iterate of one run in its own variables
-(``state``), advances it with its kernel, and reports what the recorder needs.
+(``state``), advances it with its kernels, and reports what the recorder needs.
 The engine (``attnsim._run.Run``), checkpoints and the recorder call only the
 methods defined here; members are looked up in ``REGISTRY`` by
-``(dynamics, engine, trainable, optimizer)``.
+``(dynamics, engine, trainable)``. What is trained is one object, a ``TrainableSet``:
+code asks it (``trains_W``, ``trains_head``), never the set's name.
 """
 
 from __future__ import annotations
@@ -15,7 +16,21 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 from .._kernels import gd as _gd
+from .._kernels.core import fw_size
 from .._numerics import norm
+
+
+class TrainableSet(NamedTuple):
+    """What a run trains: ``p`` always, ``W`` and the head ``nu`` or not."""
+
+    name: str
+    trains_W: bool
+    trains_head: bool
+
+
+#: The trainable sets by name (``Config.trainable``, ``train(trainable=...)``).
+TRAINABLE_SETS = {t.name: t for t in (TrainableSet("Wp", True, False), TrainableSet("p", False, False),
+                                      TrainableSet("Wp+nu", True, True), TrainableSet("p+nu", False, True))}
 
 
 class Observation(NamedTuple):
@@ -64,15 +79,18 @@ STATE_NAMES = {
     "S": "key Gram matrix S", "P": "||p||^2", "b": "dual coefficients b", "MT": "dual coefficients M",
     "ys": "flow state (z, ||p||^2, dual coefficients)",
     "nu": "head nu", "v": "token values v", "beta": "dual head coefficients beta",
+    "vc": "momentum velocity of p (coefficients)", "vh": "momentum velocity of nu (coefficients)",
+    "VW": "momentum velocity of W", "vp": "momentum velocity of p", "bv": "momentum velocity (dual coefficients b)",
+    "MvT": "momentum velocity (dual coefficients M)",
 }
 
-#: ``(dynamics, engine, trainable, optimizer) -> class``, filled by ``register``.
-REGISTRY: dict[tuple[str, str, str, str], type[Coordinates]] = {}
+#: ``(dynamics, engine, trainable) -> class``, filled by ``register``.
+REGISTRY: dict[tuple[str, str, str], type[Coordinates]] = {}
 
 
 def register(cls):
     """Class decorator: enter a concrete coordinate system into ``REGISTRY``."""
-    key = (cls.dynamics, cls.engine, cls.trainable, cls.optimizer)
+    key = (cls.dynamics, cls.engine, cls.trained.name)
     if key in REGISTRY:
         raise RuntimeError(f"coordinates {key} registered twice ({REGISTRY[key].__name__}, {cls.__name__})")
     REGISTRY[key] = cls
@@ -93,35 +111,70 @@ def quadratic_norm(c0: float, lin: np.ndarray, G: np.ndarray, x: np.ndarray) -> 
 
 
 class Coordinates(abc.ABC):
-    """One way of carrying the iterate of a run.
+    """One way of carrying the iterate of a run: the base class of the family.
 
     Parameters
     ----------
     pb : attnsim._problem.Problem
+        Read only through ``pb.X``, ``pb.Xt``, ``pb.p0``, ``pb.nu``, ``pb.probes_all`` (and the
+        fixed ``pb.v``, ``pb.vt``, ``pb.y``, ``pb.T``, ``pb.relevant``, ``pb.lr``, sizes) and the
+        products with W0 (``keys_of``, ``w0_mul``, ``w0t_mul``, ``W0_dense``): never ``pb.W0``, so
+        a problem whose W0 is an operator works unchanged.
     kern : module
         The kernels (``_kernels.gd`` or its NumPy twins ``_kernels.gd_twins``).
     options : object or None
-        Settings of the dynamics (``FlowOptions`` for the flow; None for GD).
+        Settings of the dynamics: ``FlowOptions`` for the flow, an ``Optimizer`` for GD
+        (None: plain GD).
 
     Attributes
     ----------
     state : dict of str to ndarray
         Every array that, with the problem, defines the iterate exactly (what a
         checkpoint stores). Updated in place.
+    trained : TrainableSet
+        What the member trains (class attribute).
+
+    Adding a member
+    ---------------
+    A member is a subclass (usually of a set-up shared with its siblings: ``DualPSetup``,
+    ``DualWpSetup``, ``_coords.flow._Flow``) registered with ``@register``. It sets the class
+    attributes ``engine`` ("primal" or "dual"), ``dynamics`` ("gd" or "flow") and ``trained``
+    (``TRAINABLE_SETS[name]``); the trainable sets of one parametrisation share a class and differ
+    by a one-line subclass that sets ``trained``. It implements:
+
+    - ``__init__(pb, kern, options)``: call ``super().__init__`` first, then allocate the scratch
+      its kernels need and fill ``self.state`` with the iterate at step 0 (a checkpoint stores
+      exactly ``state``, so everything the next step reads must be there);
+    - ``advance(n_steps, frak_sum)``: run its kernels; return the steps completed;
+    - ``observe()`` and ``final_params(with_W)``: read the iterate, without side effects;
+    - ``observe_head()`` and ``final_nu()`` when it trains the head;
+
+    and may override ``plan``, ``stop``, ``extra``, ``key_gram``, ``options_dict``,
+    ``warm_up``. Nothing else is asked of it: the engine never tests its type or name.
     """
 
     engine: ClassVar[str] = ""       # "primal" or "dual"
-    trainable: ClassVar[str] = ""    # "p", "Wp", "p+nu" or "Wp+nu"
     dynamics: ClassVar[str] = "gd"   # "gd" or "flow"
+    trained: ClassVar[TrainableSet] = TRAINABLE_SETS["p"]
     #: State entries that are bookkeeping, not the iterate: NaN there is not divergence.
     diagnostics: ClassVar[frozenset] = frozenset()
-    optimizer: ClassVar[str] = "gd"  # "gd" or "ngd" (normalised GD, ``_coords.ngd``)
 
     def __init__(self, pb, kern, options=None):
         self.pb = pb
         self.kern = kern
         self.options = options
         self.state: dict[str, np.ndarray] = {}
+        N = pb.N
+        # the coefficient core's outputs and scratch, shared by every member's kernels
+        self.s, self.c = np.empty(N), np.empty(N)
+        self.h = np.empty(N if self.trained.trains_head else 0)
+        self.fw = np.empty(fw_size(pb.n, pb.T))
+        self.none = np.empty(0)
+
+    @property
+    def trainable(self) -> str:
+        """The name of the trainable set (``trained.name``)."""
+        return self.trained.name
 
     @property
     def backend(self) -> str:
@@ -147,7 +200,7 @@ class Coordinates(abc.ABC):
 
     def observe_head(self) -> HeadObservation:
         """The head's quantities at the current iterate; here the fixed head ``nu0``.
-        Members that train the head override it (``_coords.head``)."""
+        Members that train the head override it (``primal._Primal``, ``dual.DualSetup``)."""
         pb = self.pb
         return HeadObservation(pb.v, pb.vt, norm(pb.nu), 0.0, pb.probes @ pb.nu)
 
@@ -182,7 +235,7 @@ class Coordinates(abc.ABC):
         hold it already return theirs; this default forms it once, O(N^2 d).
         """
         pb = self.pb
-        if not self.trainable.startswith("Wp"):
+        if not self.trained.trains_W:
             K = pb.keys_of(pb.X)
             return K @ K.T
         return pb.X @ pb.X.T

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .base import TRAINABLE_SETS
+
 
 def step_costs(N: int, d: int, n_test_tokens: int, steps: int, n_saves: int, trainable: str) -> dict:
     """Estimated cost of a whole run in each coordinate system, in "vectorised flops".
@@ -23,9 +25,9 @@ def step_costs(N: int, d: int, n_test_tokens: int, steps: int, n_saves: int, tra
         ``{"primal": flops, "dual": flops}``.
     """
     Nt = n_test_tokens
-    head = trainable.endswith("+nu")
-    costs = _costs(N, d, Nt, steps, n_saves, trainable.removesuffix("+nu"))
-    if head:
+    trained = TRAINABLE_SETS[trainable]
+    costs = _costs(N, d, Nt, steps, n_saves, trained.trains_W)
+    if trained.trains_head:
         # the head adds an N x d sweep and a gemv to the primal step, one N x N pass to the dual
         # (shared with Gxx c when W is trained), and its cross terms to the set-up
         costs["primal"] += steps * 4.0 * N * d + n_saves * Nt * d
@@ -33,8 +35,8 @@ def step_costs(N: int, d: int, n_test_tokens: int, steps: int, n_saves: int, tra
     return costs
 
 
-def _costs(N, d, Nt, steps, n_saves, trainable):
-    if trainable == "Wp":
+def _costs(N, d, Nt, steps, n_saves, trains_W):
+    if trains_W:
         primal = steps * (15.0 * d * d + 4.0 * N * d) + n_saves * (Nt * d + 2.0 * d * d)
         dual = (steps * 7.0 * N * N + 0.1 * (2.0 * N * d * d + 2.0 * Nt * d * N + 2.0 * N * N * d)
                 + n_saves * (2.0 * Nt * N + 2.0 * N ** 3))

@@ -1,9 +1,9 @@
-"""Dual (Gram) coordinates: iterates of size ``N = n T``, a step's cost independent of d (DESIGN.md §4).
+"""Dual (Gram) coordinates: iterates of size ``N = n T``, a step's cost independent of d (DESIGN.md §4, §8).
 
-The set-up of each trainable set (keys, Gram matrices, the test set's and the
-probes' cross terms) and its read-out (``observe``, ``final_params``) are written
-once here, in ``DualPSetup`` and ``DualWpSetup``; the GD members below and the
-flow members of ``_coords.flow`` differ only in how they advance.
+The set-up of each parametrisation (keys, Gram matrices, the test set's and the probes' cross
+terms, the head's) and its read-out (``observe``, ``final_params``, ``observe_head``) are written
+once here, in ``DualSetup``, ``DualPSetup`` and ``DualWpSetup``; the GD members below and the flow
+members of ``_coords.flow`` differ only in how they advance and where they keep the iterate.
 """
 
 from __future__ import annotations
@@ -12,19 +12,58 @@ import abc
 
 import numpy as np
 
-from .base import Coordinates, Observation, quadratic_norm, register
+from .base import TRAINABLE_SETS, Coordinates, HeadObservation, Observation, quadratic_norm, register
+from .optimizer import Optimizer
 
 #: Steps per block of the dual (b, M) update (``_kernels.gd.dual_wp_run``).
 DUAL_BLOCK = 16
 
 
-class DualPSetup(Coordinates):
-    """``p = p0 + K^T a`` with fixed keys ``K = X W0^T`` (rows ``k_j = W0 x_j``).
+class DualSetup(Coordinates):
+    """Shared by the dual set-ups: the head ``nu = nu0 + X_all^T beta`` when it is trained.
 
-    Members provide ``_a_z()``: the current ``a`` (N,) and scores ``z = K p0 + Gkk a`` (N,).
+    Members that train the head provide ``_beta_v()`` (the current ``beta`` and token values
+    ``v = X_all nu0 + Gxx beta``) and set ``self.Gxx`` (N, N) before ``_init_head_readout``.
     """
 
-    engine, trainable = "dual", "p"
+    engine = "dual"
+
+    def _init_head_readout(self):
+        """The test values' and the probes' cross terms of the head, once."""
+        pb = self.pb
+        self.XtXT = np.ascontiguousarray((pb.Xt @ pb.X.T).T)     # (N, Nt): v_test = vt0 + (Xt X^T) beta
+        self.nu0_norm2 = float(pb.nu @ pb.nu)
+        self.R_nu = (pb.probes @ pb.nu, pb.probes @ pb.X.T)    # <nu0, r>, <x_j, r>
+
+    def _beta_v(self) -> tuple[np.ndarray, np.ndarray]:
+        """The current ``beta`` and ``v`` of a trained head."""
+        raise NotImplementedError
+
+    def observe_head(self):
+        if not self.trained.trains_head:
+            return super().observe_head()
+        pb = self.pb
+        beta, v = self._beta_v()
+        Gb = self.Gxx @ beta
+        dist2 = float(beta @ Gb)
+        norm2 = self.nu0_norm2 + 2.0 * float(beta @ pb.v) + dist2
+        vt = self.kern.add_matvec_t(self.XtXT, beta, pb.vt.copy())
+        return HeadObservation(v, vt, np.sqrt(max(norm2, 0.0)), np.sqrt(max(dist2, 0.0)),
+                               self.R_nu[0] + self.R_nu[1] @ beta)
+
+    def final_nu(self):
+        if not self.trained.trains_head:
+            return super().final_nu()
+        return self.pb.nu + self.pb.X.T @ self._beta_v()[0]
+
+
+class DualPSetup(DualSetup):
+    """``p = p0 + K^T a`` with fixed keys ``K = X W0^T`` (rows ``k_j = W0 x_j``), and the head.
+
+    Members provide ``_a_z()``: the current ``a`` (N,) and scores ``z = K p0 + Gkk a`` (N,).
+    With the head, ``Gxx`` is ``Gkk`` itself when the keys are the tokens (W0 = I: one Gram, swept
+    once for both blocks), a second Gram otherwise.
+    """
 
     def __init__(self, pb, kern, options=None):
         super().__init__(pb, kern, options)
@@ -44,6 +83,9 @@ class DualPSetup(Coordinates):
         # inf and the run reports the scores' overflow; no RuntimeWarning from the set-up.
         with np.errstate(over="ignore", invalid="ignore"):
             self.Q_norm = (float(q0 @ q0), W0T_K.T @ q0, W0T_K.T @ W0T_K)
+        if self.trained.trains_head:
+            self.Gxx = self.Gkk if self.K is pb.X else np.ascontiguousarray(pb.X @ pb.X.T)
+            self._init_head_readout()
 
     @abc.abstractmethod
     def _a_z(self) -> tuple[np.ndarray, np.ndarray]:
@@ -65,14 +107,14 @@ class DualPSetup(Coordinates):
         return self.Gkk
 
 
-class DualWpSetup(Coordinates):
-    """``p = Q b``, ``W = W0 + Q M X`` with ``Q = [p0, W0 X^T]`` (d, N+1) (DESIGN.md §4).
+class DualWpSetup(DualSetup):
+    """``p = Q b``, ``W = W0 + Q M X`` with ``Q = [p0, W0 X^T]`` (d, N+1) (DESIGN.md §4), and the head.
 
     Members provide ``_current()``: ``(z (N,), P (1,), b (N+1,), MT (N, N+1))`` at the
     current step, ``P = ||p||^2`` and ``MT = M^T``.
     """
 
-    engine, trainable = "dual", "Wp"
+    trained = TRAINABLE_SETS["Wp"]
 
     def __init__(self, pb, kern, options=None):
         super().__init__(pb, kern, options)
@@ -90,6 +132,8 @@ class DualWpSetup(Coordinates):
         # W^T p = A b + X^T m with A = W0^T Q and m = M^T Gqq b: ||W^T p||^2 from the Grams of [A, X^T]
         with np.errstate(over="ignore", invalid="ignore"):   # as in DualPSetup: huge keys overflow it
             self.G_AA, self.G_AX = W0T_Q.T @ W0T_Q, W0T_Q.T @ pb.X.T
+        if self.trained.trains_head:
+            self._init_head_readout()
 
     def _initial(self) -> dict:
         """The state blocks at step 0: ``z``, ``S`` (the key Gram), ``P``, ``b = e_0``."""
@@ -124,53 +168,120 @@ class DualWpSetup(Coordinates):
         return self.Gxx
 
 
+class _DualGd:
+    """Shared by the GD members: the optimiser, and the head's state and velocity."""
+
+    def _init_gd(self, options):
+        pb = self.pb
+        self.opt = options or Optimizer()
+        if self.trained.trains_head:
+            self.state.update(beta=np.zeros(pb.N), v=pb.v.copy(), **self.opt.velocity(vh=pb.N))
+        self.eh = np.empty(pb.N)
+
+    def _beta_v(self):
+        return self.state["beta"], self.state["v"]
+
+    def _head_args(self):
+        """``(beta, v)`` for the kernels: the state's, or an unused ``beta`` and the fixed values."""
+        return self._beta_v() if self.trained.trains_head else (self.none, self.pb.v)
+
+    def _rule(self):
+        """``(rule, lr, param)`` for the kernels."""
+        return self.opt.rule.code, self.pb.lr, self.opt.param
+
+    def extra(self):
+        return self.opt.extra()
+
+
 @register
-class DualP(DualPSetup):
-    """GD on p alone: ``a <- a - lr c``, ``z <- z - lr Gkk c`` (``_kernels.gd.dual_p_run``)."""
+class DualP(_DualGd, DualPSetup):
+    """``p = p0 + K^T a`` (and the head): ``_kernels.gd.dual_p_run``."""
 
     def __init__(self, pb, kern, options=None):
         super().__init__(pb, kern, options)
-        self.s = np.empty(pb.N)
-        self.c = np.empty(pb.N)
         self.state = {"a": np.zeros(pb.N), "z": self.z0.copy()}
+        self._init_gd(options)
+        self.state.update(self.opt.velocity(vc=pb.N))
+        self.ek = np.empty(pb.N)
 
     def _a_z(self):
         return self.state["a"], self.state["z"]
 
     def advance(self, n_steps, frak_sum):
         st, pb = self.state, self.pb
-        return self.kern.dual_p_run(st["a"], st["z"], self.Gkk, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
-                                    n_steps, frak_sum, self.s, self.c)
+        beta, v = self._head_args()
+        Gxx = self.Gxx if self.trained.trains_head else self.Gkk
+        return self.kern.dual_p_run(st["a"], st["z"], beta, v, self.Gkk, Gxx, pb.y, pb.T, pb.relevant, *self._rule(),
+                                    n_steps, frak_sum, self.s, self.c, self.h, st.get("vc", self.none),
+                                    st.get("vh", self.none), self.ek, self.eh, self.fw)
 
 
 @register
-class DualWp(DualWpSetup):
-    """GD on W and p: ``(z, S, P)`` every step, the ``(b, M)`` recurrence in blocks of
-    ``DUAL_BLOCK`` steps (``_kernels.gd.dual_wp_run``); the pending block is part of the state."""
+class DualPNu(DualP):
+    """``p = p0 + K^T a`` and ``nu = nu0 + X^T beta``."""
+
+    trained = TRAINABLE_SETS["p+nu"]
+
+
+@register
+class DualWp(_DualGd, DualWpSetup):
+    """W and p (and the head). GD and NGD: ``(z, S, P)`` every step, the ``(b, M)`` recurrence in
+    blocks of ``DUAL_BLOCK`` steps, the pending block part of the state (``_kernels.gd.dual_wp_run``);
+    momentum: ``(b, M)`` and their velocity every step (``_kernels.gd.dual_wp_heavy_run``)."""
 
     def __init__(self, pb, kern, options=None):
         super().__init__(pb, kern, options)
         N = pb.N
-        self.state = {
-            **self._initial(),
-            "MT": np.zeros((N, N + 1)),
-            # steps not yet applied to (b, MT): the kernel updates them a block at a time
-            "CbT": np.zeros((N, DUAL_BLOCK)),
-            "Eb": np.zeros((DUAL_BLOCK, N)),
-            "nb": np.zeros(1, dtype=np.int64),
-        }
-        self.s, self.c, self.e, self.Sc = (np.empty(N) for _ in range(4))
+        opt = options or Optimizer()
+        self.heavy = opt.rule.velocity
+        init = self._initial()
+        if self.heavy:
+            self.state = {"z": init["z"], "P": init["P"], "b": init["b"], "MT": np.zeros((N, N + 1)),
+                          **opt.velocity(bv=N + 1, MvT=(N, N + 1))}
+            self.w, self.t = np.empty(N + 1), np.empty(N)
+        else:
+            self.state = {
+                **init,
+                "MT": np.zeros((N, N + 1)),
+                # steps not yet applied to (b, MT): the kernel updates them a block at a time
+                "CbT": np.zeros((N, DUAL_BLOCK)),
+                "Eb": np.zeros((DUAL_BLOCK, N)),
+                "nb": np.zeros(1, dtype=np.int64),
+            }
+            # the pending steps' (a_p, a_W): state when the rule sets them, always lr under GD
+            lrb = np.full((DUAL_BLOCK, 2), pb.lr)
+            if opt.rule.norms:
+                self.state["lrb"] = lrb
+            self.lrb = self.state.get("lrb", lrb)
+        self._init_gd(options)
+        self.e, self.Sc = np.empty(N), np.empty(N)
         self.Hc = np.empty(N + 1)
 
     def advance(self, n_steps, frak_sum):
         st, pb = self.state, self.pb
-        return self.kern.dual_wp_run(st["z"], st["S"], st["P"], st["b"], st["MT"], st["CbT"], st["Eb"], st["nb"],
-                                     self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr, n_steps, frak_sum, self.s,
-                                     self.c, self.e, self.Sc, self.Hc)
+        beta, v = self._head_args()
+        vh = st.get("vh", self.none)
+        if self.heavy:
+            return self.kern.dual_wp_heavy_run(st["z"], st["P"], st["b"], st["MT"], st["bv"], st["MvT"], beta, v,
+                                               self.Gqq, self.Gxx, pb.y, pb.T, pb.relevant, *self._rule(), n_steps,
+                                               frak_sum, self.s, self.c, self.h, vh, self.e, self.eh, self.Hc, self.w,
+                                               self.t, self.fw)
+        return self.kern.dual_wp_run(st["z"], st["S"], st["P"], st["b"], st["MT"], st["CbT"], st["Eb"], self.lrb,
+                                     st["nb"], beta, v, self.Gxx, pb.y, pb.T, pb.relevant, *self._rule(), n_steps,
+                                     frak_sum, self.s, self.c, self.h, vh, self.e, self.eh, self.Sc, self.Hc, self.fw)
 
     def _current(self):
         """The pending block applied to copies of ``(b, MT)``."""
         st = self.state
+        if self.heavy:
+            return st["z"], st["P"], st["b"], st["MT"]
         b, MT = st["b"].copy(), st["MT"].copy()
-        self.kern.dual_wp_flush(b, MT, st["CbT"], st["Eb"], st["nb"].copy(), self.pb.lr, np.empty(b.shape[0]))
+        self.kern.dual_wp_flush(b, MT, st["CbT"], st["Eb"], self.lrb, st["nb"].copy(), np.empty(b.shape[0]))
         return st["z"], st["P"], b, MT
+
+
+@register
+class DualWpNu(DualWp):
+    """``DualWp`` plus ``nu = nu0 + X^T beta``; ``Gxx c`` and ``Gxx h`` share one pass."""
+
+    trained = TRAINABLE_SETS["Wp+nu"]

@@ -37,11 +37,11 @@ import numpy as np
 
 from .._kernels import dop853
 from .._kernels import flow as fk
+from .._kernels import gd as gdk
 from .._result import MAX_STEPS_REACHED, STEP_SIZE_COLLAPSED
 from .._validation import ConfigError, check_float, check_int
-from .base import Coordinates, register
-from .dual import DualPSetup, DualWpSetup
-from .head import _DualHead
+from .base import TRAINABLE_SETS, Coordinates, register
+from .dual import DUAL_BLOCK, DualPSetup, DualWpSetup
 
 # Indices into the int64 control array held in ``state["ctl"]``.
 _PHASE, _TAU, _NEXT_CHECK, _RHS, _ACCEPTED, _REJECTED, _GD_STEPS, _CHECKS = range(8)
@@ -132,7 +132,8 @@ class _Flow(Coordinates):
     """Shared driver: exact-GD start, switch test, then the integrator (see module docstring).
 
     Members combine it with a dual set-up (``DualPSetup``, ``DualWpSetup``) and provide
-    ``_gd``, ``_rho``, ``_flow``, ``_frak_block`` and ``_warm``.
+    ``_gd`` (exact GD: the GD kernels themselves, ``_kernels.gd``), ``_rho``, ``_flow``,
+    ``_frak_block`` and ``_warm``, and may override ``_enter_flow``.
     """
 
     dynamics = "flow"
@@ -140,13 +141,9 @@ class _Flow(Coordinates):
 
     def __init__(self, pb, kern, options=None):
         super().__init__(pb, kern, as_flow_options(options))
-        N, n = pb.N, pb.n
         self.tab = dop853.tableau()
         self.ctl = dop853.controller()
-        # scratch for the GD kernels
-        self.s = np.empty(N); self.vf = np.empty(N); self.c = np.empty(N)
-        self.coef = np.empty(n); self.kap = np.empty(n); self.top = np.empty(n, dtype=np.int64)
-        self.frak = np.empty(n)
+        self.ek, self.eh = np.empty(pb.N), np.empty(pb.N)      # scratch of the GD kernels
         ctl = np.zeros(8, dtype=np.int64)
         ctl[_PHASE] = _GD
         self.state = {"ctl": ctl, "h": np.array([1.0]), "alpha_rho": np.array([np.nan])}
@@ -168,6 +165,13 @@ class _Flow(Coordinates):
     def _warm(self) -> None:
         raise NotImplementedError
 
+    def _enter_flow(self) -> None:
+        """Called once, when the exact-GD start ends (the state then becomes the integrator's)."""
+
+    def _switch(self, ctl):
+        ctl[_PHASE] = _FLOW
+        self._enter_flow()
+
     def _tol(self):
         o = self.options
         return (o.rtol, o.atol, o.h_min)
@@ -182,17 +186,14 @@ class _Flow(Coordinates):
     def _decide(self, ctl):
         """At a decision point of the GD start: switch to the flow, or schedule the next check."""
         tau = int(ctl[_TAU])
-        if self.options.gd_start != "auto":
-            ctl[_PHASE] = _FLOW
-            return
-        if tau >= self.options.gd_start_max:
-            ctl[_PHASE] = _FLOW
+        if self.options.gd_start != "auto" or tau >= self.options.gd_start_max:
+            self._switch(ctl)
             return
         ar = self.pb.lr * self._rho()
         ctl[_CHECKS] += 1
         self.state["alpha_rho"][0] = ar
         if np.isfinite(ar) and ar <= self.options.rho_tol:
-            ctl[_PHASE] = _FLOW
+            self._switch(ctl)
         else:
             ctl[_NEXT_CHECK] = max(tau + 16, (3 * tau) // 2)
 
@@ -282,252 +283,156 @@ class _Flow(Coordinates):
 
 @register
 class FlowP(_Flow, DualPSetup):
-    """p alone, ``p = p0 + K^T a``; small state ``[z | a | F]``."""
+    """p (and the head), ``p = p0 + K^T a``; small state ``[z | a | F]``, with the head
+    ``[z | v | a | beta | F]`` (``v = X_all nu0 + Gxx beta``, DESIGN.md §8)."""
 
     def __init__(self, pb, kern, options=None):
         super().__init__(pb, kern, options)
         N, n = pb.N, pb.n
-        ys = np.zeros(2 * N + n)
+        k = 2 if self.trained.trains_head else 1             # N-blocks before a
+        ys = np.zeros(2 * k * N + n)
         ys[:N] = self.z0
-        self.state.update(ys=ys, eig=np.zeros(N))
-        self.w = np.empty(N)
+        if self.trained.trains_head:
+            ys[N:2 * N] = pb.v
+        self.state.update(ys=ys, eig=np.zeros(k * N))
 
     def _a_z(self):
-        N = self.pb.N
-        ys = self.state["ys"]
-        return ys[N:2 * N], ys[:N]
+        N, ys = self.pb.N, self.state["ys"]
+        k = 2 if self.trained.trains_head else 1
+        return ys[k * N:(k + 1) * N], ys[:N]
+
+    def _beta_v(self):
+        N, ys = self.pb.N, self.state["ys"]
+        return ys[3 * N:4 * N], ys[N:2 * N]
+
+    def _head(self):
+        """``(beta, v, Gxx)`` for the kernels: the head's, or an unused ``beta``, the fixed values and Gram."""
+        if self.trained.trains_head:
+            return (*self._beta_v(), self.Gxx)
+        return self.none, self.pb.v, self.Gkk
 
     def _warm(self):
         pb = self.pb
-        a, z = self._a_z()
+        _, z = self._a_z()
+        _, v, Gxx = self._head()
         self._gd(0, np.zeros(pb.n))
-        fk.spectral_p(z, self.Gkk, pb.v, pb.y, pb.T, pb.relevant, self.state["eig"].copy(), 0)
+        fk.spectral_p(z, v, self.Gkk, Gxx, pb.y, pb.T, pb.relevant, self.state["eig"].copy(), 0)
         self._flow(0.0)
 
     def _gd(self, n_steps, frak_sum):
         pb = self.pb
         a, z = self._a_z()
-        return fk.gd_p_run(a, z, self.Gkk, pb.v, pb.y, pb.T, pb.relevant, pb.lr, n_steps, frak_sum, self.s,
-                           self.vf, self.coef, self.kap, self.top, self.c, self.frak, self.w)
+        beta, v, Gxx = self._head()
+        return gdk.dual_p_run(a, z, beta, v, self.Gkk, Gxx, pb.y, pb.T, pb.relevant, gdk.GD, pb.lr, 0.0, n_steps,
+                              frak_sum, self.s, self.c, self.h, self.none, self.none, self.ek, self.eh, self.fw)
 
     def _rho(self):
         pb = self.pb
         _, z = self._a_z()
-        return fk.spectral_p(z, self.Gkk, pb.v, pb.y, pb.T, pb.relevant, self.state["eig"],
+        _, v, Gxx = self._head()
+        return fk.spectral_p(z, v, self.Gkk, Gxx, pb.y, pb.T, pb.relevant, self.state["eig"],
                              self.options.power_iters)
 
     def _flow(self, t_len):
         pb, st = self.pb, self.state
-        return fk.flow_p_run(st["ys"], self.Gkk, pb.v, pb.y, pb.T, pb.relevant, pb.lr, self.options.correction,
-                             t_len, st["h"], self._tol(), self.options.max_steps, self.tab, self.ctl,
-                             st["ctl"][_RHS:_REJECTED + 1])
+        return fk.flow_p_run(st["ys"], self.Gkk, self._head()[2], pb.v, pb.y, pb.T, pb.relevant, pb.lr,
+                             self.options.correction, t_len, st["h"], self._tol(), self.options.max_steps, self.tab,
+                             self.ctl, st["ctl"][_RHS:_REJECTED + 1])
 
     def _frak_block(self):
-        return self.state["ys"][2 * self.pb.N:]
+        return self.state["ys"][(4 if self.trained.trains_head else 2) * self.pb.N:]
 
 
 @register
-class FlowPNu(_DualHead, FlowP):
-    """p and the head, ``p = p0 + K^T a``, ``nu = nu0 + X_all^T beta``; small state
-    ``[z | v | a | beta | F]`` (``v = X_all nu0 + Gxx beta``, DESIGN.md §8)."""
+class FlowPNu(FlowP):
+    """p and the head."""
 
-    trainable = "p+nu"
-
-    def __init__(self, pb, kern, options=None):
-        super(FlowP, self).__init__(pb, kern, options)        # _Flow and DualPSetup; FlowP's own state is not this one
-        N, n = pb.N, pb.n
-        self.Gxx = np.ascontiguousarray(pb.X @ pb.X.T)
-        ys = np.zeros(4 * N + n)
-        ys[:N] = self.z0
-        ys[N:2 * N] = pb.v
-        self.state.update(ys=ys, eig=np.zeros(2 * N))
-        self.w = np.empty(N); self.h = np.empty(N); self.wh = np.empty(N)
-        self._init_head_readout()
-
-    def _a_z(self):
-        N = self.pb.N
-        ys = self.state["ys"]
-        return ys[2 * N:3 * N], ys[:N]
-
-    def _beta_v(self):
-        N = self.pb.N
-        ys = self.state["ys"]
-        return ys[3 * N:4 * N], ys[N:2 * N]
-
-    def _warm(self):
-        pb = self.pb
-        _, z = self._a_z()
-        _, v = self._beta_v()
-        self._gd(0, np.zeros(pb.n))
-        fk.spectral_p_nu(z, v, self.Gkk, self.Gxx, pb.y, pb.T, pb.relevant, self.state["eig"].copy(), 0)
-        self._flow(0.0)
-
-    def _gd(self, n_steps, frak_sum):
-        pb = self.pb
-        a, z = self._a_z()
-        beta, v = self._beta_v()
-        return fk.gd_p_nu_run(a, z, beta, v, self.Gkk, self.Gxx, pb.y, pb.T, pb.relevant, pb.lr, n_steps, frak_sum,
-                              self.s, self.vf, self.coef, self.kap, self.top, self.c, self.frak, self.h, self.w,
-                              self.wh)
-
-    def _rho(self):
-        pb = self.pb
-        _, z = self._a_z()
-        _, v = self._beta_v()
-        return fk.spectral_p_nu(z, v, self.Gkk, self.Gxx, pb.y, pb.T, pb.relevant, self.state["eig"],
-                                self.options.power_iters)
-
-    def _flow(self, t_len):
-        pb, st = self.pb, self.state
-        return fk.flow_p_nu_run(st["ys"], self.Gkk, self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
-                                self.options.correction, t_len, st["h"], self._tol(), self.options.max_steps,
-                                self.tab, self.ctl, st["ctl"][_RHS:_REJECTED + 1])
-
-    def _frak_block(self):
-        return self.state["ys"][4 * self.pb.N:]
+    trained = TRAINABLE_SETS["p+nu"]
 
 
 @register
 class FlowWp(_Flow, DualWpSetup):
-    """W and p, ``p = Q b``, ``W = W0 + Q M X``; small state ``[z | P | b | F]`` plus ``S``, ``MT``."""
-
-    #: N-sized blocks between ``b`` and ``F`` in ``ys`` (FlowWpNu: ``v`` and ``beta``).
-    _head_blocks = 0
+    """W and p (and the head), ``p = Q b``, ``W = W0 + Q M X``; small state ``[z | P | b | F]``, with the
+    head ``[z | P | b | v | beta | F]``, plus ``S``, ``MT``. The exact-GD start is ``dual_wp_run``'s,
+    its pending ``(b, M)`` block part of the state until the switch to the integrator applies it."""
 
     def __init__(self, pb, kern, options=None):
         super().__init__(pb, kern, options)
         N, n = pb.N, pb.n
+        head = self.trained.trains_head
         init = self._initial()
-        ys = np.zeros((2 + self._head_blocks) * N + 2 + n)
+        ys = np.zeros((4 if head else 2) * N + 2 + n)
         ys[:N] = init["z"]
         ys[N] = init["P"][0]
         ys[N + 1:2 * N + 2] = init["b"]
-        self.state.update(ys=ys, S=init["S"], MT=np.zeros((N, N + 1)),
-                          eig_b=np.zeros(N + 1), eig_MT=np.zeros((N, N + 1)))
+        if head:
+            ys[2 * N + 2:3 * N + 2] = pb.v
+        self.state.update(ys=ys, S=init["S"], MT=np.zeros((N, N + 1)), CbT=np.zeros((N, DUAL_BLOCK)),
+                          Eb=np.zeros((DUAL_BLOCK, N)), nb=np.zeros(1, dtype=np.int64),
+                          eig_b=np.zeros(N + 1), eig_MT=np.zeros((N, N + 1)), eig_beta=np.zeros(N if head else 0))
+        self.lrb = np.full((DUAL_BLOCK, 2), pb.lr)
         self.e = np.empty(N); self.Sc = np.empty(N); self.Hc = np.empty(N + 1)
 
+    def _views(self):
+        """``(z, P, b)``: views into ``ys``."""
+        N, ys = self.pb.N, self.state["ys"]
+        return ys[:N], ys[N:N + 1], ys[N + 1:2 * N + 2]
+
     def _current(self):
-        N = self.pb.N
-        ys = self.state["ys"]
-        return ys[:N], ys[N:N + 1], ys[N + 1:2 * N + 2], self.state["MT"]
+        st = self.state
+        z, P, b = self._views()
+        if st["nb"][0] == 0:
+            return z, P, b, st["MT"]
+        b, MT = b.copy(), st["MT"].copy()
+        gdk.dual_wp_flush(b, MT, st["CbT"], st["Eb"], self.lrb, st["nb"].copy(), np.empty(b.shape[0]))
+        return z, P, b, MT
+
+    def _enter_flow(self):
+        st = self.state
+        gdk.dual_wp_flush(self._views()[2], st["MT"], st["CbT"], st["Eb"], self.lrb, st["nb"], self.Hc)
+
+    def _beta_v(self):
+        N, ys = self.pb.N, self.state["ys"]
+        return ys[3 * N + 2:4 * N + 2], ys[2 * N + 2:3 * N + 2]
+
+    def _head(self):
+        """``(beta, v)`` for the kernels: the head's, or an unused ``beta`` and the fixed values."""
+        return self._beta_v() if self.trained.trains_head else (self.none, self.pb.v)
 
     def _warm(self):
         pb, st = self.pb, self.state
-        z, _, b, _ = self._current()
+        z, _, b, MT = self._current()
         self._gd(0, np.zeros(pb.n))
-        fk.spectral_wp(z, b, st["MT"], self.Gqq, self.Gxx, pb.v, pb.y, pb.T, pb.relevant, st["eig_b"].copy(),
-                       st["eig_MT"].copy(), 0)
+        fk.spectral_wp(z, b, MT, self.Gqq, self.Gxx, self._head()[1], pb.y, pb.T, pb.relevant, st["eig_b"].copy(),
+                       st["eig_MT"].copy(), st["eig_beta"].copy(), 0)
         self._flow(0.0)
 
     def _gd(self, n_steps, frak_sum):
         pb, st = self.pb, self.state
-        z, P, b, MT = self._current()
-        return fk.gd_wp_run(z, st["S"], P, b, MT, self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr, n_steps,
-                            frak_sum, self.s, self.vf, self.coef, self.kap, self.top, self.c, self.frak, self.e,
-                            self.Sc, self.Hc)
+        z, P, b = self._views()
+        beta, v = self._head()
+        return gdk.dual_wp_run(z, st["S"], P, b, st["MT"], st["CbT"], st["Eb"], self.lrb, st["nb"], beta, v,
+                               self.Gxx, pb.y, pb.T, pb.relevant, gdk.GD, pb.lr, 0.0, n_steps, frak_sum, self.s,
+                               self.c, self.h, self.none, self.e, self.eh, self.Sc, self.Hc, self.fw)
 
     def _rho(self):
         pb, st = self.pb, self.state
         z, _, b, MT = self._current()
-        return fk.spectral_wp(z, b, MT, self.Gqq, self.Gxx, pb.v, pb.y, pb.T, pb.relevant, st["eig_b"],
-                              st["eig_MT"], self.options.power_iters)
-
-    #: The integrator entry point; FlowWpNu's takes the same arguments with the head in ``ys``.
-    _flow_run = staticmethod(fk.flow_wp_run)
+        return fk.spectral_wp(z, b, MT, self.Gqq, self.Gxx, self._head()[1], pb.y, pb.T, pb.relevant, st["eig_b"],
+                              st["eig_MT"], st["eig_beta"], self.options.power_iters)
 
     def _flow(self, t_len):
         pb, st = self.pb, self.state
-        return self._flow_run(st["ys"], st["S"], st["MT"], self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
+        return fk.flow_wp_run(st["ys"], st["S"], st["MT"], self.Gxx, pb.v, pb.y, pb.T, pb.relevant, pb.lr,
                               self.options.correction, t_len, st["h"], self._tol(), self.options.max_steps,
                               self.tab, self.ctl, st["ctl"][_RHS:_REJECTED + 1])
 
     def _frak_block(self):
-        return self.state["ys"][2 * self.pb.N + 2:]
+        return self.state["ys"][(4 if self.trained.trains_head else 2) * self.pb.N + 2:]
 
 
 @register
-class FlowWpNu(_DualHead, FlowWp):
-    """W, p and the head, ``nu = nu0 + X_all^T beta``; small state ``[z | P | b | v | beta | F]``
-    plus ``S``, ``MT`` (DESIGN.md §8)."""
+class FlowWpNu(FlowWp):
+    """W, p and the head."""
 
-    trainable = "Wp+nu"
-    _flow_run = staticmethod(fk.flow_wp_nu_run)
-    _head_blocks = 2
-
-    def __init__(self, pb, kern, options=None):
-        FlowWp.__init__(self, pb, kern, options)     # not _DualHead's: the flow keeps beta and v inside ys
-        N = pb.N
-        self.state["ys"][2 * N + 2:3 * N + 2] = pb.v
-        self.state["eig_beta"] = np.zeros(N)
-        self.h = np.empty(N); self.eh = np.empty(N)
-        self._init_head_readout()
-
-    def _beta_v(self):
-        N = self.pb.N
-        ys = self.state["ys"]
-        return ys[3 * N + 2:4 * N + 2], ys[2 * N + 2:3 * N + 2]
-
-    def _warm(self):
-        pb, st = self.pb, self.state
-        z, _, b, _ = self._current()
-        _, v = self._beta_v()
-        self._gd(0, np.zeros(pb.n))
-        fk.spectral_wp_nu(z, b, st["MT"], self.Gqq, self.Gxx, v, pb.y, pb.T, pb.relevant, st["eig_b"].copy(),
-                          st["eig_MT"].copy(), st["eig_beta"].copy(), 0)
-        self._flow(0.0)
-
-    def _gd(self, n_steps, frak_sum):
-        pb, st = self.pb, self.state
-        z, P, b, MT = self._current()
-        beta, v = self._beta_v()
-        return fk.gd_wp_nu_run(z, st["S"], P, b, MT, beta, v, self.Gxx, pb.y, pb.T, pb.relevant, pb.lr, n_steps,
-                               frak_sum, self.s, self.vf, self.coef, self.kap, self.top, self.c, self.frak, self.e,
-                               self.Sc, self.Hc, self.h, self.eh)
-
-    def _rho(self):
-        pb, st = self.pb, self.state
-        z, _, b, MT = self._current()
-        _, v = self._beta_v()
-        return fk.spectral_wp_nu(z, b, MT, self.Gqq, self.Gxx, v, pb.y, pb.T, pb.relevant, st["eig_b"],
-                                 st["eig_MT"], st["eig_beta"], self.options.power_iters)
-
-    def _frak_block(self):
-        return self.state["ys"][4 * self.pb.N + 2:]
-
-
-def field(coords, correction=None) -> dict:
-    """The field the integrator follows, ``d/dtau`` of each state block at the current state.
-
-    For tests and diagnostics. Keys: ``z`` (N,), ``a`` (N,) for p only; ``z``, ``v``, ``a``,
-    ``beta`` (N,) for p and the head; ``z``, ``P``,
-    ``b`` (N+1,), ``S`` (N, N), ``MT`` (N, N+1) for W and p; ``frak`` (n,).
-    """
-    pb, st, opt = coords.pb, coords.state, coords.options
-    corr = opt.correction if correction is None else bool(correction)
-    N, n = pb.N, pb.n
-    ys = st["ys"]
-    k = np.zeros(ys.size)
-    FAC = np.zeros((8, 12, N + 1))
-    work = np.zeros((13, N + 1))
-    s, vf, coef, kap = np.empty(N), np.empty(N), np.empty(n), np.empty(n)
-    top = np.empty(n, dtype=np.int64)
-    if isinstance(coords, FlowWp):
-        head = isinstance(coords, FlowWpNu)
-        fk._stage(fk._MODE_WP_NU if head else fk._MODE_WP, 0, np.zeros(12), ys, st["S"], st["MT"], coords.Gxx, pb.v, pb.y, pb.T, pb.relevant,
-                  pb.lr, corr, k, FAC, work, s, vf, coef, kap, top)
-        E, Qv, R, Z, BETA, C, GAM, DC = (FAC[i, 0] for i in range(8))
-        S = np.outer(E[:N], Qv[:N]) + np.outer(Qv[:N], E[:N]) + np.outer(R[:N], Z[:N]) + np.outer(Z[:N], R[:N])
-        MT = np.outer(C[:N], BETA) + np.outer(DC[:N], GAM)
-        out = {"z": k[:N], "P": k[N], "b": k[N + 1:2 * N + 2], "S": S, "MT": MT}
-        if head:
-            out.update(v=k[2 * N + 2:3 * N + 2], beta=k[3 * N + 2:4 * N + 2], frak=k[4 * N + 2:])
-        else:
-            out.update(frak=k[2 * N + 2:])
-        return out
-    if isinstance(coords, FlowPNu):
-        fk._stage(fk._MODE_P_NU, 0, np.zeros(12), ys, coords.Gxx, np.zeros((0, 0)), coords.Gkk, pb.v, pb.y, pb.T,
-                  pb.relevant, pb.lr, corr, k, FAC, work, s, vf, coef, kap, top)
-        return {"z": k[:N], "v": k[N:2 * N], "a": k[2 * N:3 * N], "beta": k[3 * N:4 * N], "frak": k[4 * N:]}
-    fk._stage(fk._MODE_P, 0, np.zeros(12), ys, np.zeros((0, 0)), np.zeros((0, 0)), coords.Gkk, pb.v, pb.y, pb.T,
-              pb.relevant, pb.lr, corr, k, FAC, work, s, vf, coef, kap, top)
-    return {"z": k[:N], "a": k[N:2 * N], "frak": k[2 * N:]}
+    trained = TRAINABLE_SETS["Wp+nu"]

@@ -1,9 +1,12 @@
 """The numerical layer: numba kernels on plain arrays, each beside its slow NumPy twin.
 
-- ``gd``: the GD loops (primal and dual, p and W,p), ``loss_and_grads`` and the
-  save-time sweeps; ``gd_twins``: their NumPy twins.
-- ``flow``: the gradient-flow integrator (DOP853 in dual coordinates), its exact-GD
-  start and Jacobian estimates; ``flow_twins``: NumPy twins of its pieces.
+- ``core``: the coefficient core (scores -> attention, outputs, ``c``, ``h``, 𝔖) every kernel
+  calls, its JVP, and the sweep primitives;
+- ``gd``: one step kernel per parametrisation (primal/dual x p, W,p, each with or without the
+  head), the optimisers' rules (``RULES``), ``loss_and_grads`` and the save-time sweeps;
+  ``gd_twins``: the NumPy twins of ``core`` and ``gd``;
+- ``flow``: the gradient-flow integrator (DOP853 in dual coordinates) and its Jacobian
+  estimates; ``flow_twins``: their twins;
 - ``dop853``: the integrator's tableau and controller constants, as data.
 
 Nothing here knows about configs, results or files (DESIGN.md §6).

@@ -17,7 +17,7 @@ from .._coords.flow import FlowOptions, as_flow_options
 
 #: Config fields added after the first sweeps were written, with the value every earlier run had:
 #: left out of the key at that value, so that existing folders keep their keys.
-_LATE_FIELDS = {"test_metrics": "sample", "optimizer": "gd", "ngd_norm": "joint", "w0": "random",
+_LATE_FIELDS = {"test_metrics": "sample", "optimizer": "gd", "ngd_norm": "joint", "momentum": None, "w0": "random",
                 "head_init": "official", "sigma_nu": 0.0, "signal_noise": "noisy", "labels": "balanced",
                 "space": "explicit"}
 
