@@ -191,16 +191,9 @@ class Sweep:
         return tables.to_csv(self, path)
 
     def grid_mean(self, metric: str, x: str, y: str, **fixed) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Average a summary metric over the other axes (seeds, ...) on the (x, y) grid.
-
-        Returns
-        -------
-        xs : ndarray, shape (nx,)
-        ys : ndarray, shape (ny,)
-        mean : ndarray, shape (ny, nx)
-            NaN where no point (or only NaN values) exists.
-        count : ndarray of int, shape (ny, nx)
-        """
+        """Average a summary metric over the other axes (seeds, ...) on the (x, y) grid of the points
+        matching ``fixed``: ``(xs (nx,), ys (ny,), mean (ny, nx), count (ny, nx))``, NaN where no point
+        (or only NaN values) exists (``attnsim._sweep.tables.grid_mean``)."""
         return tables.grid_mean(self.select(**fixed), metric, x, y)
 
     # ---------------------------------------------------------------- writing
