@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._config import NGD_NORMS, OPTIMIZERS, TRAINABLE
 from ._coords import DYNAMICS, Optimizer, choose_engine, make_coordinates
 from ._kernels import BACKENDS
 from ._max_margin import check_max_margin
@@ -22,9 +23,6 @@ from ._validation import (ConfigError, check_array, check_choice, check_float, c
                           check_steps)
 
 ENGINES = ("auto", "primal", "dual")
-TRAINABLE = ("Wp", "p", "Wp+nu", "p+nu")
-OPTIMIZERS = ("gd", "ngd", "momentum")
-NGD_NORMS = ("joint", "block")
 
 
 def _check_roles(roles, T):
