@@ -549,7 +549,8 @@ def breakdown(args):
     """
     from numba import njit
 
-    from attnsim._kernels import gd
+    from attnsim._coords.base import aligned_copy
+    from attnsim._kernels import core, gd
 
     pb = problem(2000, "Wp")
     run = attnsim.prepare(pb["X"], pb["y"], pb["W0"], pb["p0"], pb["nu"], lr=pb["lr"], steps=10**12,
@@ -565,12 +566,12 @@ def breakdown(args):
     @njit
     def t_coef(k, z, v, y, T, relevant, s, c, frak, work):
         for _ in range(k):
-            gd._coefficients_work(z, v, y, T, relevant, s, c, frak, work)
+            core.coefficients(z, v, y, T, relevant, s, c, np.empty(0), frak, work, False)
 
     @njit
     def t_gemv(k, e, Gxx, c):
         for _ in range(k):
-            gd._rows_gemv(e, Gxx, c)
+            core._rows_gemv(e, Gxx, c)
 
     @njit
     def t_sweep(k, S, c, z, e, lr, Sc):
@@ -593,22 +594,23 @@ def breakdown(args):
             ts.append((time.process_time() - t) / k * 1e6)
         return med(ts), min(ts), max(ts)
 
-    z, S = st["z"].copy(), st["S"].copy()
-    s, c, e, Sc = (np.empty(N) for _ in range(4))
-    work = np.empty(3 * N + 7 * p.n)
-    gd._coefficients_work(z, p.v, p.y, p.T, p.relevant, s, c, frak, work)
-    gd._rows_gemv(e, co.Gxx, c)
+    # the parts' arrays on cache-line boundaries, as the run's own (Coordinates.align_arrays)
+    z, S = aligned_copy(st["z"]), aligned_copy(st["S"])
+    s, c, e, Sc = (aligned_copy(np.empty(N)) for _ in range(4))
+    work = np.empty(core.fw_size(p.n, p.T))
+    core.coefficients(z, p.v, p.y, p.T, p.relevant, s, c, np.empty(0), frak, work, False)
+    core._rows_gemv(e, co.Gxx, c)
     scale = 1e-3 / max(np.max(np.abs(c)), 1e-300)   # keep the flush's state finite over many repeats
-    CbT = np.ascontiguousarray(np.tile((c * scale)[:, None], (1, B)))
-    Eb = np.ascontiguousarray(np.tile((e * scale)[None, :], (B, 1)))
-    Y, Bb, Ce, wb = gd._flush_scratch(N, B)
+    CbT = aligned_copy(np.tile((c * scale)[:, None], (1, B)))
+    Eb = aligned_copy(np.tile((e * scale)[None, :], (B, 1)))
+    Y, Bb, Ce, wb = (aligned_copy(x) for x in gd._flush_scratch(N, B))
     k = args.steps_wp
     parts = {
         "coefficients (softmax, c, 𝔖)": per_step(t_coef, k, z, p.v, p.y, p.T, p.relevant, s, c, frak.copy(), work),
         "e = Gxx c (one N×N read)": per_step(t_gemv, k, e, co.Gxx, c),
         "S sweep: Sc = S c and the rank-2 update (N×N read + write)": per_step(t_sweep, k, S, c, z, e, p.lr, Sc),
         f"(b, M) block flush, per step (1/{B} of a flush)": tuple(
-            x / B for x in per_step(t_flush, max(k // B, 1), st["b"].copy(), st["MT"].copy(), CbT, Eb, p.lr,
+            x / B for x in per_step(t_flush, max(k // B, 1), st["b"].copy(), aligned_copy(st["MT"]), CbT, Eb, p.lr,
                                     Y, Bb, Ce, np.empty(N + 1), wb)),
     }
     rates = []
@@ -637,15 +639,15 @@ def breakdown(args):
     @njit
     def t_axpy(k, z, Gkk, c):
         for _ in range(k):
-            gd._rows_axpy(z, Gkk, c, 0.0)
+            core._rows_axpy(z, Gkk, c, 0.0)
 
     pbp = problem(2000, "p")
     peers = [Attnsim(pbp), JaxPeer(pbp, "closed"), JaxPeer(pbp, "dual")]
     for im in peers:
         im.warm_up()
     cp = peers[0].run.coords
-    zp = cp.state["z"].copy()
-    gd._coefficients_work(zp, cp.pb.v, cp.pb.y, cp.pb.T, cp.pb.relevant, s, c, frak, work)
+    zp = aligned_copy(cp.state["z"])
+    core.coefficients(zp, cp.pb.v, cp.pb.y, cp.pb.T, cp.pb.relevant, s, c, np.empty(0), frak, work, False)
     kp = args.steps_p
     rows = {"coefficients (softmax, c, 𝔖)": per_step(t_coef, kp, zp, cp.pb.v, cp.pb.y, cp.pb.T, cp.pb.relevant, s,
                                                    c, frak.copy(), work),

@@ -24,3 +24,18 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 @pytest.fixture
 def rng():
     return np.random.default_rng(20250713)
+
+
+@pytest.fixture(autouse=True)
+def _python_sigint_handler():
+    """Each test runs with Python's own SIGINT handler, as in a terminal. A shell starts background
+    jobs (``make test &``) with SIGINT ignored, and Python keeps that: the in-process Ctrl-C tests
+    (``os.kill(os.getpid(), SIGINT)``) then saw their runs finish with exit 0 instead of 130."""
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    if before is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if before is not None:                    # None: a handler not installed from Python, left alone
+        signal.signal(signal.SIGINT, before)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from attnsim import SaveAt, train
 from tools.plain_gd import gd_trajectory
+from attnsim._coords import REGISTRY
 from tools.coords_grid import ENGINES, GD
 
 
@@ -222,3 +223,39 @@ def test_without_test_set_test_figures_are_nan():
 def test_auto_engine_is_recorded_and_is_dual_when_d_exceeds_N():
     arrays, _ = make_problem(6, n=2, T=2, d=40)
     assert train(**arrays, lr=0.1, steps=50).engine == "dual"
+
+
+# ------------------------------------------------------------------ array placement
+
+
+@pytest.mark.parametrize("key", sorted(REGISTRY))
+def test_coordinates_place_their_arrays_on_cache_lines_and_keep_shared_ones_shared(key):
+    """``Coordinates.align_arrays``: every state array and array attribute up to ``ALIGN_MAX_BYTES``
+    starts on a 64-byte boundary, and an array that two names (or a tuple) held is still one
+    object, the one the state holds: the kernels must advance what a checkpoint stores."""
+    from attnsim._coords.base import ALIGN_MAX_BYTES
+    from attnsim._engine import prepare
+
+    dynamics, engine, trainable = key
+    rng = np.random.default_rng(5)
+    n, T, d = 4, 3, 40
+    X = rng.standard_normal((n, T, d))
+    y = np.array([1.0, -1.0, 1.0, -1.0])
+    for W0 in (rng.standard_normal((d, d)) / d, None):          # None: W0 = I
+        run = prepare(X, y, W0, rng.standard_normal(d), rng.standard_normal(d), lr=0.1, steps=10,
+                      trainable=trainable, engine=engine, dynamics=dynamics)
+        co = run.coords
+        named = {f"state[{k!r}]": v for k, v in co.state.items()}
+        named |= {k: v for k, v in vars(co).items() if isinstance(v, np.ndarray)}
+        named |= {f"{k}[{i}]": x for k, v in vars(co).items() if isinstance(v, tuple)
+                  for i, x in enumerate(v) if isinstance(x, np.ndarray)}
+        for name, x in named.items():
+            if 64 <= x.nbytes <= ALIGN_MAX_BYTES and x.flags.c_contiguous:
+                assert x.ctypes.data % 64 == 0, f"{key} {name} starts {x.ctypes.data % 64} bytes into a line"
+        state_ids = {id(v) for v in co.state.values()}
+        for name, x in named.items():            # a state array seen under another name is the same object
+            if not name.startswith("state["):
+                overlaps = [k for k, v in co.state.items() if np.shares_memory(v, x)]
+                assert not overlaps or id(x) in state_ids, f"{key} {name} is a stale copy of state {overlaps}"
+        if engine == "dual" and trainable == "p+nu" and W0 is None:
+            assert co.Gxx is co.Gkk                  # W0 = I: one Gram, swept once for both blocks

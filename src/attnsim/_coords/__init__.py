@@ -31,7 +31,9 @@ def make_coordinates(pb, *, dynamics: str, engine: str, trainable: str, kern, op
                      optimizer: Optimizer | None = None) -> Coordinates:
     """The registered coordinate system for ``(dynamics, engine, trainable)``, set up on ``pb``: with
     ``options`` (``FlowOptions``) for the flow, ``optimizer`` (None: plain GD) for GD."""
-    return REGISTRY[(dynamics, engine, trainable)](pb, kern, options if dynamics == "flow" else optimizer)
+    coords = REGISTRY[(dynamics, engine, trainable)](pb, kern, options if dynamics == "flow" else optimizer)
+    coords.align_arrays()
+    return coords
 
 
 __all__ = ["DYNAMICS", "REGISTRY", "TRAINABLE_SETS", "Coordinates", "FlowOptions", "HeadObservation", "Observation",

@@ -71,14 +71,14 @@ class DualPSetup(DualSetup):
         self.Gkk = np.ascontiguousarray(self.K @ self.K.T)   # (N, N)
         self.z0, self.P0 = self.K @ pb.p0, float(pb.p0 @ pb.p0)
         W0T_K = pb.w0t_mul(self.K.T)                 # (d, N)
+        q0 = pb.w0t_mul(pb.p0)                       # W0^T p0, once for its three uses
         # Test scores' dependence on a, stored transposed (N, Nt) for the serial
         # save-time kernel (a threaded BLAS matvec here stalls when the cores are busy).
         self.AtT = np.ascontiguousarray((pb.Xt @ W0T_K).T)
-        self.zt0 = pb.Xt @ pb.w0t_mul(pb.p0)
+        self.zt0 = pb.Xt @ q0
         self.R_p = (pb.probes_all @ pb.p0, pb.probes_all @ self.K.T)           # <p0, r>, <k_j, r>
-        self.R_q = (pb.probes_all @ pb.w0t_mul(pb.p0), pb.probes_all @ W0T_K)  # <W0^T p0, r>, <W0^T k_j, r>
-        # ||W0^T p||^2 = |q0|^2 + 2 a.(B^T q0) + a^T (B^T B) a with q0 = W0^T p0, B = W0^T K^T
-        q0 = pb.w0t_mul(pb.p0)
+        self.R_q = (pb.probes_all @ q0, pb.probes_all @ W0T_K)                 # <W0^T p0, r>, <W0^T k_j, r>
+        # ||W0^T p||^2 = |q0|^2 + 2 a.(B^T q0) + a^T (B^T B) a with B = W0^T K^T
         # Keys of norm ~1e100 (tests of genuine overflow) overflow this Gram: then query_norm is
         # inf and the run reports the scores' overflow; no RuntimeWarning from the set-up.
         with np.errstate(over="ignore", invalid="ignore"):

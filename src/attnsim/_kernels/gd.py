@@ -497,8 +497,8 @@ def dual_wp_heavy_run(z, P, b, MT, bv, MvT, beta, v, Gqq, Gxx, y, T, relevant, r
 
 @njit(cache=True)
 def _flush_scratch(N, B):
-    """Scratch of a block flush of the (b, M) recurrence: ``Y``, ``Bb`` (B, N+1), ``Ce`` (B, B), ``wb`` (B,)."""
-    return np.empty((B, N + 1)), np.empty((B, N + 1)), np.empty((B, B)), np.empty(B)
+    """Scratch of a block flush of the (b, M) recurrence: ``Y``, ``Bb`` (B, N+1), ``Ce`` (B, B), ``wb`` (N, B)."""
+    return np.empty((B, N + 1)), np.empty((B, N + 1)), np.empty((B, B)), np.empty((N, B))
 
 
 @njit(cache=True)
@@ -518,6 +518,55 @@ def _block_ce(Ce, Eb, CbT, nb):
 
 
 @njit(cache=True)
+def _block_rows(Y, A, G, sign):
+    """``Y[t] = Y[t] + sign * sum_j A[t, j] G[j]`` for every row t of ``Y`` (B, m), j over the rows
+    of ``G`` (k, m) in order, each element accumulated left to right: the bits of k single-row axpys.
+
+    Register-blocked, four rows of ``Y`` against four rows of ``G``: each loaded element of ``G``
+    serves four outputs, where a one-row loop loads a ``G`` element per multiply-add (the flush's
+    two passes ran at about a third of a core's float64 rate that way). The rows of ``Y`` are the
+    outer loop, as in a one-row axpy: with ``G``'s rows outside, LLVM gave up vectorising.
+    """
+    nt = Y.shape[0]
+    k = G.shape[0]
+    m = Y.shape[1]
+    k4 = k - k % 4
+    nt4 = nt - nt % 4
+    for t in range(0, nt4, 4):
+        y0, y1, y2, y3 = Y[t], Y[t + 1], Y[t + 2], Y[t + 3]
+        e0, e1, e2, e3 = A[t], A[t + 1], A[t + 2], A[t + 3]
+        for j in range(0, k4, 4):
+            a00, a01, a02, a03 = sign * e0[j], sign * e0[j + 1], sign * e0[j + 2], sign * e0[j + 3]
+            a10, a11, a12, a13 = sign * e1[j], sign * e1[j + 1], sign * e1[j + 2], sign * e1[j + 3]
+            a20, a21, a22, a23 = sign * e2[j], sign * e2[j + 1], sign * e2[j + 2], sign * e2[j + 3]
+            a30, a31, a32, a33 = sign * e3[j], sign * e3[j + 1], sign * e3[j + 2], sign * e3[j + 3]
+            g0, g1, g2, g3 = G[j], G[j + 1], G[j + 2], G[j + 3]
+            for r in range(m):
+                q0 = g0[r]
+                q1 = g1[r]
+                q2 = g2[r]
+                q3 = g3[r]
+                y0[r] = y0[r] + a00 * q0 + a01 * q1 + a02 * q2 + a03 * q3
+                y1[r] = y1[r] + a10 * q0 + a11 * q1 + a12 * q2 + a13 * q3
+                y2[r] = y2[r] + a20 * q0 + a21 * q1 + a22 * q2 + a23 * q3
+                y3[r] = y3[r] + a30 * q0 + a31 * q1 + a32 * q2 + a33 * q3
+        for j in range(k4, k):
+            g = G[j]
+            for tt in range(t, t + 4):
+                a = sign * A[tt, j]
+                y = Y[tt]
+                for r in range(m):
+                    y[r] = y[r] + a * g[r]
+    for t in range(nt4, nt):
+        y = Y[t]
+        for j in range(k):
+            a = sign * A[t, j]
+            g = G[j]
+            for r in range(m):
+                y[r] = y[r] + a * g[r]
+
+
+@njit(cache=True)
 def _flush_dual_coefs(b, MT, CbT, Eb, nb, lrb, Y, Bb, Ce, Hc, w):
     """Apply ``nb`` deferred steps of the ``(b, M)`` recurrence in one go.
 
@@ -531,37 +580,15 @@ def _flush_dual_coefs(b, MT, CbT, Eb, nb, lrb, Y, Bb, Ce, Hc, w):
     a small sequential loop gives the ``b_tau`` (``Bb``), and a second pass applies the ``nb``
     rank-one updates of ``M`` together. Each ``MT`` element is read twice and written once per
     *block* instead of read and written every step, which keeps the per-step working set (``Gxx``,
-    ``S``) in L2. Scratch: ``Y``, ``Bb`` (B, N+1), ``Ce`` (B, B), ``w`` (B,). ``Hc`` receives the
-    last ``E c + M e``.
+    ``S``) in L2. Both passes are ``_block_rows``. Scratch: ``Y``, ``Bb`` (B, N+1), ``Ce`` (B, B),
+    ``w`` (N, B): ``w[j, t] = a_W,t c_t[j]``. ``Hc`` receives the last ``E c + M e``.
     """
     N = MT.shape[0]
     N1 = MT.shape[1]
-    N4 = N - N % 4
-    for t in range(nb):
-        yt = Y[t]
-        for r in range(N1):
-            yt[r] = 0.0
-    # Y[t] = M_0 e_t = sum_j e_t[j] MT[j, :], four rows of MT at a time
-    for j in range(0, N4, 4):
-        r0 = MT[j]
-        r1 = MT[j + 1]
-        r2 = MT[j + 2]
-        r3 = MT[j + 3]
-        for t in range(nb):
-            a0 = Eb[t, j]
-            a1 = Eb[t, j + 1]
-            a2 = Eb[t, j + 2]
-            a3 = Eb[t, j + 3]
-            yt = Y[t]
-            for r in range(N1):
-                yt[r] = yt[r] + a0 * r0[r] + a1 * r1[r] + a2 * r2[r] + a3 * r3[r]
-    for j in range(N4, N):
-        row = MT[j]
-        for t in range(nb):
-            a = Eb[t, j]
-            yt = Y[t]
-            for r in range(N1):
-                yt[r] += a * row[r]
+    Yb = Y[:nb]
+    Yb[:, :] = 0.0
+    # Y[t] = M_0 e_t = sum_j e_t[j] MT[j, :]
+    _block_rows(Yb, Eb, MT, 1.0)
     _block_ce(Ce, Eb, CbT, nb)
     # the b_tau, in order
     for t in range(nb):
@@ -582,8 +609,8 @@ def _flush_dual_coefs(b, MT, CbT, Eb, nb, lrb, Y, Bb, Ce, Hc, w):
     # M_nb = M_0 - sum_t a_W,t b_t c_t^T: row j of MT takes -sum_t a_W,t c_t[j] b_t
     for j in range(N):
         for t in range(nb):
-            w[t] = lrb[t, 1] * CbT[j, t]
-        _rows_axpy(MT[j], Bb[:nb], w, 1.0)
+            w[j, t] = lrb[t, 1] * CbT[j, t]
+    _block_rows(MT, w[:, :nb], Bb[:nb], -1.0)
 
 
 @njit(cache=True)
