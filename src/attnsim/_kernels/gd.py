@@ -557,13 +557,8 @@ def _block_rows(Y, A, G, sign):
                 y = Y[tt]
                 for r in range(m):
                     y[r] = y[r] + a * g[r]
-    for t in range(nt4, nt):
-        y = Y[t]
-        for j in range(k):
-            a = sign * A[t, j]
-            g = G[j]
-            for r in range(m):
-                y[r] = y[r] + a * g[r]
+    for t in range(nt4, nt):              # y - (-sign a) g is y + (sign a) g exactly: the same bits
+        _rows_axpy(Y[t], G, A[t], -sign)
 
 
 @njit(cache=True)
