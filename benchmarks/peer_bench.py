@@ -108,8 +108,10 @@ class Attnsim:
     def _prepare(self, steps, save_at, defaults=False):
         pb = self.pb
         extra = dict(probes=pb["probes"], engine="auto") if defaults else dict(engine="dual")
+        # _borrowed: what attnsim.train passes (its Run ends within the call, so X and W0 are not copied)
         return attnsim.prepare(pb["X"], pb["y"], pb["W0"], pb["p0"], pb["nu"], lr=pb["lr"], steps=steps,
-                               trainable=pb["trainable"], save_at=save_at, relevant=pb["relevant"], **extra)
+                               trainable=pb["trainable"], save_at=save_at, relevant=pb["relevant"], _borrowed=True,
+                               **extra)
 
     def warm_up(self):
         self.run = self._prepare(10**12, [0, 10**12])

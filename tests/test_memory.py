@@ -65,16 +65,21 @@ def test_prepare_run_refuses_before_drawing_anything(short_of_memory, monkeypatc
     assert isinstance(info.value, ConfigError) and info.value.available == 64 * 2 ** 20
 
 
-def test_train_refuses_before_copying(short_of_memory):
+@pytest.mark.parametrize("how", ["train", "prepare"])
+def test_refused_before_anything_is_copied_or_allocated(short_of_memory, how):
+    """``train`` reads the caller's arrays (no input copies in the estimate); ``prepare`` copies them
+    (0.0671 GiB, the d x d W0) and says so."""
     d = 3000
     X = np.zeros((2, 2, d))
-    # d x d = 0.0671 GiB: the copy of W0, the iterate, three temporaries of ||W - W0|| and the final W
+    # the three largest items: the copy of W0 displaces the final W from the list
+    copies, final = ((r"input copies 0\.0671 GiB, ", "") if how == "prepare"
+                     else ("", r", final W \(d x d\) 0\.0671 GiB"))
+    total = r"0\.653" if how == "prepare" else r"0\.586"
     with pytest.raises(MemoryBudgetError, match=r"^training on X of shape \(2, 2, 3000\) with trainable='Wp', "
-                       r"engine='primal' needs about 0\.653 GiB of memory \(\|\|W - W0\|\| at each save \(3 d x d "
-                       r"temporaries\) 0\.201 GiB, input copies 0\.0671 GiB, W iterate \(d x d\) 0\.0671 GiB\) but "
-                       r"only 0\.0625 GiB is available \(MemAvailable\); use W0=None \(W0 = I: no d x d W0\), or "
-                       r"engine='dual' \(W is never formed while it trains\), or a smaller d$"):
-        attnsim.train(X, [1, -1], np.eye(d), np.zeros(d), np.ones(d), lr=0.1, steps=1, engine="primal")
+                       rf"engine='primal' needs about {total} GiB of memory \(\|\|W - W0\|\| at each save \(3 d x d "
+                       rf"temporaries\) 0\.201 GiB, {copies}W iterate \(d x d\) 0\.0671 GiB{final}\) but only "
+                       r"0\.0625 GiB is available \(MemAvailable\); use W0=None \(W0 = I: no d x d W0\), or engine='dual' \(W is never formed while it trains\), or a smaller d$"):
+        getattr(attnsim, how)(X, [1, -1], np.eye(d), np.zeros(d), np.ones(d), lr=0.1, steps=1, engine="primal")
 
 
 def test_rebuilding_W_is_refused_and_can_be_retried(monkeypatch):
@@ -107,6 +112,39 @@ def test_estimate_bounds_what_the_run_allocates(engine, trainable, w0):
         tracemalloc.stop()
     estimate = config_memory(cfg, engine=engine, n_saves=len(save_at), n_probes=2).peak - RUNTIME_ALLOWANCE
     assert peak <= estimate <= 1.5 * peak + 2 ** 20, (peak, estimate)
+
+
+@pytest.mark.parametrize("engine", ["dual", "primal"])
+def test_train_reads_the_callers_arrays_where_prepare_copies_them(engine):
+    """``train`` returns a Result before the caller can write to its arrays again, so it does not
+    copy ``W0`` (512 MB at d = 8000); ``prepare``, whose Run outlives the call, does. The traced
+    peaks of the two paths, same run, differ by at least the copy of ``W0``."""
+    d = 1500
+    rng = np.random.default_rng(0)
+    arrays = dict(X=rng.standard_normal((4, 3, d)), y=np.array([1.0, -1.0, 1.0, -1.0]),
+                  W0=rng.standard_normal((d, d)) / np.sqrt(d), p0=rng.standard_normal(d) / np.sqrt(d),
+                  nu=rng.standard_normal(d) / np.sqrt(d))
+    kw = dict(lr=0.1, steps=5, save_at=[0, 5], engine=engine)
+    attnsim.train(**{k: v[..., :20, :20] if k == "W0" else v[..., :20] for k, v in arrays.items()
+                     if k != "y"}, y=arrays["y"], **kw)                   # compile outside the trace
+    peaks = {}
+    for how in ("train", "prepare"):
+        tracemalloc.start()
+        try:
+            if how == "train":
+                res = attnsim.train(**arrays, **kw)
+            else:
+                run = attnsim.prepare(**arrays, **kw)
+                run.warm_up()
+                run.run()
+                res = run.result()
+                del run
+            peaks[how] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert res.final_step == 5
+        del res
+    assert peaks["prepare"] - peaks["train"] >= 0.95 * arrays["W0"].nbytes, (peaks, arrays["W0"].nbytes)
 
 
 def _fake_tree(root, cgroup_line, files):

@@ -48,13 +48,16 @@ def resolve_engine(engine, dynamics, N, d, n_test_tokens, steps, n_saves, traina
 def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=None, y_test=None,
             relevant=None, noisy=None, y_true=None, roles=None, probes=None, engine="auto",
             backend="numba", dynamics="gd", flow=None, optimizer="gd", ngd_norm="joint", momentum=None,
-            max_margin=False, population=None, _owned=False, _implicit=False) -> Run:
+            max_margin=False, population=None, _owned=False, _borrowed=False, _implicit=False) -> Run:
     """Validate the inputs and build a ``Run`` ready to advance (see ``train``).
 
     ``population`` (a ``_population.PopulationSpec``, set by ``prepare_run`` for
     ``Config.test_metrics="population"``) records the population test metrics at every save
     instead of a test set's; it excludes ``X_test``. ``_owned=True`` (``prepare_run``) says the
-    arrays were made for this run alone: they are checked but not copied. ``_implicit=True``
+    arrays were made for this run alone: they are checked but not copied. ``_borrowed=True`` (``train``)
+    says the arrays are only read until the ``Result`` is made, within one call that the caller does
+    not interleave with writes to them: they are not copied either (at d = 8000, ``W0`` is 512 MB),
+    and the final ``W`` and ``p`` are materialised as usual. ``_implicit=True``
     (``prepare_run`` for ``Config(space="implicit")``) says the arrays are coordinates of an
     implicit space and ``W0`` an operator (``_data.draw_implicit``): dual coordinates only.
 
@@ -124,10 +127,10 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
     need = engine_memory(n, T, d, n_test_tokens, engine=engine, trainable=trainable,
                          w0="identity" if W0 is None or _implicit else "dense",
                          n_probes=probes.shape[0] + (0 if population is None else 3), n_saves=len(spec),
-                         copies=not _owned, final_W=not (_owned and engine == "dual"))
+                         copies=not (_owned or _borrowed), final_W=not (_owned and engine == "dual"))
     check_memory(need, f"training on X of shape {X.shape} with trainable={trainable!r}, engine={engine!r}",
                  run_fixes(need, identity=W0 is None, trainable=trainable, engine=engine, arrays=True))
-    if not _owned:   # the engine's own copies of the caller's arrays (check_array may have returned them)
+    if not (_owned or _borrowed):   # the engine's own copies of the caller's arrays (check_array may return them)
         X, X_test, W0 = (arr.copy() if isinstance(given[name], np.ndarray) and np.may_share_memory(arr, given[name])
                          else arr for name, arr in (("X", X), ("X_test", X_test), ("W0", W0)))
     pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, population=population,
@@ -146,7 +149,8 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
     ``W`` and ``p`` (or ``p`` alone) are updated simultaneously from the same
     iterate (with the head ``nu`` too for ``trainable="p+nu"``, ``"Wp+nu"``) with step ``lr`` on
     ``L = mean_i log(1 + exp(-y_i f(X_i)))``,
-    ``f(X) = nu^T X^T softmax(X W^T p)``. Inputs are never mutated.
+    ``f(X) = nu^T X^T softmax(X W^T p)``. Inputs are never mutated, and not copied either: they
+    are read until ``train`` returns (``prepare`` copies them, since its ``Run`` outlives the call).
 
     Parameters
     ----------
@@ -254,7 +258,7 @@ def train(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test=N
     run = prepare(X, y, W0, p0, nu, lr=lr, steps=steps, trainable=trainable, save_at=save_at, X_test=X_test,
                   y_test=y_test, relevant=relevant, noisy=noisy, y_true=y_true, roles=roles, probes=probes,
                   engine=engine, backend=backend, dynamics=dynamics, flow=flow, optimizer=optimizer,
-                  ngd_norm=ngd_norm, momentum=momentum, max_margin=max_margin)
+                  ngd_norm=ngd_norm, momentum=momentum, max_margin=max_margin, _borrowed=True)
     run.warm_up()
     run.run(progress=progress, hooks=hooks)
     return run.result()
