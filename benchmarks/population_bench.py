@@ -20,7 +20,11 @@ Agreement is checked first (every method within 3 combined standard errors of ``
 this process; the table gives medians of wall and thread-CPU time per call, and the draws and
 standard errors each method reached.
 
-    .venv/bin/python benchmarks/population_bench.py [--rounds 30] [--before /path/to/old/src]
+    .venv/bin/python benchmarks/population_bench.py [--rounds 30] [--before /path/to/old/src] [--cold]
+
+``--cold``: every timed call follows a pass over 16 MB, as a save follows a training chunk
+(draws, kernel state and the interpreter's objects out of cache); without it, each call
+follows the other methods' calls.
 
 ``--e2e``: ``attnsim run --d 5000 --signal-norm 20 --steps 1000`` with the default 1000-sample
 test set and with ``--test-metrics population``, each in a fresh process: wall time, CPU time
@@ -106,7 +110,7 @@ def load_before(src):
     return module
 
 
-def per_save(rounds, before_src):
+def per_save(rounds, before_src, cold=False):
     import attnsim
     from attnsim._kernels import population_twins
     from attnsim._population import DEFAULT_SE_TARGET, standard_normal_draws
@@ -152,10 +156,13 @@ def per_save(rounds, before_src):
                 assert abs(v[what] - ref[what]) <= 3 * se + 1e-12, f"{name}: {m} {what} {v[what]} vs {ref[what]} (se {se})"
         assert abs(vals["kernel-all"]["loss"] - ref["loss"]) <= 1e-12 and abs(vals["kernel-all"]["acc"] - ref["acc"]) <= 1e-12
         assert vals["save"] == vals["recorder"], (vals["save"], vals["recorder"])
+        flush = np.ones(2 * 2 ** 20) if cold else None         # 16 MB
         wall = {m: [] for m in methods}
         cpu = {m: [] for m in methods}
         for _ in range(rounds):
             for m, fn in methods.items():     # alternating: the shared machine's drift hits every method alike
+                if cold:
+                    flush.sum()
                 w0, c0 = time.perf_counter(), time.thread_time()
                 fn(mz, mv, cov)
                 cpu[m].append(time.thread_time() - c0)
@@ -185,6 +192,7 @@ def e2e(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30, help="per save: alternating timing rounds")
+    parser.add_argument("--cold", action="store_true", help="per save: a 16 MB pass before every timed call")
     parser.add_argument("--before", default=None, help="per save: an attnsim source tree (its src/) to time too")
     parser.add_argument("--e2e", action="store_true", help="whole-command sample versus population runs instead")
     parser.add_argument("--d", type=int, default=5000)
@@ -195,7 +203,7 @@ def main():
     if args.e2e:
         e2e(args)
     else:
-        per_save(args.rounds, args.before)
+        per_save(args.rounds, args.before, args.cold)
 
 
 if __name__ == "__main__":
