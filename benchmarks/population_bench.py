@@ -6,18 +6,25 @@ the hardest integrand), each state's moments from its materialised parameters. M
 
 - ``recorder``: ``population_metrics(..., se_target=1e-4)``, what a run records at each save
   (the numba kernel, draws doubled from 512 until both standard errors are <= 1e-4);
+- ``save``: ``PopulationSpec.metrics`` from the inner products of ``q`` and ``nu``, the call a
+  run's recorder makes (same numbers as ``recorder``);
 - ``kernel-all``: the same kernel on all 2^14 draws (``population_metrics`` default);
 - ``numpy-all``: its NumPy twin on all 2^14 draws, the algorithm of the NumPy loop before the
   kernel;
 - ``before`` (with ``--before SRC``): ``population_metrics`` of another attnsim source tree's
-  ``attnsim/_population.py`` (e.g. the commit before the kernel), loaded beside this one.
+  ``attnsim/_population.py`` (e.g. the commit before the kernel), loaded beside this one;
+  ``recorder-before`` and ``save-before``: its ``recorder`` and ``save`` (a tree that has them).
 
 Agreement is checked first (every method within 3 combined standard errors of ``numpy-all``;
 ``kernel-all`` equal to it to 1e-12), then the methods are timed in alternating rounds inside
 this process; the table gives medians of wall and thread-CPU time per call, and the draws and
 standard errors each method reached.
 
-    .venv/bin/python benchmarks/population_bench.py [--rounds 30] [--before /path/to/old/src]
+    .venv/bin/python benchmarks/population_bench.py [--rounds 30] [--before /path/to/old/src] [--cold]
+
+``--cold``: every timed call follows a pass over 16 MB, as a save follows a training chunk
+(draws, kernel state and the interpreter's objects out of cache); without it, each call
+follows the other methods' calls.
 
 ``--e2e``: ``attnsim run --d 5000 --signal-norm 20 --steps 1000`` with the default 1000-sample
 test set and with ``--test-metrics population``, each in a fresh process: wall time, CPU time
@@ -71,7 +78,8 @@ def command(metrics, d):
 
 
 def states():
-    """``{name: (mean_z, mean_v, cov)}`` at typical save states, from materialised parameters."""
+    """``{name: (mean_z, mean_v, cov, config, inner)}`` at typical save states, from materialised
+    parameters; ``inner`` = ``(q^T q, q^T mu (2,), q^T nu, nu^T nu, nu^T mu (2,))``."""
     import attnsim
     from attnsim import SaveAt
 
@@ -85,9 +93,10 @@ def states():
         nu = res.nu
         mu = np.zeros((2, cfg.d))
         mu[0, 0] = mu[1, 1] = cfg.signal_norm                     # make_data's signals
-        out[name] = attnsim.population_moments(
+        out[name] = (*attnsim.population_moments(
             q @ q, q @ nu, nu @ nu, mu @ q, mu @ nu, mu_norm=cfg.signal_norm, rho=cfg.rho,
-            roles=attnsim.make_data(cfg.replace(n_train=2, d=2)).roles, sigma=cfg.sigma_eps, noise=cfg.noise)
+            roles=attnsim.make_data(cfg.replace(n_train=2, d=2)).roles, sigma=cfg.sigma_eps, noise=cfg.noise),
+            cfg, (q @ q, mu @ q, q @ nu, nu @ nu, mu @ nu))
     return out
 
 
@@ -98,10 +107,10 @@ def load_before(src):
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module.population_metrics
+    return module
 
 
-def per_save(rounds, before_src):
+def per_save(rounds, before_src, cold=False):
     import attnsim
     from attnsim._kernels import population_twins
     from attnsim._population import DEFAULT_SE_TARGET, standard_normal_draws
@@ -122,9 +131,23 @@ def per_save(rounds, before_src):
 
     methods = {"recorder": public(attnsim.population_metrics, se_target=DEFAULT_SE_TARGET),
                "kernel-all": public(attnsim.population_metrics), "numpy-all": numpy_all}
-    if before_src:
-        methods["before"] = public(load_before(before_src))
-    for name, (mz, mv, cov) in states().items():
+    def save(module, cfg, inner):
+        spec = module.PopulationSpec.from_config(cfg.replace(d=2))      # signals e_1, e_2 scaled: inner holds the rest
+        spec.warm_up()
+
+        def call(mz, mv, cov):
+            m = spec.metrics(*inner)
+            return {"loss": m.loss, "loss_se": m.loss_se, "acc": m.acc, "acc_se": m.acc_se, "n_draws": m.n_draws}
+        return call
+
+    before = load_before(before_src) if before_src else None
+    if before is not None:
+        methods["before"] = public(before.population_metrics)
+        methods["recorder-before"] = public(before.population_metrics, se_target=DEFAULT_SE_TARGET)
+    for name, (mz, mv, cov, cfg, inner) in states().items():
+        methods["save"] = save(attnsim._population, cfg, inner)
+        if before is not None:
+            methods["save-before"] = save(before, cfg, inner)
         ref = numpy_all(mz, mv, cov)
         vals = {m: fn(mz, mv, cov) for m, fn in methods.items()}      # also compiles and caches the draws
         for m, v in vals.items():
@@ -132,10 +155,14 @@ def per_save(rounds, before_src):
                 se = np.hypot(v[what + "_se"], ref[what + "_se"])
                 assert abs(v[what] - ref[what]) <= 3 * se + 1e-12, f"{name}: {m} {what} {v[what]} vs {ref[what]} (se {se})"
         assert abs(vals["kernel-all"]["loss"] - ref["loss"]) <= 1e-12 and abs(vals["kernel-all"]["acc"] - ref["acc"]) <= 1e-12
+        assert vals["save"] == vals["recorder"], (vals["save"], vals["recorder"])
+        flush = np.ones(2 * 2 ** 20) if cold else None         # 16 MB
         wall = {m: [] for m in methods}
         cpu = {m: [] for m in methods}
         for _ in range(rounds):
             for m, fn in methods.items():     # alternating: the shared machine's drift hits every method alike
+                if cold:
+                    flush.sum()
                 w0, c0 = time.perf_counter(), time.thread_time()
                 fn(mz, mv, cov)
                 cpu[m].append(time.thread_time() - c0)
@@ -165,6 +192,7 @@ def e2e(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30, help="per save: alternating timing rounds")
+    parser.add_argument("--cold", action="store_true", help="per save: a 16 MB pass before every timed call")
     parser.add_argument("--before", default=None, help="per save: an attnsim source tree (its src/) to time too")
     parser.add_argument("--e2e", action="store_true", help="whole-command sample versus population runs instead")
     parser.add_argument("--d", type=int, default=5000)
@@ -175,7 +203,7 @@ def main():
     if args.e2e:
         e2e(args)
     else:
-        per_save(args.rounds, args.before)
+        per_save(args.rounds, args.before, args.cold)
 
 
 if __name__ == "__main__":

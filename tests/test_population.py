@@ -446,6 +446,32 @@ def test_se_target_spends_draws_until_the_target(rng):
     assert unreachable.n_draws == 2 ** 10 and unreachable.loss_se > 1e-9
 
 
+@pytest.mark.parametrize("name", CASES)
+def test_recorder_path_equals_moments_then_metrics_bit_for_bit(name, rng):
+    """``PopulationSpec.metrics`` (moments and quadrature in one kernel call) against the NumPy
+    moments ``population_moments`` fed to ``population_metrics``: the same bits, including the
+    clipped Gram of a head parallel to the query and of a head orthogonal to the noise."""
+    from attnsim._population import PopulationSpec
+
+    cfg = case_config(name)
+    data = make_data(cfg)
+    spec = PopulationSpec.from_config(cfg, n_draws=2 ** 10, se_target=1e-3)
+    for k in range(12):
+        q, nu = random_params(rng, cfg.d, scale=[0.3, 1.5, 6.0][k % 3])
+        if k % 4 == 1:
+            nu = -0.7 * q                                   # rank-1 Gram: round-off clipped to Cauchy-Schwarz
+        elif k % 4 == 2:
+            nu = np.zeros(cfg.d)
+            nu[:2] = (0.5, -0.5)                            # nu in span(mu_+-): P nu = 0
+        mz, mv, cov = moments_of(cfg, data, q, nu)
+        mu = np.stack([data.mu_pos, data.mu_neg])
+        got = spec.metrics(q @ q, mu @ q, q @ nu, nu @ nu, mu @ nu)
+        want = population_metrics(mz, mv, cov, n_draws=2 ** 10, se_target=1e-3)
+        assert got == want, f"{name}, k={k}: {got} vs {want}"
+    nan = spec.metrics(1.0, np.zeros(2), np.inf, np.nan, np.zeros(2))
+    assert np.isnan([nan.loss, nan.acc, nan.loss_se, nan.acc_se]).all() and nan.n_draws == 0
+
+
 # --------------------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -53,6 +53,8 @@ _SOBOL_BITS = 30
 #: The order in which classes appear along the first axis of means: y* = +1, then y* = -1.
 CLASSES = (1.0, -1.0)
 _YS = np.array(CLASSES)
+#: ``PopulationSpec.metrics``' Gram correction under isotropic noise (unused by the kernel there).
+_NO_CORRECTION = np.zeros((2, 2))
 
 
 @dataclass(frozen=True)
@@ -312,11 +314,18 @@ def population_metrics(mean_z, mean_v, cov, *, n_draws=DEFAULT_N_DRAWS, replicat
             f"mean_z and mean_v must both have shape (2, T) (class y*=+1, then y*=-1; one column a "
             f"token); got {mean_z.shape} and {mean_v.shape}"
         )
-    for name, arr in (("mean_z", mean_z), ("mean_v", mean_v), ("cov", cov)):
-        if not np.isfinite(arr).all():
-            raise ConfigError(f"{name} must be finite; got {arr.tolist()}")
-    cov = _per_token_cov(cov, mean_z.shape[1])
+    T = mean_z.shape[1]
+    sym = np.empty((T, 2, 2))
+    if cov.shape not in ((2, 2), (T, 2, 2)) or _kernel.check_moments(
+            np.ascontiguousarray(mean_z), np.ascontiguousarray(mean_v), np.ascontiguousarray(cov).reshape(-1, 2, 2),
+            sym):
+        # the kernel's checks failed (or the shape is wrong): the NumPy checks say why
+        for name, arr in (("mean_z", mean_z), ("mean_v", mean_v), ("cov", cov)):
+            if not np.isfinite(arr).all():
+                raise ConfigError(f"{name} must be finite; got {arr.tolist()}")
+        sym = _per_token_cov(cov, T)
     _check_draws(n_draws, replicates, se_target)
+    cov = sym
     return _quadrature(mean_z, mean_v, cov, int(n_draws), int(replicates), int(seed), se_target)
 
 
@@ -328,6 +337,11 @@ def _quadrature(mean_z, mean_v, cov, n_draws, replicates, seed, se_target) -> Po
     used = _kernel.population_quadrature(np.ascontiguousarray(mean_z), np.ascontiguousarray(mean_v),
                                          np.ascontiguousarray(cov), _YS, draws, first,
                                          -1.0 if se_target is None else float(se_target), out)
+    return _from_out(out, used, replicates)
+
+
+def _from_out(out, used, replicates) -> PopulationMetrics:
+    """The kernel's ``out`` (2, 3, 2) and draws per scrambling ``used``, as ``PopulationMetrics``."""
     (cl0, cl1, (loss, loss_se)), (ca0, ca1, (acc, acc_se)) = out.tolist()
     return PopulationMetrics(
         loss=loss, acc=acc, loss_se=loss_se, acc_se=acc_se,
@@ -376,17 +390,23 @@ class PopulationSpec:
     se_target: float | None = DEFAULT_SE_TARGET
     _coef: np.ndarray = field(init=False, repr=False)
     _noisy: np.ndarray = field(init=False, repr=False)
+    _save: tuple = field(init=False, repr=False)
 
     def __post_init__(self):
         check_choice("noise", self.noise, NOISE_MODES)
         check_choice("signal_noise", self.signal_noise, SIGNAL_NOISE)
         _check_draws(self.n_draws, self.replicates, self.se_target)
         roles = np.asarray(self.roles)
-        object.__setattr__(self, "_coef", _signal_coefficients(roles, self.rho))
+        object.__setattr__(self, "_coef", np.ascontiguousarray(_signal_coefficients(roles, self.rho)))
         noisy = np.ones(roles.size, dtype=bool)
         if self.signal_noise == "noiseless":
             noisy[roles == ROLE_RELEVANT] = False
-        object.__setattr__(self, "_noisy", noisy[:, None, None])
+        object.__setattr__(self, "_noisy", noisy)
+        # What every save passes to the kernel besides the inner products, formed once: the
+        # squares as population_moments forms them (Python's ``**``), the first draws to spend.
+        first = MIN_DRAWS_PER_REPLICATE if self.se_target is not None else self.n_draws // self.replicates
+        se = -1.0 if self.se_target is None else float(self.se_target)
+        object.__setattr__(self, "_save", (self.mu_norm ** 2, float(self.sigma ** 2), first, se))
 
     @classmethod
     def from_config(cls, config: Config, *, signals=None, **quadrature) -> PopulationSpec:
@@ -410,16 +430,29 @@ class PopulationSpec:
         The recorder's path: no validation beyond finiteness, and the 2 x 2 Gram is clipped to
         PSD, since inner products read from a dual state carry round-off that can put it a few
         ulps outside (``nu`` parallel to ``q``). Non-finite inputs give NaN metrics.
+
+        The moments and the quadrature run in one kernel call (``_kernels.population.population_save``,
+        the operations of ``population_moments`` in the same order: the same bits); only the
+        orthogonal-noise correction ``A A^T / ||mu||^2`` stays a NumPy product, as before.
         """
         q_mu = np.asarray(q_mu, dtype=np.float64)
         nu_mu = np.asarray(nu_mu, dtype=np.float64)
-        gram = _clip_psd(_noise_gram(qq, q_nu, nunu, q_mu, nu_mu, self.mu_norm, self.noise == "orthogonal"))
-        mean_z, mean_v = self._coef @ q_mu, self._coef @ nu_mu
-        if not (np.isfinite(gram).all() and np.isfinite(mean_z).all() and np.isfinite(mean_v).all()):
+        mu_norm2, sigma2, first, se = self._save
+        orthogonal = self.noise == "orthogonal"
+        if orthogonal:
+            a = np.stack([q_mu, nu_mu])
+            corr = (a @ a.T) / mu_norm2
+        else:
+            corr = _NO_CORRECTION
+        out = np.empty((2, 3, 2))
+        draws = standard_normal_draws(self._coef.shape[1], self.n_draws, self.replicates, self.seed)
+        used = _kernel.population_save(float(qq), float(q_nu), float(nunu), float(q_mu[0]), float(q_mu[1]),
+                                       float(nu_mu[0]), float(nu_mu[1]), corr, orthogonal, self._coef, self._noisy,
+                                       sigma2, _YS, draws, first, se, out)
+        if used < 0:
             nan2 = (np.nan, np.nan)
             return PopulationMetrics(np.nan, np.nan, np.nan, np.nan, nan2, nan2, nan2, nan2, 0)
-        cov = np.where(self._noisy, self.sigma ** 2 * gram, 0.0)
-        return _quadrature(mean_z, mean_v, cov, self.n_draws, self.replicates, self.seed, self.se_target)
+        return _from_out(out, used, self.replicates)
 
     def warm_up(self) -> None:
         """Load (or compile) the quadrature kernel and generate the draws, outside any timed save."""
