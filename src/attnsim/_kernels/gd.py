@@ -333,18 +333,33 @@ def _key_gram_sweep(S, c, z, e, lr, lr2P, Sc):
     """One pass over the symmetric ``S`` (N, N): ``Sc = S c`` from the old rows, and
     ``S[l, :] -= lr e_l z + lr z_l e - lr^2 P e_l e`` (the rank-two joint update).
 
-    Row by row on purpose: unrolled over two rows this loop defeated LLVM's
-    runtime alias checks and ran 2-3x slower. Single-row, the inner loop is fully
-    vectorised and limited by its two stores per element.
+    Two rows at a time, read and written through one (2, N) view of ``S``: ``Sc`` then takes
+    half the loads and stores, with the bits of one row at a time (``(Sc + c_l S_l) + c_l+1 S_l+1``
+    left to right). The view matters: with the two rows as two arrays LLVM's runtime alias checks
+    (nine pointer pairs, above its limit of eight) gave up vectorising and the loop ran 2-3x
+    slower; through one view it runs about 1.2x faster than a row at a time.
     """
     N = S.shape[0]
     for j in range(N):
         Sc[j] = 0.0
-    for l in range(N):
+    N2 = N - N % 2
+    for l in range(0, N2, 2):
+        c0 = c[l]
+        c1 = c[l + 1]
+        f10, f20, f30 = lr * e[l], lr * z[l], lr2P * e[l]
+        f11, f21, f31 = lr * e[l + 1], lr * z[l + 1], lr2P * e[l + 1]
+        R = S[l:l + 2]
+        for j in range(N):
+            s0 = R[0, j]
+            s1 = R[1, j]
+            Sc[j] = (Sc[j] + c0 * s0) + c1 * s1
+            zj = z[j]
+            ej = e[j]
+            R[0, j] = s0 - f10 * zj - f20 * ej + f30 * ej
+            R[1, j] = s1 - f11 * zj - f21 * ej + f31 * ej
+    for l in range(N2, N):
         cl = c[l]
-        f1 = lr * e[l]
-        f2 = lr * z[l]
-        f3 = lr2P * e[l]
+        f1, f2, f3 = lr * e[l], lr * z[l], lr2P * e[l]
         r = S[l]
         for j in range(N):
             sj = r[j]
