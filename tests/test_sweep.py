@@ -122,6 +122,72 @@ def test_sweep_writes_one_result_per_point_equal_to_simulate(tmp_path):
     assert pt.summary["train_acc"] == pytest.approx(direct.train_acc[-1])
 
 
+# ------------------------------------------------------------------ shared initialisations
+
+#: Configs that differ from their neighbours in one field of the initialisation's key, or in a
+#: field outside it (signal_norm, eta: those share the draw).
+_INIT_VARIANTS = [Config(d=30), Config(d=30, signal_norm=7.0), Config(d=30, eta=0.1), Config(d=30, seed=1),
+                  Config(d=30, init_seed=1), Config(d=30, init_seed=2, seed=1), Config(d=31),
+                  Config(d=30, init="official-gaussian"), Config(d=30, init="gaussian"),
+                  Config(d=30, init="gaussian", sigma_w=0.3), Config(d=30, init="gaussian", sigma_p=0.3),
+                  Config(d=30, w0="identity"), Config(d=30, init="gaussian", w0="identity")]
+
+
+@pytest.fixture
+def sharing():
+    from attnsim import _data
+
+    _data.share_initialisations(2 ** 26)
+    yield _data
+    _data.share_initialisations(0)
+
+
+def test_a_shared_initialisation_is_the_draw_of_its_own_config(sharing):
+    """Every config gets its own init_params, bit for bit, whatever was drawn and kept before it
+    (a key missing a field would hand it a neighbour's W0), and the kept arrays are read-only."""
+    for _ in range(2):                         # the second pass reads every draw from the cache
+        for cfg in _INIT_VARIANTS:
+            W0, p0 = sharing.shared_init_params(cfg)
+            W0_ref, p0_ref = attnsim.init_params(cfg)
+            assert (W0 is None) == (W0_ref is None), cfg
+            if W0 is not None:
+                np.testing.assert_array_equal(W0, W0_ref, err_msg=str(cfg))
+                assert not W0.flags.writeable
+            np.testing.assert_array_equal(p0, p0_ref, err_msg=str(cfg))
+            assert not p0.flags.writeable
+    shared = {id(sharing.shared_init_params(cfg)[1]) for cfg in _INIT_VARIANTS[:3]}
+    assert len(shared) == 1                    # signal_norm and eta do not change the draw: one object
+
+
+def test_shared_initialisations_keep_at_most_their_budget(sharing):
+    one = attnsim.init_params(Config(d=40))[0].nbytes + 40 * 8
+    sharing.share_initialisations(one)
+    first = sharing.shared_init_params(Config(d=40))
+    assert sharing.shared_init_params(Config(d=40))[0] is first[0]
+    sharing.shared_init_params(Config(d=40, seed=1))        # evicts the first
+    assert sharing.shared_init_params(Config(d=40))[0] is not first[0]
+    big = Config(d=60)                                       # larger than the budget: drawn, not kept
+    assert sharing.shared_init_params(big)[0] is not sharing.shared_init_params(big)[0]
+
+
+@pytest.mark.parametrize("engine", ["dual", "primal"])
+def test_sweep_points_sharing_a_draw_equal_their_standalone_runs(tmp_path, engine):
+    """Points at one (d, seed) share W0 and p0 in a sweep; each result is still the standalone run
+    bit for bit (nothing a run does touches the shared arrays), and sharing ends with the sweep."""
+    from attnsim import _data
+
+    base = TINY.replace(trainable="Wp", init="gaussian", n_test=0)
+    sw = sweep(tmp_path, base, grid={"signal_norm": [3.0, 9.0]}, seeds=[0, 1], n_saves=6, workers=1,
+               engine=engine, progress=False)
+    assert _data._SHARED is None
+    for pt in sw.points.values():
+        res = sw.load(pt.key)
+        direct = attnsim.simulate(pt.config, attnsim.SaveAt.log(20, 6), engine=engine)
+        np.testing.assert_array_equal(res.train_loss, direct.train_loss, err_msg=str(pt.config))
+        np.testing.assert_array_equal(res.scores, direct.scores, err_msg=str(pt.config))
+        np.testing.assert_array_equal(res.p, direct.p, err_msg=str(pt.config))
+
+
 def test_rerun_skips_finished_points_and_extends_the_grid(tmp_path):
     ex = CountingExecutor()
     sweep(tmp_path, TINY, grid={"eta": [0.0, 0.2]}, seeds=[0, 1], n_saves=5, executor=ex, progress=False)
