@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,56 +161,6 @@ def init_params(config: Config) -> tuple[np.ndarray | None, np.ndarray]:
         return (None if identity else rng.standard_normal((d, d)) * w0_scale(config)), np.zeros(d)
     W0 = None if identity else rng.standard_normal((d, d)) * config.sigma_w
     p0 = rng.standard_normal(d) * config.sigma_p
-    return W0, p0
-
-
-#: The initialisations shared between the runs of one process (``share_initialisations``):
-#: ``[OrderedDict key -> (W0, p0), max_bytes]``, least recently used first; None when off.
-_SHARED = None
-
-
-def share_initialisations(max_bytes: int) -> None:
-    """From now on in this process, runs drawn by ``prepare_run`` with the same initialisation
-    (``initialisation_key``) share one read-only ``(W0, p0)``: a sweep over ``||mu||``, ``eta``,
-    ``rho``, ... at one ``(d, seed)`` draws its d x d ``W0`` once instead of once a point (0.4 CPU-s
-    at d = 5000). The same draw, so the same bits. Up to ``max_bytes`` are kept, least recently
-    used evicted first; ``max_bytes = 0`` turns sharing off and lets them go. The sweep's workers
-    call it (``attnsim.sweep``); a process that keeps running afterwards should call it with 0."""
-    global _SHARED
-    if max_bytes <= 0:
-        _SHARED = None
-    elif _SHARED is None:
-        _SHARED = [OrderedDict(), int(max_bytes)]
-    else:
-        _SHARED[1] = int(max_bytes)
-
-
-def initialisation_key(config: Config) -> tuple:
-    """What ``init_params(config)`` depends on: its stream, ``d`` and the initialisation fields."""
-    stream = ("seed", config.seed) if config.init_seed is None else ("init_seed", config.init_seed)
-    return stream, config.d, config.init, config.w0, float(config.sigma_w), float(config.sigma_p)
-
-
-def shared_init_params(config: Config) -> tuple[np.ndarray | None, np.ndarray]:
-    """``init_params(config)``, shared with earlier runs of this process while
-    ``share_initialisations`` is on: then both arrays are read-only (a run that wrote into its
-    ``W0`` would change the next one's, and fails instead)."""
-    if _SHARED is None:
-        return init_params(config)
-    cache, max_bytes = _SHARED
-    key = initialisation_key(config)
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
-    W0, p0 = init_params(config)
-    size = p0.nbytes + (0 if W0 is None else W0.nbytes)
-    if size <= max_bytes:
-        for arr in (W0, p0):
-            if arr is not None:
-                arr.flags.writeable = False
-        while cache and size + sum(sum(a.nbytes for a in v if a is not None) for v in cache.values()) > max_bytes:
-            cache.popitem(last=False)
-        cache[key] = (W0, p0)
     return W0, p0
 
 

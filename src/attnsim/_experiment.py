@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._config import Config
-from ._data import draw_implicit, make_data, shared_init_params
+from ._data import draw_implicit, init_params, make_data
 from ._engine import prepare, resolve_engine
 from ._memory import check_memory, config_memory, run_fixes
 from ._population import PopulationSpec
@@ -64,7 +64,7 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
                                 n_saves, config.trainable)
         run_memory_check(config, engine=coords, n_saves=n_saves, probes=probes)
         data = make_data(config)
-        W0, p0 = shared_init_params(config)
+        W0, p0 = init_params(config)
         signals = None
     has_test = config.n_test > 0
     population = (PopulationSpec.from_config(config, signals=signals) if config.test_metrics == "population"

@@ -17,25 +17,12 @@ import numpy as np
 
 from .._batch import check_dynamics
 from .._config import Config
-from .._data import share_initialisations
-from .._memory import available_memory
 from .._pool import completed, executor_for
 from .._validation import ConfigError
 from .folder import POINTS, Sweep
 from .grid import grid_configs, plain
 from .keys import DEFAULT_FLOW_RETRIES, point_key, recording
 from .point import run_point
-
-#: Most bytes of shared initialisations a local worker keeps (``_data.share_initialisations``):
-#: the three seeds' W0 of a d = 5000 grid column. Also at most a quarter of the available memory
-#: split between the workers.
-SHARE_MAX_BYTES = 2 ** 30
-
-
-def share_budget(workers: int) -> int:
-    """Bytes of shared ``(W0, p0)`` each of ``workers`` local processes may keep."""
-    avail, _ = available_memory()
-    return SHARE_MAX_BYTES if avail is None else max(0, min(SHARE_MAX_BYTES, avail // (4 * workers)))
 
 
 def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=None, n_saves: int = 200,
@@ -81,10 +68,6 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
         Local processes (default ``os.cpu_count()``); 1 runs in this process.
     scheduler : str, optional
         Address of a Dask distributed scheduler (``tcp://host:8786``); needs ``attnsim[dask]``.
-        On local workers (and with ``workers=1``), points with the same initialisation share one
-        draw of ``W0`` and ``p0`` (``_data.share_initialisations``: the same bits, drawn once per
-        worker instead of once per point, up to ``SHARE_MAX_BYTES`` a worker); on an ``executor``
-        or a cluster, whose processes outlive the sweep, every point draws its own.
     progress : bool
         A bar over grid points with the estimated time left.
 
@@ -152,18 +135,15 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
     args = (save["n_saves"], save["probes"], save["keep_params"], engine, dynamics, flow, save.get("flow_retries", 0))
     keys = list(todo)
     failures = []
-    n_workers = workers or os.cpu_count() or 1
     try:
         if executor is None and scheduler is None and (workers == 1 or len(todo) == 1):
-            share_initialisations(share_budget(1))
             for key in keys:
                 sw._store(key, run_point(todo[key], *args), save)
                 if bar is not None:
                     bar.update(1)
         else:
-            share = share_budget(n_workers) if executor is None and scheduler is None else 0
-            with executor_for(n_workers, executor, scheduler) as pool, \
-                    contextlib.closing(completed(pool, run_point, [(todo[key], *args, share) for key in keys])) as done:
+            with executor_for(workers or os.cpu_count() or 1, executor, scheduler) as pool, \
+                    contextlib.closing(completed(pool, run_point, [(todo[key], *args) for key in keys])) as done:
                 for k, fut in done:
                     try:
                         result = fut.result()
@@ -174,7 +154,6 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
                     if bar is not None:
                         bar.update(1)
     finally:
-        share_initialisations(0)              # this process outlives the sweep: let the draws go
         if bar is not None:
             bar.close()
     if failures:

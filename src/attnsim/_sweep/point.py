@@ -18,12 +18,8 @@ RETRY_FACTOR = 10
 
 
 def run_point(config: Config, n_saves: int = 200, probes=None, keep_params: bool = False, engine: str = "auto",
-              dynamics: str = "gd", flow=None, flow_retries: int = 0, share_init: int = 0):
+              dynamics: str = "gd", flow=None, flow_retries: int = 0):
     """Simulate one grid point (what each worker runs). Returns the ``Result``.
-
-    ``share_init > 0`` (a local worker, whose process ends with the sweep): from this point on,
-    points with the same initialisation share one draw of ``W0`` and ``p0``, up to that many bytes
-    (``_data.share_initialisations``).
 
     The final ``W`` is dropped (``Result.W = None``) unless ``keep_params``; kept, it costs a dual
     point's file its O(N^2) final state (``Result.compact``), a primal point's 8 d^2 bytes.
@@ -34,11 +30,8 @@ def run_point(config: Config, n_saves: int = 200, probes=None, keep_params: bool
     says which path produced the result (``"flow"``, or ``"flow rerun: max_steps=1000000"``) and
     ``extra["attempts"]`` lists the earlier outcomes; a point that still stops keeps its status.
     """
-    from .._data import share_initialisations
     from .._experiment import prepare_run
 
-    if share_init > 0:
-        share_initialisations(share_init)
     def simulate(config, save_at, *, engine, probes, dynamics, flow):   # without the final W unless kept
         run = prepare_run(config, save_at, engine=engine, probes=probes, dynamics=dynamics, flow=flow)
         run.warm_up()
