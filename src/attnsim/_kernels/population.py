@@ -20,6 +20,8 @@ import math
 import numpy as np
 from numba import njit
 
+from .core import _logistic_loss
+
 #: ``0.5 erfc(-x) == 1.0`` exactly in float64 for ``x >= ERFC_ONE`` (``erfc(6) = 2.2e-17``, below
 #: half an ulp of 2), so the normal CDF of a conditional mean 6+ standard deviations positive
 #: is 1.0 without calling ``erfc``: same bits, and saturated runs spend most draws there.
@@ -30,14 +32,6 @@ FACTOR_RANGE = 300.0
 #: Most draws a block (``attnsim._population.standard_normal_draws``): the SIMD-parallel axis of
 #: ``_sums``; its scratch stays in L1.
 BLOCK = 64
-
-
-@njit(cache=True)
-def _logistic_loss(u):
-    """ell(u) = log(1 + exp(-u)), without overflow for either sign of u."""
-    if u >= 0.0:
-        return math.log1p(math.exp(-u))
-    return -u + math.log1p(math.exp(u))
 
 
 @njit(cache=True)
