@@ -333,11 +333,18 @@ def _quadrature(mean_z, mean_v, cov, n_draws, replicates, seed, se_target) -> Po
     """``population_metrics`` on validated arrays, ``cov`` of shape (T, 2, 2), in the numba kernel."""
     draws = standard_normal_draws(mean_z.shape[1], n_draws, replicates, seed)     # (M / B, R, 2, T, B)
     out = np.empty((2, 3, 2))            # (loss, acc) x (class +1, class -1, balanced) x (estimate, se)
-    first = n_draws // replicates if se_target is None else MIN_DRAWS_PER_REPLICATE
+    first, se = _draw_schedule(n_draws, replicates, se_target)
     used = _kernel.population_quadrature(np.ascontiguousarray(mean_z), np.ascontiguousarray(mean_v),
-                                         np.ascontiguousarray(cov), _YS, draws, first,
-                                         -1.0 if se_target is None else float(se_target), out)
+                                         np.ascontiguousarray(cov), _YS, draws, first, se, out)
     return _from_out(out, used, replicates)
+
+
+def _draw_schedule(n_draws, replicates, se_target) -> tuple[int, float]:
+    """The kernel's ``(first, se_target)``: draws per scrambling before the first standard error is
+    read (all of them without a target), and the target (-1: spend every draw)."""
+    if se_target is None:
+        return n_draws // replicates, -1.0
+    return MIN_DRAWS_PER_REPLICATE, float(se_target)
 
 
 def _from_out(out, used, replicates) -> PopulationMetrics:
@@ -403,10 +410,9 @@ class PopulationSpec:
             noisy[roles == ROLE_RELEVANT] = False
         object.__setattr__(self, "_noisy", noisy)
         # What every save passes to the kernel besides the inner products, formed once: the
-        # squares as population_moments forms them (Python's ``**``), the first draws to spend.
-        first = MIN_DRAWS_PER_REPLICATE if self.se_target is not None else self.n_draws // self.replicates
-        se = -1.0 if self.se_target is None else float(self.se_target)
-        object.__setattr__(self, "_save", (self.mu_norm ** 2, float(self.sigma ** 2), first, se))
+        # squares as population_moments forms them (Python's ``**``), the draw schedule.
+        object.__setattr__(self, "_save", (self.mu_norm ** 2, float(self.sigma ** 2),
+                                           *_draw_schedule(self.n_draws, self.replicates, self.se_target)))
 
     @classmethod
     def from_config(cls, config: Config, *, signals=None, **quadrature) -> PopulationSpec:
