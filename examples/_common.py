@@ -59,6 +59,51 @@ def log_saves_through(steps: int, per_decade: int = 40):
     return decades * per_decade + 2   # SaveAt.log(steps, n) puts 10^k on its grid for this n
 
 
+#: The paper's horizon, read off the flow runs (``both_horizons``).
+GD_HORIZON = 1000
+#: Save times of a flow run to 10^12 that include every power of ten, 10^3 among them.
+FLOW_SAVES = log_saves_through(10 ** 12, per_decade=1)
+
+
+def both_horizons(sw, points, fallback, args):
+    """The figures of each flow point (run to 10^12 with ``FLOW_SAVES``) at the paper's horizon and at the end.
+
+    A flow run starts with exact GD, the GD kernels themselves, and records at step 10^3 what a
+    1000-step ``dynamics="gd"`` run records, bit for bit, as long as its start is still running
+    then (``extra["gd_start_steps"] >= 1000``; the phase diagram's runs switch at 2,700 steps or
+    later). So one run gives both horizons and both share one set-up. A point whose start ended
+    earlier is run again with ``dynamics="gd"`` in the sweep folder ``fallback``.
+
+    Returns ``(rows, runs)``: ``rows[horizon][key]`` with horizon ``"gd"`` or ``"flow"`` holds
+    ``train_loss``, ``test_loss``, ``test_acc``, ``regime`` (a name of ``attnsim.REGIMES``) and
+    ``source``; ``runs[key]`` is ``(wall_time, gd_start_steps, rhs_evals)`` of the flow run.
+    """
+    import attnsim
+
+    figures = ("train_loss", "test_loss", "test_acc")
+    rows, runs, redo = {"gd": {}, "flow": {}}, {}, {}
+    for pt in points:
+        res = sw.load(pt.key)
+        start = res.extra.get("gd_start_steps", 0)
+        runs[pt.key] = (pt.summary["wall_time"], start, res.extra.get("rhs_evals", 0))
+        rows["flow"][pt.key] = {**{m: pt.summary[m] for m in figures}, "regime": pt.summary["regime"],
+                                "source": f"{pt.summary.get('path', 'flow')}: {pt.summary['status']}"}
+        if start < GD_HORIZON:
+            redo[pt.key] = pt.config.replace(steps=GD_HORIZON)
+            continue
+        k = at_step(res, GD_HORIZON)
+        rows["gd"][pt.key] = {**{m: float(getattr(res, m)[k]) for m in figures},
+                              "regime": attnsim.classify_regime(res, at=k).name, "source": "the flow run's exact-GD start"}
+    if redo:
+        gd = attnsim.sweep(fallback, configs=list(redo.values()), n_saves=12, workers=args.workers,
+                           progress=args.progress)
+        for key, cfg in redo.items():
+            (pt,) = [q for q in gd.select(**cfg.to_dict()) if q.recording.get("n_saves") == 12]
+            rows["gd"][key] = {**{m: pt.summary[m] for m in figures}, "regime": pt.summary["regime"],
+                               "source": f"a separate GD run: {pt.summary['status']}"}
+    return rows, runs
+
+
 def time_axis(ax, steps, log=True):
     if log:
         ax.set_xscale("symlog", linthresh=1.0, linscale=0.3)

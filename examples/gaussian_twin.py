@@ -11,7 +11,8 @@ another uniform W0 does: on the same data (seed), it compares
 * uniform W0 (``init_seed`` a) against uniform W0 (``init_seed`` b): the spread between draws,
 
 cell by cell over ||mu|| and seeds, at the paper's horizon (1000 GD steps) and at tau = 10^12
-(the flow), with population test metrics. Default: a quick look (d = 250 and 1000, 5 values of
+(the flow), with population test metrics; both horizons from the same runs (a flow run records
+at step 1000, inside its exact-GD start, what a 1000-step GD run records: ``_common.both_horizons``). Default: a quick look (d = 250 and 1000, 5 values of
 ||mu||, 2 seeds; 120 runs). ``--full`` (in ``make examples-full``; 720 runs, 30 min on the loaded
 2-core machine): d = 250, 1000, 5000, 10 values of ||mu|| from 3 to 100, seeds 0-3. Writes
 ``out/examples/gaussian_twin.png`` (the three regime maps per horizon) and ``gaussian_twin.json``
@@ -28,14 +29,16 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 
 import attnsim
-from _common import parse_args, save
+from _common import FLOW_SAVES, both_horizons, parse_args, save
 
 FULL = dict(ds=(250, 1000, 5000), mus=tuple(float(m) for m in np.round(np.geomspace(3, 100, 10), 2)),
             seeds=(0, 1, 2, 3))
 QUICK = dict(ds=(250, 1000), mus=tuple(float(m) for m in np.round(np.geomspace(3, 100, 5), 2)), seeds=(0, 1))
 INIT_A, INIT_B = 1000, 2000
-#: (label, sweep folder, steps, dynamics)
-HORIZONS = (("1000 GD steps", "twin_gd_1e3", 1000, "gd"), ("τ = 10¹² (flow)", "twin_flow_1e12", 10 ** 12, "flow"))
+#: (label, key of ``both_horizons``'s rows): both from the same flow runs, the first read at step 1000
+HORIZONS = (("1000 GD steps", "gd"), ("τ = 10¹² (flow)", "flow"))
+#: The flow runs' sweep folder, and that of the GD runs needed only if a flow run's exact-GD start ends early
+FOLDER, GD_FOLDER = "twin_1e3_1e12", "twin_gd_1e3"
 #: (label, init, init_seed)
 VARIANTS = (("uniform W0 (a)", "official", INIT_A), ("Gaussian twin (a)", "official-gaussian", INIT_A),
             ("uniform W0 (b)", "official", INIT_B))
@@ -51,17 +54,17 @@ def main():
     start = time.time()
     base = attnsim.Config(test_metrics="population", n_test=0)
     out, maps = {}, {}
-    for label, folder, steps, dynamics in HORIZONS:
-        configs = [base.replace(d=d, signal_norm=mu, seed=s, init=init, init_seed=init_seed, steps=steps)
-                   for d in DS for mu in MUS for s in SEEDS for _, init, init_seed in VARIANTS]
-        sw = attnsim.sweep(args.out / "sweeps" / folder, configs=configs, n_saves=12, dynamics=dynamics,
-                           workers=args.workers, progress=args.progress)
-        regime = {}
-        for cfg in configs:
-            pt = sw.select(d=cfg.d, signal_norm=cfg.signal_norm, seed=cfg.seed, init=cfg.init,
-                           init_seed=cfg.init_seed, steps=steps)[0]
-            regime[(cfg.d, cfg.signal_norm, cfg.seed, cfg.init, cfg.init_seed)] = attnsim.REGIMES.index(
-                pt.summary["regime"])
+    configs = [base.replace(d=d, signal_norm=mu, seed=s, init=init, init_seed=init_seed, steps=10 ** 12)
+               for d in DS for mu in MUS for s in SEEDS for _, init, init_seed in VARIANTS]
+    sw = attnsim.sweep(args.out / "sweeps" / FOLDER, configs=configs, n_saves=FLOW_SAVES, dynamics="flow",
+                       workers=args.workers, progress=args.progress)
+    points = {}
+    for cfg in configs:
+        (points[cfg],) = [pt for pt in sw.select(**cfg.to_dict()) if pt.recording.get("n_saves") == FLOW_SAVES]
+    rows, _ = both_horizons(sw, list(points.values()), args.out / "sweeps" / GD_FOLDER, args)
+    for label, horizon in HORIZONS:
+        regime = {(cfg.d, cfg.signal_norm, cfg.seed, cfg.init, cfg.init_seed):
+                  attnsim.REGIMES.index(rows[horizon][pt.key]["regime"]) for cfg, pt in points.items()}
         per_d = {}
         for d in DS:
             swap = spread = 0
@@ -81,7 +84,7 @@ def main():
     (args.out / f"gaussian_twin{suffix}.json").write_text(json.dumps(out, indent=1) + "\n")
 
     fig, axes = plt.subplots(len(HORIZONS), len(VARIANTS), figsize=(10, 6.5), sharex=True, sharey=True)
-    for row, (label, *_rest) in enumerate(HORIZONS):
+    for row, (label, _) in enumerate(HORIZONS):
         for col, (variant, _, _) in enumerate(VARIANTS):
             ax = axes[row, col]
             ax.imshow(maps[label][variant], origin="lower", aspect="auto", cmap=REGIME_COLOURS, vmin=0, vmax=2)

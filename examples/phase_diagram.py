@@ -14,8 +14,11 @@ not overfitting) and SNR = d^{-1/4} (below it: harmful overfitting); benign lies
 The default is a coarse subset of the paper's grid (7 x 9 points x 2 seeds per horizon, a few
 minutes on two cores); ``--grid20`` the 20 x 20 grid of the paper's earlier version; ``--full``
 the full 39 x 39 grid of REFERENCE.md (d = 250..5000 step 125, ||mu|| = 5..100 step 2.5) with 3
-seeds, 4563 runs per horizon (``make examples-full``). Every grid shares one resumable sweep
-folder per horizon, so an interrupted run resumes and a finer grid reuses the coarse points.
+seeds, 4563 runs (``make examples-full``). Both rows come from the same runs: a flow run starts
+with exact GD (the GD kernels themselves) and records at step 1000 what a 1000-step GD run
+records, bit for bit (``_common.both_horizons``; a run whose exact-GD start ended before step
+1000 would be rerun with ``dynamics="gd"``). Every grid shares one resumable sweep folder, so an
+interrupted run resumes and a finer grid reuses the coarse points.
 
 Writes ``out/examples/phase_diagram.png`` (``_20``, ``_full`` variants) and the regime counts
 and boundaries to ``phase_diagram*.json``.
@@ -33,14 +36,14 @@ from matplotlib.colors import ListedColormap
 from scipy.optimize import nnls
 
 import attnsim
-from _common import parse_args, save
+from _common import FLOW_SAVES, GD_HORIZON, both_horizons, parse_args, save
 
 D_FULL = list(range(250, 5001, 125))                       # 39 values
 MU_FULL = [5.0 + 2.5 * k for k in range(39)]               # 5 .. 100
-N_SAVES = 12
-#: (label, sweep folder, steps, dynamics); both with population test metrics.
-HORIZONS = (("τ = 10³ (GD, the paper's horizon)", "phase_gd_1e3", 1000, "gd"),
-            ("τ = 10¹² (flow)", "phase_flow_1e12", 10 ** 12, "flow"))
+#: (label, key of ``both_horizons``'s rows); both with population test metrics.
+HORIZONS = (("τ = 10³ (GD, the paper's horizon)", "gd"), ("τ = 10¹² (flow)", "flow"))
+#: The sweep folder of the flow runs, and of the GD runs needed only if a flow run's exact-GD start ends early.
+FOLDER, GD_FOLDER = "phase_1e3_1e12", "phase_gd_1e3"
 REGIME_COLOURS = ListedColormap(["#4477aa", "#66bb66", "#cc4444"])   # not overfitting, benign, harmful
 
 
@@ -50,21 +53,22 @@ def edges(values):
     return np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
 
 
-def maps_of(sw, ds, mus, n_seeds):
-    """Seed means of the final figures and the majority regime (index into attnsim.REGIMES) per cell."""
+def maps_of(rows, points, ds, mus, n_seeds):
+    """Seed means of the figures and the majority regime (index into attnsim.REGIMES) per cell, from one
+    horizon's ``rows`` (``both_horizons``); and how many runs came from which source."""
     out = {m: np.full((len(mus), len(ds)), np.nan) for m in ("train_loss", "test_loss", "test_acc", "regime")}
-    statuses = Counter()
+    sources = Counter()
     for i, mu in enumerate(mus):
         for j, d in enumerate(ds):
-            pts = [pt for s in range(n_seeds) for pt in sw.select(d=d, signal_norm=mu, seed=s)[:1]]
-            statuses.update(pt.summary.get("path", "gd") + ": " + pt.summary["status"] for pt in pts)
+            cell = [rows[pt.key] for s in range(n_seeds) for pt in points[(d, mu, s)][:1]]
+            sources.update(r["source"] for r in cell)
             for m in ("train_loss", "test_loss", "test_acc"):
-                vals = [pt.summary[m] for pt in pts if pt.summary[m] is not None]
+                vals = [r[m] for r in cell if r[m] is not None and np.isfinite(r[m])]
                 out[m][i, j] = np.mean(vals) if vals else np.nan
-            votes = Counter(pt.summary["regime"] for pt in pts)
+            votes = Counter(r["regime"] for r in cell)
             if votes:
                 out["regime"][i, j] = attnsim.REGIMES.index(votes.most_common(1)[0][0])
-    return out, statuses
+    return out, sources
 
 
 def boundaries(regime, ds, mus):
@@ -79,14 +83,11 @@ def boundaries(regime, ds, mus):
     return rows
 
 
-def flow_costs(sw):
+def flow_costs(runs):
     """Where the flow points' time goes: a non-negative least-squares fit of each point's wall
-    time to ``c0 + c_gd * (exact GD steps of the start) + c_rhs * (right-hand-side evaluations)``."""
-    rows = []
-    for key, pt in sw.points.items():
-        extra = sw.load(key).extra
-        rows.append((pt.summary["wall_time"], extra.get("gd_start_steps", 0), extra.get("rhs_evals", 0)))
-    wall, gd, rhs = (np.array(c, dtype=float) for c in zip(*rows))
+    time to ``c0 + c_gd * (exact GD steps of the start) + c_rhs * (right-hand-side evaluations)``;
+    ``runs`` as returned by ``both_horizons``."""
+    wall, gd, rhs = (np.array(c, dtype=float) for c in zip(*runs.values()))
     A = np.column_stack([np.ones_like(wall), gd, rhs])
     coef = nnls(A, wall)[0]
     share = A * coef / wall.sum()
@@ -94,7 +95,7 @@ def flow_costs(sw):
             "fit_seconds": {"per_point": coef[0], "per_gd_step": coef[1], "per_rhs_eval": coef[2]},
             "share": {"fixed per point": float(share[:, 0].sum()), "exact GD start": float(share[:, 1].sum()),
                       "flow integration": float(share[:, 2].sum())},
-            "gd_start_steps_percentiles_10_50_90": np.percentile(gd, [10, 50, 90]).tolist(),
+            "gd_start_steps_percentiles_0_10_50_90": np.percentile(gd, [0, 10, 50, 90]).tolist(),
             "rhs_evals_percentiles_10_50_90": np.percentile(rhs, [10, 50, 90]).tolist(),
             "wall_seconds_percentiles_10_50_90": np.percentile(wall, [10, 50, 90]).tolist()}
 
@@ -123,22 +124,31 @@ def main():
                                                                       None),
               ("test_acc", "population test accuracy", "magma", (0.5, 1.0)), ("regime", "regime", REGIME_COLOURS,
                                                                                (-0.5, 2.5))]
-    for row, (label, folder, steps, dynamics) in enumerate(HORIZONS):
-        base = attnsim.Config(steps=steps, n_test=0, test_metrics="population")
-        t0 = time.perf_counter()
-        sw = attnsim.sweep(args.out / "sweeps" / folder, base, grid=grid, seeds=range(n_seeds), n_saves=N_SAVES,
-                           dynamics=dynamics, workers=args.workers, progress=args.progress)
-        elapsed = time.perf_counter() - t0
-        maps, statuses = maps_of(sw, ds, mus, n_seeds)
+    base = attnsim.Config(steps=10 ** 12, n_test=0, test_metrics="population")
+    t0 = time.perf_counter()
+    sw = attnsim.sweep(args.out / "sweeps" / FOLDER, base, grid=grid, seeds=range(n_seeds), n_saves=FLOW_SAVES,
+                       dynamics="flow", workers=args.workers, progress=args.progress)
+    t1 = time.perf_counter()
+    points = {(d, mu, s): [] for d in ds for mu in mus for s in range(n_seeds)}
+    for pt in sw.points.values():       # a finer grid's folder holds more points than this grid reads
+        cell = (pt.config.d, pt.config.signal_norm, pt.config.seed)
+        if cell in points and pt.config.replace(d=base.d, signal_norm=base.signal_norm, seed=base.seed) == base \
+                and pt.recording.get("n_saves") == FLOW_SAVES:
+            points[cell].append(pt)
+    rows, runs = both_horizons(sw, [p for pts in points.values() for p in pts[:1]], args.out / "sweeps" / GD_FOLDER,
+                               args)
+    report["sweep_seconds_this_call"] = t1 - t0
+    report["read_seconds"] = time.perf_counter() - t1
+    report["run_seconds_summed"] = sum(r[0] for r in runs.values())
+    for row, (label, horizon) in enumerate(HORIZONS):
+        maps, sources = maps_of(rows[horizon], points, ds, mus, n_seeds)
         counts = Counter(attnsim.REGIMES[int(v)] for v in maps["regime"].ravel() if np.isfinite(v))
-        run_seconds = sum(pt.summary["wall_time"] for pt in sw.points.values())
-        report["horizons"].append({"horizon": label, "steps": steps, "dynamics": dynamics,
-                                   "sweep_seconds_this_call": elapsed, "run_seconds_summed": run_seconds,
-                                   "regime_cells": dict(counts), "runs_by_path_and_status": dict(statuses),
-                                   "boundaries": boundaries(maps["regime"], ds, mus)})
-        print(f"{label}: {sum(counts.values())} cells {dict(counts)}; runs {dict(statuses)}; sweep {elapsed:.0f} s")
-        if dynamics == "flow":
-            costs = report["horizons"][-1]["costs"] = flow_costs(sw)
+        steps = GD_HORIZON if horizon == "gd" else base.steps
+        report["horizons"].append({"horizon": label, "steps": steps, "regime_cells": dict(counts),
+                                   "runs_by_source": dict(sources), "boundaries": boundaries(maps["regime"], ds, mus)})
+        print(f"{label}: {sum(counts.values())} cells {dict(counts)}; runs {dict(sources)}")
+        if horizon == "flow":
+            costs = report["horizons"][-1]["costs"] = flow_costs(runs)
             print("  where the flow runs' time goes: " + ", ".join(f"{k} {v:.0%}" for k, v in costs["share"].items())
                   + f" of the {costs['cpu_seconds_in_runs']:.0f} s inside {costs['points']} runs (set-up not included)")
         for col, (m, title, cmap, lims) in enumerate(panels):
@@ -166,7 +176,8 @@ def main():
     name = "phase_diagram_full" if args.full else "phase_diagram_20" if args.grid20 else "phase_diagram"
     save(fig, args, name + ".png")
     (args.out / (name + ".json")).write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    print(f"wrote {args.out / (name + '.json')}")
+    print(f"wrote {args.out / (name + '.json')}; sweep {report['sweep_seconds_this_call']:.0f} s, "
+          f"reading both horizons {report['read_seconds']:.0f} s")
 
 
 if __name__ == "__main__":

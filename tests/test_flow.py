@@ -526,6 +526,37 @@ def test_flow_start_is_the_gd_run_bit_for_bit(trainable):
             assert a.tobytes() == b.tobytes(), f"{fld.name} differs ({trainable})"
 
 
+def _per_save(res):
+    """The per-save arrays of a Result (first axis the save times), by field name."""
+    import dataclasses
+
+    n = res.steps.size
+    return {f.name: getattr(res, f.name) for f in dataclasses.fields(attnsim.Result)
+            if isinstance(getattr(res, f.name), np.ndarray) and getattr(res, f.name).ndim >= 1
+            and getattr(res, f.name).shape[0] == n and f.name != "steps"}
+
+
+@pytest.mark.parametrize("trainable", ["Wp", "p"])
+@pytest.mark.parametrize("gd_start, inside", [("auto", True), (600, False)])
+def test_a_flow_run_records_the_gd_horizon_inside_its_automatic_start(trainable, gd_start, inside):
+    """What the phase diagram reads both horizons from: a flow run to 10^12 with the automatic switch and
+    population test metrics records at step 1000, still inside its exact-GD start, what a 1000-step GD run
+    records there, bit for bit. A start that ends at step 600 integrates the last 400 steps, and the
+    records differ."""
+    cfg = attnsim.Config(d=250, steps=10 ** 12, n_test=0, test_metrics="population", trainable=trainable)
+    f = attnsim.simulate(cfg, SaveAt.log(10 ** 12, 14), dynamics="flow", flow={"gd_start": gd_start})
+    g = attnsim.simulate(cfg.replace(steps=1000), SaveAt.log(1000, 12))
+    k = int(np.flatnonzero(f.steps == 1000)[0])
+    assert (f.extra["gd_start_steps"] >= 1000) == inside and f.success and g.success
+    flow_at, gd_at = _per_save(f), _per_save(g)
+    assert flow_at.keys() == gd_at.keys() and {"train_loss", "test_loss", "test_acc", "scores", "frak_cum"} <= set(flow_at)
+    same = {name: flow_at[name][k].tobytes() == gd_at[name][-1].tobytes() for name in flow_at}
+    if inside:
+        assert all(same.values()), [name for name, ok in same.items() if not ok]
+    else:
+        assert not same["scores"] and not same["train_loss"]
+
+
 @pytest.mark.parametrize("dynamics", ["gd", "flow"])
 def test_one_gram_serves_keys_and_tokens_when_w0_is_the_identity(dynamics):
     """p and the head at W0 = I: the keys are the tokens, so the set-up keeps one Gram for both (swept
