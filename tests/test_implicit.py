@@ -363,7 +363,7 @@ def test_conditioning_is_consistent_and_adjoint():
     v = dual_setup(VirtualSpace(law.d, law.k_max), np.random.default_rng(11), law)
     W0, X, K, WK, p0, mu = v["W0"], v["X"], v["K"], v["WK"], v["p0"], v["mu_p"]
     w0t_p0, w0_mu, w0t_mu = v["w0t_p0"], v["w0_mu"], v["w0t_mu"]
-    U, A, V, B = W0.U, W0.A, W0.V, W0.B
+    U, A, V, B = W0.met()
     assert U.shape[1] == law.N + 2 and V.shape[1] == law.N + 2   # inputs: tokens, mu_+-; p0, keys, mu_+
     scale = np.max(np.abs(A)) * np.max(np.abs(B))
     assert np.max(np.abs(V.T @ A - B.T @ U)) <= 1e-13 * scale
@@ -413,7 +413,7 @@ def test_a_nearly_dependent_input_keeps_the_basis_orthonormal():
     u = rng.standard_normal(8) @ Y
     u += 1e-8 * np.linalg.norm(u) * space.new_direction()
     W0.matvec(u)
-    U = W0.U
+    U = W0.met()[0]
     assert U.shape[1] == 9
     assert np.max(np.abs(U.T @ U - np.eye(9))) <= 1e-14
 

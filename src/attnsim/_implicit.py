@@ -242,25 +242,10 @@ class LazyGaussianMatrix:
         self._out = _Side(space.k_max)   # V, B = W0^T V
         self._frozen = False
 
-    @property
-    def U(self) -> np.ndarray:
-        """Orthonormal basis of the inputs ``W0`` has met, shape (k_max, m_U)."""
-        return self._in.basis[:, :self._in.m].copy()
-
-    @property
-    def A(self) -> np.ndarray:
-        """``W0 U``, shape (k_max, m_U)."""
-        return self._in.images[:, :self._in.m].copy()
-
-    @property
-    def V(self) -> np.ndarray:
-        """Orthonormal basis of the inputs ``W0^T`` has met, shape (k_max, m_V)."""
-        return self._out.basis[:, :self._out.m].copy()
-
-    @property
-    def B(self) -> np.ndarray:
-        """``W0^T V``, shape (k_max, m_V)."""
-        return self._out.images[:, :self._out.m].copy()
+    def met(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Copies of what ``W0`` has met: ``(U, A, V, B)``, ``U`` (k_max, m_U) the orthonormal basis
+        of its inputs and ``A = W0 U``, ``V`` (k_max, m_V) that of ``W0^T``'s and ``B = W0^T V``."""
+        return tuple(x[:, :side.m].copy() for side in (self._in, self._out) for x in (side.basis, side.images))
 
     @property
     def frozen(self) -> bool:
