@@ -13,7 +13,7 @@ another uniform W0 does: on the same data (seed), it compares
 cell by cell over ||mu|| and seeds, at the paper's horizon (1000 GD steps) and at tau = 10^12
 (the flow), with population test metrics; both horizons from the same runs (a flow run records
 at step 1000, inside its exact-GD start, what a 1000-step GD run records: ``_common.both_horizons``). Default: a quick look (d = 250 and 1000, 5 values of
-||mu||, 2 seeds; 120 runs). ``--full`` (in ``make examples-full``; 720 runs, 30 min on the loaded
+||mu||, 2 seeds; 120 runs). ``--full`` (in ``make examples-full``; 360 flow runs, 1.5 min on the quiet
 2-core machine): d = 250, 1000, 5000, 10 values of ||mu|| from 3 to 100, seeds 0-3. Writes
 ``out/examples/gaussian_twin.png`` (the three regime maps per horizon) and ``gaussian_twin.json``
 (cells that differ, by d and horizon); ``--full`` adds ``_full`` to both names.
