@@ -21,6 +21,8 @@ gives the bits of two passes.
 import numpy as np
 from numba import njit
 
+from .exp import MAIN_LIMIT, exp, exp_main
+
 #: Per-sample blocks of the core's scratch ``fw`` after the dense blocks (``fw_size``).
 _ZMAX, _TOTAL, _PHI, _MIN, _MOUT, _COEF, _VTOP, _KAP, _TOP, _F = range(10)
 
@@ -40,17 +42,17 @@ def fw_size(n, T):
 def _logistic_loss(u):
     """ell(u) = log(1 + exp(-u)), without overflow for either sign of u."""
     if u >= 0.0:
-        return np.log1p(np.exp(-u))
-    return -u + np.log1p(np.exp(u))
+        return np.log1p(exp(-u))
+    return -u + np.log1p(exp(u))
 
 
 @njit(cache=True)
 def _neg_dloss(u):
     """-ell'(u) = 1 / (1 + exp(u)), the logistic function of -u, without overflow."""
     if u >= 0.0:
-        e = np.exp(-u)
+        e = exp(-u)
         return e / (1.0 + e)
-    return 1.0 / (1.0 + np.exp(u))
+    return 1.0 / (1.0 + exp(u))
 
 
 @njit(cache=True)
@@ -128,12 +130,23 @@ def coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, full):
             if zi > zmax[i]:
                 zmax[i] = zi
                 vtop[i] = vt[t * n + i]
+    special = False
     for t in range(T):
         for i in range(n):
             vt[t * n + i] -= vtop[i]        # delta_t = v_t - v_top, exactly 0 at the top
-            e = np.exp(zt[t * n + i] - zmax[i])
+            x = zt[t * n + i] - zmax[i]
+            special |= not abs(x) < MAIN_LIMIT
+            e = exp_main(x)                 # glibc's bits, eight lanes at a time (exp.py)
             et[t * n + i] = e
             total[i] += e
+    if special:                             # a gap of 512 or more, or a non-finite score: the library
+        for i in range(n):
+            total[i] = 0.0
+        for t in range(T):
+            for i in range(n):
+                e = exp(zt[t * n + i] - zmax[i])
+                et[t * n + i] = e
+                total[i] += e
     for t in range(T):
         for i in range(n):
             st = et[t * n + i] / total[i]
