@@ -15,7 +15,8 @@ sums, so the kernels are fast *and* give the same bits on every SIMD width. The 
 unrolled by four rows: ``x - a0 g0 - a1 g1 - a2 g2 - a3 g3`` evaluates left to right, in exactly
 the order of four successive single-row axpys, so the unrolled sweeps give the bits of the plain
 ones. Sweeping two vectors against one matrix in one pass (``*_two`` with ``G1 is G2``, W0 = I)
-gives the bits of two passes.
+gives the bits of two passes. Every ``exp`` is ``exp.py``'s: glibc's, written out so that the
+softmax's loop over samples vectorises, with glibc's bits.
 """
 
 import numpy as np
