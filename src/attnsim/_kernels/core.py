@@ -161,12 +161,20 @@ def coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, full):
                 m_out[i] += et[t * n + i]
     inv_n = 1.0 / n
     finite = True
-    for i in range(n):
+    special = False
+    for i in range(n):                      # _neg_dloss(u) with exp(-|u|) eight lanes at a time
         fi = vtop[i] + phi[i]
-        coef[i] = -inv_n * _neg_dloss(y[i] * fi) * y[i]
+        u = y[i] * fi
+        x = -abs(u)
+        special |= not abs(x) < MAIN_LIMIT
+        e = exp_main(x)
+        g = e / (1.0 + e) if u >= 0.0 else 1.0 / (1.0 + e)
+        coef[i] = -inv_n * g * y[i]
         frak_sum[i] += m_in[i] * m_out[i]
-        if not np.isfinite(fi):
-            finite = False
+        finite &= np.isfinite(fi)
+    if special:                             # a margin of 512 or more, or a non-finite output
+        for i in range(n):
+            coef[i] = -inv_n * _neg_dloss(y[i] * (vtop[i] + phi[i])) * y[i]
     for i in range(n):
         ci = coef[i]
         ph = phi[i]
@@ -188,6 +196,7 @@ def coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, full):
             f[i] = vtop[i] + phi[i]
             u = y[i] * f[i]
             kap[i] = inv_n * _neg_dloss(u) * _neg_dloss(-u)     # sigma(-u) sigma(u), both with their digits
+            top[i] = 0.0                      # a NaN score matches nothing: jvp must still read in bounds
             for t in range(T):
                 if zt[t * n + i] == zmax[i]:
                     top[i] = t                # exact in float64; the first maximum, as above

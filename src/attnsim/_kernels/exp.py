@@ -81,7 +81,8 @@ def _double(typingctx, u):
 
 @njit(cache=True, inline="always")
 def exp_main(x):
-    """glibc's ``exp(x)`` for ``|x| < MAIN_LIMIT``, bit for bit (module docstring); meaningless beyond."""
+    """glibc's ``exp(x)`` for ``|x| < MAIN_LIMIT``, bit for bit (module docstring); beyond, not glibc's
+    (wrong once the result is subnormal or overflows)."""
     kd = _fma(_INV_LN2_N, x, _SHIFT)               # k = round(x N / ln2) in the low bits
     ki = _bits(kd)
     kd -= _SHIFT
