@@ -427,6 +427,11 @@ def main(argv=None):
                          "seconds": time.perf_counter() - t}
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)
+    if os.path.abspath(args.json) != os.path.join(HERE, "results.json"):
+        # RESULTS.md is rendered from results.json (plus ANALYSIS.md): a run saved elsewhere, often one
+        # section only, must not replace it
+        log(f"wrote {args.json}; benchmarks/RESULTS.md left as it is (it renders benchmarks/results.json)")
+        return 0
     sys.path.insert(0, HERE)
     import report
 
