@@ -63,6 +63,8 @@ def log_saves_through(steps: int, per_decade: int = 40):
 GD_HORIZON = 1000
 #: Save times of a flow run to 10^12 that include every power of ten, 10^3 among them.
 FLOW_SAVES = log_saves_through(10 ** 12, per_decade=1)
+#: Save times of a GD run to ``GD_HORIZON`` run only when a flow run's exact-GD start ended before it.
+GD_SAVES = 12
 
 
 def both_horizons(sw, points, fallback, args):
@@ -95,10 +97,10 @@ def both_horizons(sw, points, fallback, args):
         rows["gd"][pt.key] = {**{m: float(getattr(res, m)[k]) for m in figures},
                               "regime": attnsim.classify_regime(res, at=k).name, "source": "the flow run's exact-GD start"}
     if redo:
-        gd = attnsim.sweep(fallback, configs=list(redo.values()), n_saves=12, workers=args.workers,
+        gd = attnsim.sweep(fallback, configs=list(redo.values()), n_saves=GD_SAVES, workers=args.workers,
                            progress=args.progress)
         for key, cfg in redo.items():
-            (pt,) = [q for q in gd.select(**cfg.to_dict()) if q.recording.get("n_saves") == 12]
+            (pt,) = [q for q in gd.select(**cfg.to_dict()) if q.recording.get("n_saves") == GD_SAVES]
             rows["gd"][key] = {**{m: pt.summary[m] for m in figures}, "regime": pt.summary["regime"],
                                "source": f"a separate GD run: {pt.summary['status']}"}
     return rows, runs

@@ -22,7 +22,7 @@ softmax's loop over samples vectorises, with glibc's bits.
 import numpy as np
 from numba import njit
 
-from .exp import MAIN_LIMIT, exp, exp_main
+from .exp import exp, exp_main, in_main
 
 #: Per-sample blocks of the core's scratch ``fw`` after the dense blocks (``fw_size``).
 _ZMAX, _TOTAL, _PHI, _MIN, _MOUT, _COEF, _VTOP, _KAP, _TOP, _F = range(10)
@@ -136,7 +136,7 @@ def coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, full):
         for i in range(n):
             vt[t * n + i] -= vtop[i]        # delta_t = v_t - v_top, exactly 0 at the top
             x = zt[t * n + i] - zmax[i]
-            special |= not abs(x) < MAIN_LIMIT
+            special |= not in_main(x)
             e = exp_main(x)                 # glibc's bits, eight lanes at a time (exp.py)
             et[t * n + i] = e
             total[i] += e
@@ -166,7 +166,7 @@ def coefficients(z, v, y, T, relevant, s, c, h, frak_sum, fw, full):
         fi = vtop[i] + phi[i]
         u = y[i] * fi
         x = -abs(u)
-        special |= not abs(x) < MAIN_LIMIT
+        special |= not in_main(x)
         e = exp_main(x)
         g = e / (1.0 + e) if u >= 0.0 else 1.0 / (1.0 + e)
         coef[i] = -inv_n * g * y[i]

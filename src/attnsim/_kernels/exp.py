@@ -80,6 +80,12 @@ def _double(typingctx, u):
 
 
 @njit(cache=True, inline="always")
+def in_main(x):
+    """True where ``exp_main(x)`` is glibc's ``exp(x)``: ``|x| < MAIN_LIMIT`` (False for NaN)."""
+    return abs(x) < MAIN_LIMIT
+
+
+@njit(cache=True, inline="always")
 def exp_main(x):
     """glibc's ``exp(x)`` for ``|x| < MAIN_LIMIT``, bit for bit (module docstring); beyond, not glibc's
     (wrong once the result is subnormal or overflows)."""
@@ -98,6 +104,6 @@ def exp_main(x):
 @njit(cache=True)
 def exp(x):
     """``exp(x)`` with glibc's bits: ``exp_main`` on its range, the library's ``exp`` beyond."""
-    if abs(x) < MAIN_LIMIT:
+    if in_main(x):
         return exp_main(x)
     return np.exp(x)

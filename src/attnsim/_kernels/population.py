@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit
 
 from .core import _logistic_loss
-from .exp import MAIN_LIMIT, exp, exp_main
+from .exp import exp, exp_main, in_main
 
 #: ``0.5 erfc(-x) == 1.0`` exactly in float64 for ``x >= ERFC_ONE`` (``erfc(6) = 2.2e-17``, below
 #: half an ulp of 2), so the normal CDF of a conditional mean 6+ standard deviations positive
@@ -107,7 +107,7 @@ def _sums(mean_z, mean_v, root, beta, cvar, ez, ez_ok, ys, draws, start, stop, l
                 for t in range(T):
                     for b in range(nb):
                         x = nz[t, b] - nzmax[b]
-                        special |= not abs(x) < MAIN_LIMIT
+                        special |= not in_main(x)
                         fz[t, b] = exp_main(x)          # glibc's bits, vectorised (exp.py)
                 if special:                              # a draw 512 below its top: the library
                     for t in range(T):
