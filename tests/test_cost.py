@@ -70,8 +70,9 @@ def test_long_p_runs_switch_to_dual_where_the_step_counts_cross():
         assert choose_engine(int(2.2 * d), d, 0, 10**9, 2, "p") == "primal"
 
 
-def test_very_short_runs_prefer_primal_because_the_dual_set_up_costs_d_squared_n():
-    # One step at d = 4000 with N = 160: building Gram matrices costs more than stepping.
+def test_very_short_runs_prefer_primal_because_the_dual_set_up_adds_the_gram():
+    # One step at d = 4000 with N = 160: both engines form the keys (O(d^2 N)) and read the query
+    # with a matvec at each of the 2 saves; the dual's key Gram (O(N^2 d)) costs more than a step.
     assert choose_engine(160, 4000, 0, 1, 2, "p") == "primal"
     setup = [step_costs(160, d, 0, 0, 2, "p")["dual"] for d in (2000, 4000)]
     assert setup[1] / setup[0] == pytest.approx(4, rel=0.05)
@@ -83,3 +84,20 @@ def test_auto_records_the_choice():
     res = train(X, np.where(np.arange(30) % 2 == 0, 1.0, -1.0), np.eye(3), np.zeros(3), np.ones(3),
                 lr=0.1, steps=10, trainable="p")
     assert res.engine == "primal"
+
+
+def test_step_costs_names_an_unknown_w0():
+    from attnsim import ConfigError
+
+    with pytest.raises(ConfigError, match=r"w0 must be one of 'dense', 'identity', 'implicit'; got 'sparse'"):
+        step_costs(160, 400, 0, 10, 2, "p", w0="sparse")
+
+
+def test_the_dual_set_up_forms_one_product_fewer_when_the_query_is_read_by_matvec():
+    """2 saves, no test set, N = 160: W0^T times the basis (2 N d^2 flops, at a tenth) is replaced
+    by a matvec a save; with a test set the product is formed (its scores read it)."""
+    d = 4000
+    for trainable in ("p", "Wp"):
+        few, tested = step_costs(160, d, 0, 0, 2, trainable), step_costs(160, d, 1, 0, 2, trainable)
+        gap = tested["dual"] - few["dual"]
+        assert gap == pytest.approx(0.1 * 2 * 160 * d * d - 2 * d * d, rel=1e-3)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnsim import SaveAt, train
+from attnsim import SaveAt, prepare, train
 from tools.coords_grid import TRAINABLE
 
 LONG = 10_000
@@ -53,7 +53,8 @@ def _assert_same_trajectory(results, has_test, where):
     for name, res in results.items():
         assert res.success, f"{name}: {res.message}; {where}"
         np.testing.assert_array_equal(res.steps, ref.steps)
-        for field in ("train_loss", "margins", "attention", "scores", "frak_cum", "p_norm"):
+        for field in ("train_loss", "margins", "attention", "scores", "frak_cum", "p_norm", "query_norm",
+                      "p_probe", "query_probe"):
             np.testing.assert_allclose(getattr(res, field), getattr(ref, field), **TOL,
                                        err_msg=f"{field}: {name} vs primal; {where}")
         if has_test:
@@ -111,6 +112,70 @@ def test_normalised_gd_dual_primal_and_twin_agree_over_ten_thousand_steps(traina
     results = _run_all(arrays, 2e-3, LONG, trainable, optimizer="ngd", ngd_norm=ngd_norm)
     _assert_same_trajectory(results, True, f"_problem({seed}, {n}, {T}, {d}, 5, 2e-3), trainable={trainable!r}, "
                                            f"optimizer='ngd', ngd_norm={ngd_norm!r}, steps={LONG}")
+
+
+def _few_saves_run(arrays, trainable, steps, few, probes, **kw):
+    """The run of ``few`` saves, asserted to read the query by matvec (no W0^T product formed)."""
+    run = prepare(**arrays, lr=1.0, steps=steps, trainable=trainable, save_at=few, probes=probes, engine="dual", **kw)
+    assert run.coords.query_matvec
+    assert not any(hasattr(run.coords, name) for name in ("Q_norm", "R_q", "G_AA", "R_q1"))
+    run.warm_up()
+    run.run()
+    return run.result()
+
+
+@pytest.mark.parametrize("trainable", TRAINABLE)
+def test_few_saves_read_the_query_by_matvec_as_the_grams_and_the_primal_engine_do(trainable):
+    """No test set and 8 saves or fewer per N tokens: the dual set-up skips ``W0^T`` times its basis
+    (an O(d^2 N) product) and forms ``q = W^T p`` at each save (``_coords.cost.query_by_matvec``).
+    Its norm and probes against the same run saved often enough to form the product (everything
+    else bit-identical), primal coordinates (which form ``q`` too) and the materialised W, p."""
+    arrays, _ = _problem(3, 6, 4, 30, n_test=0, lr_scale=1.0)         # N = 24: 3 saves read by matvec
+    probes = np.random.default_rng(1).standard_normal((2, 30))
+    steps, few = 3000, [0, 100, 3000]
+    res = _few_saves_run(arrays, trainable, steps, few, probes)
+    kw = dict(lr=1.0, steps=steps, trainable=trainable, probes=probes)
+    grams = train(**arrays, **kw, save_at=sorted(set(few) | set(range(0, steps + 1, 75))), engine="dual")
+    primal = train(**arrays, **kw, save_at=few, engine="primal")
+    at = np.searchsorted(grams.steps, few)
+    for name in ("scores", "train_loss", "p_norm", "w_dist", "p_probe", "nu_norm", "frak_cum"):
+        np.testing.assert_array_equal(getattr(res, name), getattr(grams, name)[at], err_msg=name)
+    for other, rtol in ((grams, 1e-13), (primal, 1e-11)):
+        np.testing.assert_allclose(res.query_norm, other.query_norm[np.searchsorted(other.steps, few)], rtol=rtol)
+        np.testing.assert_allclose(res.query_probe, other.query_probe[np.searchsorted(other.steps, few)],
+                                   rtol=rtol, atol=rtol * np.abs(res.query_probe).max())
+    q = (arrays["W0"] if res.W is None else res.W).T @ res.p
+    assert res.query_norm[-1] == pytest.approx(np.linalg.norm(q), rel=1e-13)
+    np.testing.assert_allclose(res.query_probe[-1], probes @ q, rtol=1e-13, atol=1e-13 * np.abs(q).max())
+
+
+@pytest.mark.parametrize("trainable", TRAINABLE)
+def test_a_flow_run_with_few_saves_reads_the_query_of_its_materialised_parameters(trainable):
+    arrays, _ = _problem(3, 6, 4, 30, n_test=0, lr_scale=1.0)
+    probes = np.random.default_rng(1).standard_normal((2, 30))
+    res = _few_saves_run(arrays, trainable, 10**6, [0, 100, 10**6], probes, dynamics="flow")
+    assert res.success, res.message
+    q = (arrays["W0"] if res.W is None else res.W).T @ res.p
+    assert res.query_norm[-1] == pytest.approx(np.linalg.norm(q), rel=1e-13)
+    np.testing.assert_allclose(res.query_probe[-1], probes @ q, rtol=1e-13, atol=1e-13 * np.abs(q).max())
+    assert res.query_norm[0] == pytest.approx(np.linalg.norm(arrays["W0"].T @ arrays["p0"]), rel=1e-15)
+
+
+@pytest.mark.parametrize("change, reads_by_matvec", [
+    ({}, True),
+    ({"save_at": [0, 10, 20, 30]}, False),                  # 8 x 4 saves > N = 24: the product pays
+    ({"X_test": "test set"}, False),                         # the test scores read the product anyway
+    ({"W0": None}, False),                                   # the identity: the product is free
+])
+def test_the_query_is_read_by_matvec_only_when_that_is_cheaper(change, reads_by_matvec):
+    arrays, _ = _problem(3, 6, 4, 30, n_test=2, lr_scale=1.0)
+    kw = dict(lr=1.0, steps=30, save_at=[0, 10, 30], engine="dual")
+    if "X_test" not in change:
+        del arrays["X_test"], arrays["y_test"]
+    arrays.update({k: v for k, v in change.items() if k in arrays and k != "X_test"})
+    kw.update({k: v for k, v in change.items() if k == "save_at"})
+    for trainable in TRAINABLE:
+        assert prepare(**arrays, **kw, trainable=trainable).coords.query_matvec is reads_by_matvec, trainable
 
 
 def test_dual_tracks_primal_at_the_official_shape():

@@ -34,14 +34,14 @@ def _check_roles(roles, T):
     return arr.astype(np.int8)
 
 
-def resolve_engine(engine, dynamics, N, d, n_test_tokens, steps, n_saves, trainable) -> str:
+def resolve_engine(engine, dynamics, N, d, n_test_tokens, steps, n_saves, trainable, w0="dense") -> str:
     """The coordinates a run uses: dual for the flow, the cheaper by ``step_costs`` for ``"auto"``."""
     check_choice("engine", engine, ENGINES)
     check_choice("dynamics", dynamics, DYNAMICS)
     if dynamics == "flow":
         return "dual"
     if engine == "auto":
-        return choose_engine(N, d, n_test_tokens, steps, n_saves, trainable)
+        return choose_engine(N, d, n_test_tokens, steps, n_saves, trainable, w0)
     return engine
 
 
@@ -121,7 +121,8 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
             raise ConfigError("engine='primal' needs p and W as d-vectors, which space='implicit' never forms; "
                               "use engine='auto' or 'dual', or space='explicit' for the primal engine")
         engine = "dual"
-    engine = resolve_engine(engine, dynamics, n * T, d, n_test_tokens, steps, len(spec), trainable)
+    w0_kind = "identity" if W0 is None else "implicit" if _implicit else "dense"
+    engine = resolve_engine(engine, dynamics, n * T, d, n_test_tokens, steps, len(spec), trainable, w0_kind)
     # Before the copies and the set-up products: a run that cannot fit stops here, in one line.
     # (prepare_run's own arrays are not copied, and its Result rebuilds W in dual coordinates.)
     need = engine_memory(n, T, d, n_test_tokens, engine=engine, trainable=trainable,
@@ -134,7 +135,7 @@ def prepare(X, y, W0, p0, nu, *, lr, steps, trainable="Wp", save_at=None, X_test
         X, X_test, W0 = (arr.copy() if isinstance(given[name], np.ndarray) and np.may_share_memory(arr, given[name])
                          else arr for name, arr in (("X", X), ("X_test", X_test), ("W0", W0)))
     pb = Problem(X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, population=population,
-                 implicit=_implicit)
+                 implicit=_implicit, n_saves=len(spec))
     coords = make_coordinates(pb, dynamics=dynamics, engine=engine, trainable=trainable, kern=BACKENDS[backend],
                               options=flow, optimizer=opt)
     return Run(pb, coords, spec.steps, noisy, {"y_true": y_true, "roles": roles}, max_margin=max_margin)

@@ -61,7 +61,7 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
         n_saves = len(as_saveat(save_at, config.steps))
         # prepare() resolves "auto" to the same coordinates, and says what is wrong with a flow in primal ones
         coords = resolve_engine(engine, dynamics, config.N, config.d, config.n_test * config.T, config.steps,
-                                n_saves, config.trainable)
+                                n_saves, config.trainable, "identity" if config.w0 == "identity" else "dense")
         run_memory_check(config, engine=coords, n_saves=n_saves, probes=probes)
         data = make_data(config)
         W0, p0 = init_params(config)

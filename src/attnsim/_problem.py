@@ -36,10 +36,15 @@ class Problem:
     probes_all : ndarray, shape (k', d)  what the coordinates project on: ``probes``, then
                                          ``population.directions(nu)`` (k' = k + 3) if set
     relevant : ndarray of bool, shape (T,)
+    n_saves : int
+        The run's save times (0: not known). Set-ups that either form a product once or apply
+        ``W0`` at every save choose by it (``_coords.cost.query_by_matvec``).
     """
 
-    def __init__(self, X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, population=None, implicit=False):
+    def __init__(self, X, y, W0, p0, nu, lr, X_test, y_test, relevant, probes, population=None, implicit=False,
+                 n_saves=0):
         self.implicit = implicit
+        self.n_saves = n_saves
         self.n, self.T, self.d = X.shape
         self.N = self.n * self.T
         self.X = X.reshape(self.N, self.d)
@@ -55,6 +60,13 @@ class Problem:
         self.probes = probes
         self.population = population
         self.probes_all = probes if population is None else np.concatenate([probes, population.directions(nu)])
+
+    @property
+    def w0_kind(self) -> str:
+        """How ``W0`` is given: ``"dense"``, ``"identity"`` (None) or ``"implicit"`` (an operator)."""
+        if isinstance(self.W0, LazyGaussianMatrix):
+            return "implicit"
+        return "identity" if self.W0 is None else "dense"
 
     def keys_of(self, A):
         """``A @ W0^T`` for A of shape (m, d): the keys of the tokens in the rows of A."""

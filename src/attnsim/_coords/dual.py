@@ -12,7 +12,9 @@ import abc
 
 import numpy as np
 
+from .._numerics import norm
 from .base import TRAINABLE_SETS, Coordinates, HeadObservation, Observation, quadratic_norm, register
+from .cost import query_by_matvec
 from .optimizer import Optimizer
 
 #: Steps per block of the dual (b, M) update (``_kernels.gd.dual_wp_run``).
@@ -20,13 +22,31 @@ DUAL_BLOCK = 16
 
 
 class DualSetup(Coordinates):
-    """Shared by the dual set-ups: the head ``nu = nu0 + X_all^T beta`` when it is trained.
+    """Shared by the dual set-ups: how the query ``W^T p`` is read, and the head
+    ``nu = nu0 + X_all^T beta`` when it is trained.
 
-    Members that train the head provide ``_beta_v()`` (the current ``beta`` and token values
+    The query's norm and probes come from Grams of ``W0^T`` times the iterate's basis, formed
+    once; or, when that product would serve nothing else and the saves are few
+    (``query_matvec``), from ``q`` itself, one matvec with ``W0`` a save, as in primal
+    coordinates. Members that train the head provide ``_beta_v()`` (the current ``beta`` and token values
     ``v = X_all nu0 + Gxx beta``) and set ``self.Gxx`` (N, N) before ``_init_head_readout``.
     """
 
     engine = "dual"
+
+    def __init__(self, pb, kern, options=None):
+        super().__init__(pb, kern, options)
+        #: Read the query ``W^T p`` with a matvec a save (``_query``) instead of the Grams of a
+        #: ``W0^T`` product formed here (``_coords.cost.query_by_matvec``).
+        self.query_matvec = query_by_matvec(pb.N, pb.Xt.shape[0], pb.n_saves, pb.w0_kind)
+
+    def _query(self, w0_part, x_part=None):
+        """``(<q, r_j> (k,), ||q||)`` for the query ``q = W0^T w0_part + X^T x_part`` (d,), formed."""
+        pb = self.pb
+        q = pb.w0t_mul(w0_part)
+        if x_part is not None:
+            q += pb.X.T @ x_part
+        return pb.probes_all @ q, norm(q)
 
     def _init_head_readout(self):
         """The test values' and the probes' cross terms of the head, once."""
@@ -70,19 +90,22 @@ class DualPSetup(DualSetup):
         self.K = pb.keys_of(pb.X)                    # (N, d)
         self.Gkk = np.ascontiguousarray(self.K @ self.K.T)   # (N, N)
         self.z0, self.P0 = self.K @ pb.p0, float(pb.p0 @ pb.p0)
-        W0T_K = pb.w0t_mul(self.K.T)                 # (d, N)
-        q0 = pb.w0t_mul(pb.p0)                       # W0^T p0, once for its three uses
-        # Test scores' dependence on a, stored transposed (N, Nt) for the serial
-        # save-time kernel (a threaded BLAS matvec here stalls when the cores are busy).
-        self.AtT = np.ascontiguousarray((pb.Xt @ W0T_K).T)
-        self.zt0 = pb.Xt @ q0
         self.R_p = (pb.probes_all @ pb.p0, pb.probes_all @ self.K.T)           # <p0, r>, <k_j, r>
-        self.R_q = (pb.probes_all @ q0, pb.probes_all @ W0T_K)                 # <W0^T p0, r>, <W0^T k_j, r>
-        # ||W0^T p||^2 = |q0|^2 + 2 a.(B^T q0) + a^T (B^T B) a with B = W0^T K^T
-        # Keys of norm ~1e100 (tests of genuine overflow) overflow this Gram: then query_norm is
-        # inf and the run reports the scores' overflow; no RuntimeWarning from the set-up.
-        with np.errstate(over="ignore", invalid="ignore"):
-            self.Q_norm = (float(q0 @ q0), W0T_K.T @ q0, W0T_K.T @ W0T_K)
+        if self.query_matvec:                        # no test set: W0^T p itself at each save
+            self.AtT, self.zt0 = np.zeros((pb.N, 0)), np.zeros(0)
+        else:
+            W0T_K = pb.w0t_mul(self.K.T)             # (d, N)
+            q0 = pb.w0t_mul(pb.p0)                   # W0^T p0, once for its three uses
+            # Test scores' dependence on a, stored transposed (N, Nt) for the serial
+            # save-time kernel (a threaded BLAS matvec here stalls when the cores are busy).
+            self.AtT = np.ascontiguousarray((pb.Xt @ W0T_K).T)
+            self.zt0 = pb.Xt @ q0
+            self.R_q = (pb.probes_all @ q0, pb.probes_all @ W0T_K)             # <W0^T p0, r>, <W0^T k_j, r>
+            # ||W0^T p||^2 = |q0|^2 + 2 a.(B^T q0) + a^T (B^T B) a with B = W0^T K^T
+            # Keys of norm ~1e100 (tests of genuine overflow) overflow this Gram: then query_norm is
+            # inf and the run reports the scores' overflow; no RuntimeWarning from the set-up.
+            with np.errstate(over="ignore", invalid="ignore"):
+                self.Q_norm = (float(q0 @ q0), W0T_K.T @ q0, W0T_K.T @ W0T_K)
         if self.trained.trains_head:
             self.Gxx = self.Gkk if self.K is pb.X else np.ascontiguousarray(pb.X @ pb.X.T)
             self._init_head_readout()
@@ -94,10 +117,13 @@ class DualPSetup(DualSetup):
     def observe(self):
         a, z = self._a_z()
         zt = self.kern.add_matvec_t(self.AtT, a, self.zt0.copy())
+        if self.query_matvec:
+            q_probe, q_norm = self._query(self.pb.p0 + self.K.T @ a)
+        else:
+            q_probe, q_norm = self.R_q[0] + self.R_q[1] @ a, quadratic_norm(*self.Q_norm, a)
         # ||p||^2 = P0 + 2 a.z0 + a^T Gkk a
         return Observation(z, zt, quadratic_norm(self.P0, self.z0, self.Gkk, a), 0.0,
-                           self.R_p[0] + self.R_p[1] @ a, self.R_q[0] + self.R_q[1] @ a,
-                           quadratic_norm(*self.Q_norm, a))
+                           self.R_p[0] + self.R_p[1] @ a, q_probe, q_norm)
 
     def final_params(self, with_W=True):
         a, _ = self._a_z()
@@ -121,17 +147,20 @@ class DualWpSetup(DualSetup):
         self.Q = np.concatenate([pb.p0[:, None], pb.w0_mul(pb.X.T)], axis=1)  # (d, N+1)
         self.Gqq = np.ascontiguousarray(self.Q.T @ self.Q)
         self.Gxx = np.ascontiguousarray(pb.X @ pb.X.T)
-        W0T_Q = pb.w0t_mul(self.Q)                   # (d, N+1)
-        # Test scores z_t = A1 b + A2 (M^T Gqq b) with A1 = Xt W0^T Q (Nt, N+1) and
-        # A2 = Xt X^T (Nt, N), stored stacked and transposed, (2N+1, Nt), for the
-        # serial save-time kernel.
-        self.AT = np.ascontiguousarray(np.concatenate([pb.Xt @ W0T_Q, pb.Xt @ pb.X.T], axis=1).T)
         self.R_p = pb.probes_all @ self.Q                # (k, N+1): <p, r> = R_p b
-        self.R_q1 = pb.probes_all @ W0T_Q                # <W0 r, Q b>
-        self.R_q2 = pb.probes_all @ pb.X.T               # (k, N): <x_j, r>
-        # W^T p = A b + X^T m with A = W0^T Q and m = M^T Gqq b: ||W^T p||^2 from the Grams of [A, X^T]
-        with np.errstate(over="ignore", invalid="ignore"):   # as in DualPSetup: huge keys overflow it
-            self.G_AA, self.G_AX = W0T_Q.T @ W0T_Q, W0T_Q.T @ pb.X.T
+        if self.query_matvec:                            # no test set: W^T p itself at each save
+            self.AT = np.zeros((2 * pb.N + 1, 0))
+        else:
+            W0T_Q = pb.w0t_mul(self.Q)                   # (d, N+1)
+            # Test scores z_t = A1 b + A2 (M^T Gqq b) with A1 = Xt W0^T Q (Nt, N+1) and
+            # A2 = Xt X^T (Nt, N), stored stacked and transposed, (2N+1, Nt), for the
+            # serial save-time kernel.
+            self.AT = np.ascontiguousarray(np.concatenate([pb.Xt @ W0T_Q, pb.Xt @ pb.X.T], axis=1).T)
+            self.R_q1 = pb.probes_all @ W0T_Q                # <W0 r, Q b>
+            self.R_q2 = pb.probes_all @ pb.X.T               # (k, N): <x_j, r>
+            # W^T p = A b + X^T m with A = W0^T Q and m = M^T Gqq b: ||W^T p||^2 from the Grams of [A, X^T]
+            with np.errstate(over="ignore", invalid="ignore"):   # as in DualPSetup: huge keys overflow it
+                self.G_AA, self.G_AX = W0T_Q.T @ W0T_Q, W0T_Q.T @ pb.X.T
         if self.trained.trains_head:
             self._init_head_readout()
 
@@ -151,10 +180,14 @@ class DualWpSetup(DualSetup):
         MtGb = MT @ (self.Gqq @ b)                   # (N,) = M^T Gqq b
         w_dist2 = float(self.kern.dual_w_dist2(MT, self.Gqq, self.Gxx))
         zt = self.kern.add_matvec_t(self.AT, np.concatenate([b, MtGb]), np.zeros(self.AT.shape[1]))
-        with np.errstate(over="ignore", invalid="ignore"):
-            q2 = b @ (self.G_AA @ b) + 2.0 * (b @ (self.G_AX @ MtGb)) + MtGb @ (self.Gxx @ MtGb)
+        if self.query_matvec:                        # W^T p = W0^T (Q b) + X^T m
+            q_probe, q_norm = self._query(self.Q @ b, MtGb)
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                q2 = b @ (self.G_AA @ b) + 2.0 * (b @ (self.G_AX @ MtGb)) + MtGb @ (self.Gxx @ MtGb)
+            q_probe, q_norm = self.R_q1 @ b + self.R_q2 @ MtGb, np.sqrt(max(q2, 0.0))
         return Observation(z, zt, np.sqrt(max(P[0], 0.0)), np.sqrt(max(w_dist2, 0.0)),
-                           self.R_p @ b, self.R_q1 @ b + self.R_q2 @ MtGb, np.sqrt(max(q2, 0.0)))
+                           self.R_p @ b, q_probe, q_norm)
 
     def final_params(self, with_W=True):
         _, _, b, MT = self._current()
