@@ -157,11 +157,19 @@ def init_params(config: Config) -> tuple[np.ndarray | None, np.ndarray]:
             return None, np.zeros(d)
         bound = 1.0 / np.sqrt(d)
         return rng.uniform(-bound, bound, size=(d, d)), np.zeros(d)
+    W0 = None if identity else _scaled_normal(rng, (d, d), w0_scale(config))
     if config.init == "official-gaussian":
-        return (None if identity else rng.standard_normal((d, d)) * w0_scale(config)), np.zeros(d)
-    W0 = None if identity else rng.standard_normal((d, d)) * config.sigma_w
+        return W0, np.zeros(d)
     p0 = rng.standard_normal(d) * config.sigma_p
     return W0, p0
+
+
+def _scaled_normal(rng, shape, scale):
+    """``rng.standard_normal(shape) * scale``, scaled in place: no second d x d array (at d = 8000,
+    its 512 MB of fresh pages took longer than the draws)."""
+    out = rng.standard_normal(shape)
+    out *= scale
+    return out
 
 
 def w0_scale(config: Config) -> float:
