@@ -38,7 +38,9 @@ attnsim is timed as its users call it, from the same arrays:
   only; the kernel also sums each sample's 𝔖, which the peers do not);
 - end to end, ``attnsim (2 saves)``: what ``attnsim.train`` does (``prepare``, ``warm_up``, ``run``,
   ``result``) with ``save_at=[0, K]``; ``attnsim (defaults)``: the same with what ``simulate`` adds
-  for ``n_test = 0``: the default ~200 log-spaced saves and the probes ``mu_+, mu_-``, engine "auto".
+  for ``n_test = 0``: the default ~200 log-spaced saves and the probes ``mu_+, mu_-``, engine "auto";
+  ``attnsim (no final W)`` (W, p): 2 saves and ``run.result(keep_W=False)``, the final ``p`` but not
+  the d x d ``W`` (a d^2 N product, and 8 d^2 bytes of fresh pages), which the peers do not form either.
 
 Protocol: one process, one thread (XLA, BLAS, numba, torch); per d and trainable set every
 implementation is warmed up (compilation, first call: reported), checked, then timed in
@@ -121,14 +123,15 @@ class Attnsim:
     def advance(self, k):
         assert self.run.coords.advance(k, self.frak) == k, "diverged"
 
-    def end_to_end(self, k, defaults=False):
-        """``attnsim.train``'s body, timed in two parts: (set-up s, whole run s) in CPU and wall."""
+    def end_to_end(self, k, defaults=False, keep_W=True):
+        """``attnsim.train``'s body, timed in two parts: (set-up s, whole run s) in CPU and wall;
+        ``keep_W=False``: ``run.result(keep_W=False)``, without the final d x d ``W``."""
         t = clock()
         run = self._prepare(k, None if defaults else [0, k], defaults)
         setup = since(t)
         run.warm_up()
         run.run()
-        res = run.result()
+        res = run.result(keep_W=keep_W)
         assert res.final_step == k
         return setup, since(t), float(res.train_loss[-1])
 
@@ -448,8 +451,11 @@ def bench_case(d, trainable, args, out):
         impls.append(TorchClosed(pb))
     rows = {im.name: dict(cpu=[], wall=[], e2e_cpu=[], e2e_wall=[], setup=[], warm=None, err=None, status="ok")
             for im in impls}
-    rows["attnsim (defaults)"] = dict(cpu=[], wall=[], e2e_cpu=[], e2e_wall=[], setup=[], warm=None, err=None,
-                                      status="ok")
+    variants = {"attnsim (defaults)": dict(defaults=True)}
+    if trainable.startswith("Wp"):
+        variants["attnsim (no final W)"] = dict(keep_W=False)
+    for name in variants:
+        rows[name] = dict(cpu=[], wall=[], e2e_cpu=[], e2e_wall=[], setup=[], warm=None, err=None, status="ok")
     ref = None
     for im in impls:
         t = clock()
@@ -479,9 +485,9 @@ def bench_case(d, trainable, args, out):
             rows[im.name]["setup"].append(sc)
             rows[im.name]["e2e_cpu"].append(args.e2e_steps / c)
             rows[im.name]["e2e_wall"].append(args.e2e_steps / w)
-            if isinstance(im, Attnsim):
-                (sc, _), (c, w), _ = im.end_to_end(args.e2e_steps, defaults=True)
-                row = rows["attnsim (defaults)"]
+            for name, kw in variants.items() if isinstance(im, Attnsim) else ():
+                (sc, _), (c, w), _ = im.end_to_end(args.e2e_steps, **kw)
+                row = rows[name]
                 row["setup"].append(sc)
                 row["e2e_cpu"].append(args.e2e_steps / c)
                 row["e2e_wall"].append(args.e2e_steps / w)
@@ -512,11 +518,11 @@ def table(trainable, out, args):
         if peers:
             best_step = max(peers, key=lambda k: med(peers[k]["cpu"]))
             best_e2e = max(peers, key=lambda k: med(peers[k]["e2e_cpu"]))
-            a = rows["attnsim"]
+            a, peer_e2e = rows["attnsim"], med(peers[best_e2e]["e2e_cpu"])
+            variants = "".join(f"; {name[9:-1]}: {med(r['e2e_cpu']) / peer_e2e:.2f}×" for name, r in rows.items()
+                               if name.startswith("attnsim (") and r["e2e_cpu"])
             lines.append(f"| {d} | **attnsim / best peer** | **{med(a['cpu']) / med(peers[best_step]['cpu']):.2f}×** "
-                         f"({best_step}) | | **{med(a['e2e_cpu']) / med(peers[best_e2e]['e2e_cpu']):.2f}×** "
-                         f"({best_e2e}; defaults: "
-                         f"{med(rows['attnsim (defaults)']['e2e_cpu']) / med(peers[best_e2e]['e2e_cpu']):.2f}×) "
+                         f"({best_step}) | | **{med(a['e2e_cpu']) / peer_e2e:.2f}×** ({best_e2e}{variants}) "
                          f"| | | | | |")
     return "\n".join(lines)
 
