@@ -63,11 +63,17 @@ def brackets(d: int):
     return {"harmful": (1.0, math.sqrt(30.0 * root)), "not_overfitting": (max(root / 2.0, 20.0), 30.0 * root)}
 
 
-def trace(args, name, d, n, lo, hi, between, seeds, rtol):
-    table = attnsim.trace_boundary(args.out / "sweeps" / f"scaling_{name}", base_config(d, n), "signal_norm",
-                                   lo, hi, seeds=seeds, between=between, rtol=rtol, max_runs=14,
-                                   workers=args.workers, progress=False)
-    return table
+def trace(args, name, ds, n, ends, between, seeds, rtol):
+    """One boundary at every d of ``ds`` (n samples), each from its bracket ``ends[d]``: one call, so
+    that every d's brackets share each bisection level's workers. Rows tagged with ``n_train``."""
+    table = attnsim.trace_boundary(args.out / "sweeps" / f"scaling_{name}", [base_config(d, n) for d in ds],
+                                   "signal_norm", [ends[d][0] for d in ds], [ends[d][1] for d in ds], seeds=seeds,
+                                   between=between, rtol=rtol, max_runs=14, workers=args.workers, progress=False)
+    rows = [{**r, "d": d, "n_train": n} for d, r in zip([d for d in ds for _ in seeds], table.rows)]  # bases slowest
+    for d in ds:
+        print(f"d = {d:.0e}  n = {n:3d} {name:16s} " + "  ".join(
+            f"[{r['lo']:.4g}, {r['hi']:.4g}] {r['status']}" for r in rows if r["d"] == d), flush=True)
+    return rows
 
 
 def loglog_fit(x, y):
@@ -114,24 +120,19 @@ def main():
     suffix = "_full" if args.full else ""
 
     rows = []
-    for d in ds:
-        for name, between in (("harmful", HARMFUL), ("not_overfitting", NOT_OVERFITTING)):
-            lo, hi = brackets(d)[name]
-            table = trace(args, name, d, 20, lo, hi, between, seeds, rtol)
-            rows += [{**r, "d": d, "n_train": 20, "boundary_name": name} for r in table.rows]
-            print(f"d = {d:.0e}  {name:16s} " + "  ".join(
-                f"[{r['lo']:.4g}, {r['hi']:.4g}] {r['status']}" for r in table.rows), flush=True)
+    for name, between in (("harmful", HARMFUL), ("not_overfitting", NOT_OVERFITTING)):
+        rows += [{**r, "boundary_name": name} for r in
+                 trace(args, name, ds, 20, {d: brackets(d)[name] for d in ds}, between, seeds, rtol)]
     n_rows = []
     if n_study:
         ns, n_ds = n_study
-        for d in n_ds:
-            for n in ns:
+        for n in ns:
+            ends = {}
+            for d in n_ds:
                 lo, hi = brackets(d)["not_overfitting"]
-                lo, hi = max(lo * math.sqrt(20 / n) / 2, 20.0), hi * math.sqrt(20 / n)
-                table = trace(args, f"n{n}", d, n, lo, hi, NOT_OVERFITTING, seeds, rtol)
-                n_rows += [{**r, "d": d, "n_train": n, "boundary_name": "not_overfitting"} for r in table.rows]
-                print(f"d = {d:.0e}  n = {n:3d} not_overfitting " + "  ".join(
-                    f"[{r['lo']:.4g}, {r['hi']:.4g}] {r['status']}" for r in table.rows), flush=True)
+                ends[d] = (max(lo * math.sqrt(20 / n) / 2, 20.0), hi * math.sqrt(20 / n))
+            n_rows += [{**r, "boundary_name": "not_overfitting"} for r in
+                       trace(args, f"n{n}", n_ds, n, ends, NOT_OVERFITTING, seeds, rtol)]
 
     found = [r for r in rows if math.isfinite(r["boundary"])]
     summary = {"lr_times_d": LR_TIMES_D, "horizon": HORIZON, "seeds": list(seeds), "rtol": rtol, "d": ds}

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 import attnsim
 from attnsim import Config, SaveAt, classify_regime, simulate, trace_boundary
+from attnsim import _boundary as boundary
 from attnsim._boundary import _Bisection
+from attnsim._sweep import sweep
 
 HARMFUL, BENIGN, NOT = "harmful overfitting", "benign overfitting", "not overfitting"
 
@@ -313,7 +315,7 @@ def test_traced_flow_boundary_lies_inside_the_bracket_of_direct_flow_runs(tmp_pa
      r"lo=1 is not a valid n_train at d=100, seed=0: n_train must be >= 2"),
     (dict(field="eta", lo=0.1, hi=1.0), r"hi=1.0 is not a valid eta at seed=0: eta must be < 1.0"),
     (dict(dynamics="sde"), r"dynamics must be one of 'gd', 'flow'; got 'sde'"),
-    (dict(base="balanced"), r"base must be a Config; got str"),
+    (dict(base="balanced"), r"base must be a Config or a non-empty sequence of Configs; got str"),
 ])
 def test_trace_boundary_rejects_bad_input_before_any_run(tmp_path, kwargs, match):
     args = dict(base=Config(d=20, steps=5), field="signal_norm", lo=1.0, hi=30.0)
@@ -322,4 +324,46 @@ def test_trace_boundary_rejects_bad_input_before_any_run(tmp_path, kwargs, match
     counter = CountingExecutor()
     with pytest.raises(attnsim.ConfigError, match=match):
         trace_boundary(tmp_path / "f", base, field, lo, hi, executor=counter, **args)
+    assert counter.configs == [] and not (tmp_path / "f").exists()
+
+
+def test_several_bases_trace_in_one_set_of_levels_as_each_traces_alone(tmp_path, monkeypatch):
+    """Bases whose other fields differ (here ``lr`` with ``d``), each with its own bracket: the rows
+    of the separate traces, in base order, with the differing fields as columns; and the levels
+    are shared (every level's runs in one sweep call)."""
+    bases = [CHEAP.replace(d=200, lr=0.4), CHEAP.replace(d=240, lr=0.35)]
+    ends = [(3.78, 12.0), (3.0, 14.0)]
+    levels = []
+    monkeypatch.setattr(boundary, "sweep", lambda *a, **kw: levels.append(len(kw["configs"])) or sweep(*a, **kw))
+    table = trace_boundary(tmp_path / "both", bases, "signal_norm", [e[0] for e in ends], [e[1] for e in ends],
+                           seeds=(0, 4), rtol=0.05, n_saves=5, dynamics="gd", workers=1)
+    monkeypatch.undo()
+    alone = [trace_boundary(tmp_path / f"alone{i}", b, "signal_norm", lo, hi, seeds=(0, 4), rtol=0.05, n_saves=5,
+                            dynamics="gd", workers=1) for i, (b, (lo, hi)) in enumerate(zip(bases, ends))]
+    assert table.at == ("d", "lr") and table.columns()[:3] == ["d", "lr", "seed"]
+    assert len(table.rows) == 4
+    for row, ref, base in zip(table.rows, [r for t in alone for r in t.rows], [b for b in bases for _ in (0, 4)]):
+        assert (row["d"], row["lr"]) == (base.d, base.lr)
+        assert {k: row[k] for k in ref} == ref
+    assert all(r["status"] == "converged" for r in table.rows)
+    # shared levels: one sweep call a level, the ends of all four brackets in the first
+    assert len(levels) == max(r["runs"] for r in table.rows) - 1 and levels[0] == 8
+    assert sum(levels) == sum(r["runs"] for r in table.rows)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(base=[]), r"base must be a Config or a non-empty sequence of Configs; got list"),
+    (dict(base=[Config(d=20, steps=5), "balanced"]), r"base\[1\] must be a Config; got str"),
+    (dict(base=[Config(d=20, steps=5)] * 2), r"base must not repeat a Config; got 2 bases, 1 distinct"),
+    (dict(base=[Config(d=20, steps=5), Config(d=30, steps=5)], lo=[1.0]),
+     r"lo must be a number or a sequence of one per base; got 1 values for 2 bases"),
+    (dict(base=[Config(d=20, steps=5), Config(d=30, steps=5)], hi=[30.0, 0.5]),
+     r"lo must be < hi; got lo=1.0, hi=0.5"),
+])
+def test_trace_boundary_rejects_bad_bases_before_any_run(tmp_path, kwargs, match):
+    args = dict(base=Config(d=20, steps=5), lo=1.0, hi=30.0)
+    args.update(kwargs)
+    counter = CountingExecutor()
+    with pytest.raises(attnsim.ConfigError, match=match):
+        trace_boundary(tmp_path / "f", args["base"], "signal_norm", args["lo"], args["hi"], executor=counter)
     assert counter.configs == [] and not (tmp_path / "f").exists()

@@ -3,7 +3,7 @@
 A grid column spends one run per grid value to place a boundary to within one grid step;
 bisection places it to a relative width ``rtol`` in ``2 + ceil(log2(log(hi/lo) / log(1 + rtol)))``
 runs (9 runs for a factor 4 at 2 %, where a grid of that resolution needs 72).
-``trace_boundary`` bisects every (point of ``at``, seed) at once: each level is one
+``trace_boundary`` bisects every (base, point of ``at``, seed) at once: each level is one
 ``attnsim.sweep`` call holding the next value of every bracket still open, so independent
 brackets share the sweep's worker pool, and every run lands in the sweep folder. The
 bisection path is a deterministic function of the regimes found, so a rerun of the same call
@@ -187,10 +187,11 @@ class BoundaryTable:
         The two regimes whose boundary was traced.
     rtol : float
     at : tuple of str
-        The other fields that were varied (the ``at`` grid's keys), in order.
+        The other fields that were varied: those that differ between the bases, then the ``at``
+        grid's keys, in order.
     rows : tuple of dict
-        One dict per (point of ``at``, seed), in grid order (seeds fastest), with the keys of
-        ``columns()``:
+        One dict per (base, point of ``at``, seed), in order (bases slowest, seeds fastest), with
+        the keys of ``columns()``:
 
         - the ``at`` fields and ``seed``; ``field``, the bisected field's name;
         - ``lo``, ``hi``: the final bracket; ``regime_lo``, ``regime_hi``: the regimes at its
@@ -287,7 +288,7 @@ class BoundaryTable:
 # --------------------------------------------------------------------- the trace
 
 
-def trace_boundary(folder, base: Config, field: str, lo: float, hi: float, *,
+def trace_boundary(folder, base: Config | Sequence[Config], field: str, lo, hi, *,
                    at: Mapping[str, Sequence] | None = None, seeds: Sequence[int] = (0,),
                    between: Sequence[str] = ("harmful overfitting", "benign overfitting"), scale: str = "log",
                    rtol: float = 0.02, max_runs: int = 12, classify: Mapping | None = None, n_saves: int = 50,
@@ -296,7 +297,7 @@ def trace_boundary(folder, base: Config, field: str, lo: float, hi: float, *,
                    progress: bool = False) -> BoundaryTable:
     """Find where the regime changes along one Config field, by bisection, at every point of a grid.
 
-    For each point of ``at`` (x) ``seeds``: run ``field = lo`` and ``field = hi``; if one is in
+    For each base (x) point of ``at`` (x) ``seeds``: run ``field = lo`` and ``field = hi``; if one is in
     each regime of ``between`` (either way round), run the midpoint, keep the half whose ends
     differ, and repeat until the bracket is at most ``rtol`` wide or ``max_runs`` runs are spent.
     Every run is a point of the sweep folder ``folder``: all open brackets advance one level per
@@ -307,12 +308,15 @@ def trace_boundary(folder, base: Config, field: str, lo: float, hi: float, *,
     ----------
     folder : str or path-like
         Sweep folder (created if missing); it may hold other sweeps.
-    base : Config
-        Every field that neither ``field``, ``at`` nor ``seeds`` sets.
+    base : Config, or sequence of Config
+        Every field that neither ``field``, ``at`` nor ``seeds`` sets. Several bases are traced
+        in the same bisection levels, so that all their brackets share the workers: e.g. one
+        base per ``d`` when other fields scale with ``d`` (``lr = 10 / d``), which an ``at`` grid
+        cannot say. The fields that differ between the bases are columns of the table.
     field : str
         The numeric Config field to bisect (e.g. ``"signal_norm"``); an integer field (``"d"``)
         is bisected over integers.
-    lo, hi : float
+    lo, hi : float, or sequence of float (one per base)
         The starting bracket, ``lo < hi`` (``0 < lo`` on the log scale).
     at : mapping of str to sequence, optional
         Values of other Config fields (e.g. ``{"d": [100, 1000], "n_train": [20, 40]}``); one
@@ -364,9 +368,10 @@ def trace_boundary(folder, base: Config, field: str, lo: float, hi: float, *,
     True
     >>> tmp.cleanup()
     """
-    if not isinstance(base, Config):
-        raise ConfigError(f"base must be a Config; got {type(base).__name__}; e.g. base=attnsim.Config(d=200)")
-    field, lo, hi, integer = _check_axis(field, lo, hi, scale, at)
+    bases = _check_bases(base)
+    ends = [_check_axis(field, lo_b, hi_b, scale, at)[1:3]
+            for lo_b, hi_b in zip(_per_base("lo", lo, bases), _per_base("hi", hi, bases))]
+    integer = field_type(field)[0] is int
     between = _check_between(between)
     rtol = check_float("rtol", rtol, positive=True, hint="the bracket's relative width at which to stop, e.g. 0.02")
     max_runs = check_int("max_runs", max_runs, minimum=2,
@@ -375,14 +380,20 @@ def trace_boundary(folder, base: Config, field: str, lo: float, hi: float, *,
     seeds = _check_seeds(seeds)
     flow_options = check_dynamics(dynamics, flow)
 
-    points = grid_configs(base, at, seeds)
-    for cfg in points:  # every end must be a valid Config before anything runs
-        for name, value in (("lo", lo), ("hi", hi)):
-            try:
-                cfg.replace(**{field: value})
-            except ConfigError as exc:
-                raise ConfigError(f"{name}={value!r} is not a valid {field} at {_describe(cfg, at)}: {exc}") from None
-    brackets = [_Bisection(field, lo, hi, between, scale, rtol, max_runs, integer) for _ in points]
+    varying = tuple(name for name in field_names()
+                    if name not in (field, *_NOT_AXES, *(at or ())) and len({getattr(b, name) for b in bases}) > 1)
+    at_fields = varying + tuple(at or ())
+    points, brackets = [], []
+    for b, (lo_b, hi_b) in zip(bases, ends):
+        for cfg in grid_configs(b, at, seeds):
+            for name, value in (("lo", lo_b), ("hi", hi_b)):   # every end a valid Config before anything runs
+                try:
+                    cfg.replace(**{field: value})
+                except ConfigError as exc:
+                    raise ConfigError(f"{name}={value!r} is not a valid {field} at {_describe(cfg, at_fields)}: "
+                                      f"{exc}") from None
+            points.append(cfg)
+            brackets.append(_Bisection(field, lo_b, hi_b, between, scale, rtol, max_runs, integer))
 
     # One pool for the whole trace: a sweep call's own pool would spawn and warm its workers once a level.
     owned = None
@@ -396,7 +407,7 @@ def trace_boundary(folder, base: Config, field: str, lo: float, hi: float, *,
             if not wanted:
                 break
             configs = list(dict.fromkeys(wanted.values()))
-            sw = sweep(folder, base, configs=configs, n_saves=n_saves, engine=engine, dynamics=dynamics, flow=flow,
+            sw = sweep(folder, bases[0], configs=configs, n_saves=n_saves, engine=engine, dynamics=dynamics, flow=flow,
                        flow_retries=flow_retries, executor=executor, workers=workers, progress=progress)
             found = _find_points(sw, configs, dynamics, flow_options, n_saves, flow_retries)
             outcomes = {}
@@ -410,7 +421,6 @@ def trace_boundary(folder, base: Config, field: str, lo: float, hi: float, *,
         if owned is not None:
             shutdown(owned)
 
-    at_fields = tuple(at or ())
     rows = tuple({**{name: getattr(cfg, name) for name in at_fields}, "seed": cfg.seed, **b.row()}
                  for cfg, b in zip(points, brackets))
     return BoundaryTable(folder=os.fspath(folder), field=field, scale=scale, between=between, rtol=rtol, at=at_fields,
@@ -478,6 +488,33 @@ def _check_axis(field, lo, hi, scale, at):
         if "seed" in at:
             raise ConfigError(f"at must not hold 'seed'; got at fields {list(at)}; pass seeds=[...] instead")
     return field, lo, hi, integer
+
+
+def _check_bases(base) -> list[Config]:
+    if isinstance(base, Config):
+        return [base]
+    if isinstance(base, (str, bytes)) or not isinstance(base, Sequence) or len(base) == 0:
+        raise ConfigError(f"base must be a Config or a non-empty sequence of Configs; got {type(base).__name__}; "
+                          "e.g. base=attnsim.Config(d=200)")
+    for i, b in enumerate(base):
+        if not isinstance(b, Config):
+            raise ConfigError(f"base[{i}] must be a Config; got {type(b).__name__}")
+    if len(set(base)) != len(base):
+        raise ConfigError(f"base must not repeat a Config; got {len(base)} bases, {len(set(base))} distinct; "
+                          "drop the repeated ones")
+    return list(base)
+
+
+def _per_base(name, value, bases) -> list:
+    """``value`` for every base: one number for all, or a sequence of one per base."""
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = value.tolist()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        return [value] * len(bases)
+    if len(value) != len(bases):
+        raise ConfigError(f"{name} must be a number or a sequence of one per base; got {len(value)} values "
+                          f"for {len(bases)} bases")
+    return list(value)
 
 
 def _check_between(between) -> tuple[str, str]:
