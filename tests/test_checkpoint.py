@@ -78,6 +78,21 @@ def test_chunk_boundaries_do_not_change_the_bits(references, engine, trainable, 
     assert_identical(run.result(cfg), references[engine, trainable], f"{engine}/{trainable}: ")
 
 
+@pytest.mark.parametrize("trainable", TRAINABLE)
+def test_a_run_that_reads_the_query_by_matvec_resumes_bit_identically(tmp_path, trainable):
+    """No test set and 3 saves for N = 48 tokens: the dual set-up reads ``W^T p`` by a matvec a save
+    (``query_by_matvec``); the restored run must choose the same way, from its saved save steps."""
+    cfg = Config(d=20, n_train=12, T=4, n_test=0, steps=3000, trainable=trainable)
+    saves = SaveAt([0, 1500, 3000])
+    ref = attnsim.simulate(cfg, saves, engine="dual")
+    run = prepare_run(cfg, saves, engine="dual")
+    assert run.coords.query_matvec
+    advance_to(run, 1234)
+    save_checkpoint(tmp_path / "ck.npz", run, cfg)
+    assert restore(load_checkpoint(tmp_path / "ck.npz")).coords.query_matvec
+    assert_identical(resume(tmp_path / "ck.npz"), ref, f"{trainable}: ")
+
+
 NGD_CASES = [("dual", "Wp+nu", "block"), ("dual", "Wp", "joint"), ("dual", "p", "block"), ("primal", "p+nu", "joint"),
              ("primal", "Wp", "block")]
 

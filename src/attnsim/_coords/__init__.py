@@ -13,7 +13,8 @@ module                  members                                 what they carry
                         ``DualPSetup``, ``DualWpSetup``
 ``flow``                ``FlowP``, ``FlowPNu``, ``FlowWp``,     the dual set-ups, integrated
                         ``FlowWpNu``, ``FlowOptions``
-``cost``                ``step_costs``, ``choose_engine``       --
+``cost``                ``step_costs``, ``choose_engine``,      --
+                        ``query_by_matvec``
 ======================  =====================================  ======================
 """
 
