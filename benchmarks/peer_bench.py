@@ -39,7 +39,7 @@ attnsim is timed as its users call it, from the same arrays:
 - end to end, ``attnsim (2 saves)``: what ``attnsim.train`` does (``prepare``, ``warm_up``, ``run``,
   ``result``) with ``save_at=[0, K]``; ``attnsim (defaults)``: the same with what ``simulate`` adds
   for ``n_test = 0``: the default ~200 log-spaced saves and the probes ``mu_+, mu_-``, engine "auto";
-  ``attnsim (no final W)`` (W, p): 2 saves and ``run.result(keep_W=False)``, the final ``p`` but not
+  ``attnsim (no final W)`` (W, p): 2 saves and ``run.result(keep_W=False)`` (``train(..., keep_W=False)``), the final ``p`` but not
   the d x d ``W`` (a d^2 N product, and 8 d^2 bytes of fresh pages), which the peers do not form either.
 
 Protocol: one process, one thread (XLA, BLAS, numba, torch); per d and trainable set every

@@ -1,12 +1,14 @@
 """``train`` end to end: against the plain NumPy GD loop, across engines and backends,
 and the internal consistency of every recorded quantity."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attnsim import SaveAt, train
+from attnsim import ConfigError, SaveAt, train
 from tools.plain_gd import gd_trajectory
 from attnsim._coords import REGISTRY
 from tools.coords_grid import ENGINES, GD
@@ -259,3 +261,25 @@ def test_coordinates_place_their_arrays_on_cache_lines_and_keep_shared_ones_shar
                 assert not overlaps or id(x) in state_ids, f"{key} {name} is a stale copy of state {overlaps}"
         if engine == "dual" and trainable == "p+nu" and W0 is None:
             assert co.Gxx is co.Gkk                  # W0 = I: one Gram, swept once for both blocks
+
+
+@pytest.mark.parametrize("engine", ["primal", "dual"])
+@pytest.mark.parametrize("dynamics", ["gd", "flow"])
+def test_train_without_the_final_W_records_the_same_arrays(engine, dynamics):
+    """``keep_W=False``: ``Result.W`` is None, every other array bit for bit that of ``keep_W=True``."""
+    if dynamics == "flow" and engine == "primal":
+        engine = "dual"
+    arrays, extra = make_problem(3, 4, 3, 7)
+    kw = dict(lr=0.5, steps=200, trainable="Wp", engine=engine, dynamics=dynamics)
+    full, lean = train(**arrays, **extra, **kw), train(**arrays, **extra, **kw, keep_W=False)
+    assert full.W is not None and full.W.shape == (7, 7) and lean.W is None
+    for f in dataclasses.fields(full):
+        a, b = getattr(full, f.name), getattr(lean, f.name)
+        if isinstance(a, np.ndarray) and f.name != "W":
+            assert a.tobytes() == b.tobytes(), f.name
+
+
+def test_train_names_a_keep_w_that_is_not_a_bool():
+    arrays, extra = make_problem(3, 4, 3, 7)
+    with pytest.raises(ConfigError, match=r"keep_W must be True or False; got 'no'"):
+        train(**arrays, lr=0.5, steps=2, keep_W="no")
