@@ -2,6 +2,8 @@
 
 - ``core``: the coefficient core (scores -> attention, outputs, ``c``, ``h``, 𝔖) every kernel
   calls, its JVP, and the sweep primitives;
+- ``jit``: the decorator of every kernel (``njit`` with NumPy's error model, so that loops that
+  divide vectorise);
 - ``exp``: glibc's ``exp`` written out so that it vectorises, with glibc's bits;
 - ``gd``: one step kernel per parametrisation (primal/dual x p, W,p, each with or without the
   head), the optimisers' rules (``RULES``), ``loss_and_grads`` and the save-time sweeps;

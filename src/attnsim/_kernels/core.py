@@ -20,9 +20,9 @@ softmax's loop over samples vectorises, with glibc's bits.
 """
 
 import numpy as np
-from numba import njit
 
 from .exp import exp, exp_main, in_main
+from .jit import njit
 
 #: Per-sample blocks of the core's scratch ``fw`` after the dense blocks (``fw_size``).
 _ZMAX, _TOTAL, _PHI, _MIN, _MOUT, _COEF, _VTOP, _KAP, _TOP, _F = range(10)

@@ -21,8 +21,10 @@ import decimal
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic
+
+from .jit import njit
 
 #: ``exp_main`` is glibc's ``exp`` for ``|x|`` below this; beyond it the library is called.
 MAIN_LIMIT = 512.0

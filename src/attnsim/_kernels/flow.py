@@ -24,11 +24,11 @@ State vectors (``ys``, the "small" state integrated componentwise):
 """
 
 import numpy as np
-from numba import njit
 
 # numba's on-disk cache keys a function on its own file only; the Makefile clears the caches
 # whenever a file of _kernels/ changes.
 from .core import _dot, _fw_size, _rows_axpy, _rows_gemv, _rows_gemv_two, coefficients, jvp
+from .jit import njit
 
 #: Rows of the per-stage factor array ``FAC`` (8, 12, N+1), W and p.
 #: dS_j = e q^T + q e^T + r z^T + z r^T ;  dM_j = beta c^T + gamma dc^T.

@@ -53,10 +53,10 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
 from .core import (_F, _block, _dot, _fw_size, _logistic_loss, _rows_axpy, _rows_axpy_two, _rows_gemv,
                    _rows_gemv_two, coefficients)
+from .jit import njit
 
 #: Rule codes, the kernels' ``rule`` argument.
 GD, NGD, MOMENTUM = 0, 1, 2
