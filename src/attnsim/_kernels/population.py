@@ -11,6 +11,10 @@ the inner products of ``q`` and ``nu`` (``save_moments``, the operations of
 and one dispatch (about 0.01 ms; 0.05-0.1 ms when its moments were NumPy operations on a
 cold cache).
 
+Each draw's loss and the accuracy's argument are computed on SIMD lanes, the loss with the
+vectorising ``exp_main`` and ``log1p_unit`` (glibc's bits: the kernel's numbers are those of the
+scalar library calls it made before, 1.5x faster); the normal CDF's ``erfc`` is still a call.
+
 The NumPy twin with the same signature is ``population_twins.population_quadrature``;
 ``tests/test_population.py`` compares them.
 """
@@ -18,10 +22,11 @@ The NumPy twin with the same signature is ``population_twins.population_quadratu
 import math
 
 import numpy as np
-from numba import njit
 
 from .core import _logistic_loss
 from .exp import exp, exp_main, in_main
+from .jit import njit
+from .log1p import log1p_unit
 
 #: ``0.5 erfc(-x) == 1.0`` exactly in float64 for ``x >= ERFC_ONE`` (``erfc(6) = 2.2e-17``, below
 #: half an ulp of 2), so the normal CDF of a conditional mean 6+ standard deviations positive
@@ -79,6 +84,7 @@ def _sums(mean_z, mean_v, root, beta, cvar, ez, ez_ok, ys, draws, start, stop, l
     nz, nv, fz = work[0], work[1], work[2]                     # (T, B)
     nzmax, ztop, vtop, mtop, inv = work[3, 0], work[3, 1], work[3, 2], work[3, 3], work[3, 4]
     esum, phi, psi, var = work[3, 5], work[3, 6], work[3, 7], work[4, 0]      # (B,)
+    el, ec, ex = work[4, 1], work[4, 2], work[4, 3]     # per draw: the loss, the accuracy's mean and argument
     factor = False
     for c in range(C):
         factor = factor or ez_ok[c]
@@ -149,13 +155,25 @@ def _sums(mean_z, mean_v, root, beta, cvar, ez, ez_ok, ys, draws, start, stop, l
                             psi[b] += e * (mean_v[c, t] + beta[t] * nz[t, b] - mtop[b])
                             var[b] += e * e * cvar[t]
                 y = ys[c]
-                for b in range(nb):
-                    loss[c, r] += _logistic_loss(y * (vtop[b] + phi[b] / esum[b]))
+                special = False
+                for b in range(nb):                      # SIMD lanes: the loss, the accuracy's argument
+                    u = y * (vtop[b] + phi[b] / esum[b])
+                    au = abs(u)
+                    special |= not in_main(au)
+                    e = log1p_unit(exp_main(-au))
+                    el[b] = e if u >= 0.0 else -u + e      # core._logistic_loss's operations
                     cond = y * (mtop[b] + psi[b] / esum[b])
+                    ec[b] = cond
+                    ex[b] = cond * esum[b] / math.sqrt(2.0 * var[b])    # P(y f > 0 | z) = 0.5 erfc(-x)
+                if special:                              # a margin past 512, or NaN: the library
+                    for b in range(nb):
+                        el[b] = _logistic_loss(y * (vtop[b] + phi[b] / esum[b]))
+                for b in range(nb):                      # in order: each sum keeps its draws' order
+                    loss[c, r] += el[b]
                     if var[b] > 0.0:
-                        x = cond * esum[b] / math.sqrt(2.0 * var[b])    # P(y f > 0 | z) = 0.5 erfc(-x)
+                        x = ex[b]
                         acc[c, r] += 1.0 if x >= ERFC_ONE else 0.5 * math.erfc(-x)
-                    elif cond > 0.0:
+                    elif ec[b] > 0.0:
                         acc[c, r] += 1.0
 
 
