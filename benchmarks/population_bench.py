@@ -26,6 +26,14 @@ standard errors each method reached.
 (draws, kernel state and the interpreter's objects out of cache); without it, each call
 follows the other methods' calls.
 
+``--kernel-before FILE``: the quadrature kernel alone, this tree's ``_kernels/population.py``
+against another version of that file (e.g. ``git show OLD:src/attnsim/_kernels/population.py``),
+compiled beside it against this tree's ``core``, ``exp``, ``jit`` and ``log1p``: every state at
+2^9, 2^12 and 2^14 draws, all draws spent, outputs required equal bit for bit, then thread-CPU
+time per call in alternating rounds (median; ns per draw).
+
+    .venv/bin/python benchmarks/population_bench.py --kernel-before /tmp/population_old.py [--rounds 21]
+
 ``--e2e``: ``attnsim run --d 5000 --signal-norm 20 --steps 1000`` with the default 1000-sample
 test set and with ``--test-metrics population``, each in a fresh process: wall time, CPU time
 and peak RSS of the whole command, and the set-up alone (``prepare_run``) measured in-process.
@@ -175,6 +183,46 @@ def per_save(rounds, before_src, cold=False):
                               "acc": round(v["acc"], 6), "acc_se": float(f"{v['acc_se']:.2e}")}), flush=True)
 
 
+def kernel_versions(before, rounds):
+    """This tree's quadrature kernel against another version of its file, same draws, same bits."""
+    import types
+
+    from attnsim._population import standard_normal_draws
+
+    here = pathlib.Path(__file__).resolve().parents[1] / "src" / "attnsim" / "_kernels" / "population.py"
+
+    def load(path, name):
+        text = pathlib.Path(path).read_text()
+        for module in ("core", "exp", "jit", "log1p"):
+            text = text.replace(f"from .{module} import", f"from attnsim._kernels.{module} import")
+        module = types.ModuleType(name)
+        exec(compile(text.replace("cache=True", "cache=False"), name, "exec"), module.__dict__)
+        return module
+
+    versions = {"before": load(before, "population_before"), "this": load(here, "population_this")}
+    ys = np.array([1.0, -1.0])
+    for name, (mz, mv, cov, cfg, inner) in states().items():
+        T = mz.shape[1]
+        cov = np.ascontiguousarray(np.broadcast_to(cov, (T, 2, 2)))
+        for M in (2 ** 9, 2 ** 12, 2 ** 14):
+            draws = standard_normal_draws(T, M, 8, 0)
+            out = {k: np.empty((2, 3, 2)) for k in versions}
+            for k, module in versions.items():
+                module.population_quadrature(mz, mv, cov, ys, draws, M // 8, -1.0, out[k])
+            assert np.array_equal(out["before"].view(np.uint64), out["this"].view(np.uint64)), (name, M)
+            cpu = {k: [] for k in versions}
+            for _ in range(rounds):
+                for k, module in versions.items():
+                    c0 = time.thread_time()
+                    for _ in range(5):
+                        module.population_quadrature(mz, mv, cov, ys, draws, M // 8, -1.0, out[k])
+                    cpu[k].append((time.thread_time() - c0) / 5)
+            b, t = np.median(cpu["before"]), np.median(cpu["this"])
+            print(json.dumps({"state": name, "draws": M, "before_ms": round(1e3 * b, 4), "this_ms": round(1e3 * t, 4),
+                              "before_ns_per_draw": round(1e9 * b / M, 1), "this_ns_per_draw": round(1e9 * t / M, 1),
+                              "speed-up": round(b / t, 3)}), flush=True)
+
+
 def e2e(args):
     kinds = [args.only] if args.only else ["sample", "population"]
     for metrics in kinds:
@@ -194,13 +242,17 @@ def main():
     parser.add_argument("--rounds", type=int, default=30, help="per save: alternating timing rounds")
     parser.add_argument("--cold", action="store_true", help="per save: a 16 MB pass before every timed call")
     parser.add_argument("--before", default=None, help="per save: an attnsim source tree (its src/) to time too")
+    parser.add_argument("--kernel-before", default=None, metavar="FILE",
+                        help="the quadrature kernel against another version of _kernels/population.py")
     parser.add_argument("--e2e", action="store_true", help="whole-command sample versus population runs instead")
     parser.add_argument("--d", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=["sample", "population"], default=None,
                         help="--e2e: one kind only (e.g. sample against an attnsim without population metrics)")
     args = parser.parse_args()
-    if args.e2e:
+    if args.kernel_before:
+        kernel_versions(args.kernel_before, args.rounds)
+    elif args.e2e:
         e2e(args)
     else:
         per_save(args.rounds, args.before, args.cold)
