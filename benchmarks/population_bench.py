@@ -28,7 +28,7 @@ follows the other methods' calls.
 
 ``--kernel-before FILE``: the quadrature kernel alone, this tree's ``_kernels/population.py``
 against another version of that file (e.g. ``git show OLD:src/attnsim/_kernels/population.py``),
-compiled beside it against this tree's ``core``, ``exp``, ``jit`` and ``log1p``: every state at
+compiled beside it against this tree's ``core``, ``erfc``, ``exp``, ``jit`` and ``log1p``: every state at
 2^9, 2^12 and 2^14 draws, all draws spent, outputs required equal bit for bit, then thread-CPU
 time per call in alternating rounds (median; ns per draw).
 
@@ -193,7 +193,7 @@ def kernel_versions(before, rounds):
 
     def load(path, name):
         text = pathlib.Path(path).read_text()
-        for module in ("core", "exp", "jit", "log1p"):
+        for module in ("core", "erfc", "exp", "jit", "log1p"):
             text = text.replace(f"from .{module} import", f"from attnsim._kernels.{module} import")
         module = types.ModuleType(name)
         exec(compile(text.replace("cache=True", "cache=False"), name, "exec"), module.__dict__)

@@ -4,8 +4,8 @@
   calls, its JVP, and the sweep primitives;
 - ``jit``: the decorator of every kernel (``njit`` with NumPy's error model, so that loops that
   divide vectorise);
-- ``exp``: glibc's ``exp`` written out so that it vectorises, with glibc's bits; ``log1p``
-  likewise glibc's ``log1p`` (the population kernel's logistic loss);
+- ``exp``: glibc's ``exp`` written out so that it vectorises, with glibc's bits; ``log1p`` and
+  ``erfc`` likewise glibc's (the population kernel's logistic loss and normal CDF);
 - ``gd``: one step kernel per parametrisation (primal/dual x p, W,p, each with or without the
   head), the optimisers' rules (``RULES``), ``loss_and_grads`` and the save-time sweeps;
   ``gd_twins``: the NumPy twins of ``core`` and ``gd``;

@@ -11,9 +11,9 @@ the inner products of ``q`` and ``nu`` (``save_moments``, the operations of
 and one dispatch (about 0.01 ms; 0.05-0.1 ms when its moments were NumPy operations on a
 cold cache).
 
-Each draw's loss and the accuracy's argument are computed on SIMD lanes, the loss with the
-vectorising ``exp_main`` and ``log1p_unit`` (glibc's bits: the kernel's numbers are those of the
-scalar library calls it made before, 1.5x faster); the normal CDF's ``erfc`` is still a call.
+Each draw's loss and conditional accuracy are computed on SIMD lanes, with the vectorising
+``exp_main``, ``log1p_unit`` and ``erfc_main`` (glibc's bits: the kernel's numbers are those of the
+scalar library calls it made before); only the sums over draws run in order.
 
 The NumPy twin with the same signature is ``population_twins.population_quadrature``;
 ``tests/test_population.py`` compares them.
@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from .core import _logistic_loss
+from .erfc import erfc_main, in_erfc_main
 from .exp import exp, exp_main, in_main
 from .jit import njit
 from .log1p import log1p_unit
@@ -84,7 +85,8 @@ def _sums(mean_z, mean_v, root, beta, cvar, ez, ez_ok, ys, draws, start, stop, l
     nz, nv, fz = work[0], work[1], work[2]                     # (T, B)
     nzmax, ztop, vtop, mtop, inv = work[3, 0], work[3, 1], work[3, 2], work[3, 3], work[3, 4]
     esum, phi, psi, var = work[3, 5], work[3, 6], work[3, 7], work[4, 0]      # (B,)
-    el, ec, ex = work[4, 1], work[4, 2], work[4, 3]     # per draw: the loss, the accuracy's mean and argument
+    el, ec, ex, ea = work[4, 1], work[4, 2], work[4, 3], work[4, 4]   # per draw: the loss, the accuracy's
+                                                                       # mean, argument and P(y f > 0 | z)
     factor = False
     for c in range(C):
         factor = factor or ez_ok[c]
@@ -155,7 +157,7 @@ def _sums(mean_z, mean_v, root, beta, cvar, ez, ez_ok, ys, draws, start, stop, l
                             psi[b] += e * (mean_v[c, t] + beta[t] * nz[t, b] - mtop[b])
                             var[b] += e * e * cvar[t]
                 y = ys[c]
-                special = False
+                special = below = far = False
                 for b in range(nb):                      # SIMD lanes: the loss, the accuracy's argument
                     u = y * (vtop[b] + phi[b] / esum[b])
                     au = abs(u)
@@ -164,15 +166,28 @@ def _sums(mean_z, mean_v, root, beta, cvar, ez, ez_ok, ys, draws, start, stop, l
                     el[b] = e if u >= 0.0 else -u + e      # core._logistic_loss's operations
                     cond = y * (mtop[b] + psi[b] / esum[b])
                     ec[b] = cond
-                    ex[b] = cond * esum[b] / math.sqrt(2.0 * var[b])    # P(y f > 0 | z) = 0.5 erfc(-x)
+                    x = cond * esum[b] / math.sqrt(2.0 * var[b])    # P(y f > 0 | z) = 0.5 erfc(-x)
+                    ex[b] = x
+                    below |= (var[b] > 0.0) & (not (x >= ERFC_ONE))
                 if special:                              # a margin past 512, or NaN: the library
                     for b in range(nb):
                         el[b] = _logistic_loss(y * (vtop[b] + phi[b] / esum[b]))
+                if below:                                # some draw's accuracy below 1 (else, saturated, none)
+                    for b in range(nb):
+                        x = ex[b]
+                        far |= (var[b] > 0.0) & (not in_erfc_main(-x))
+                        ea[b] = 1.0 if x >= ERFC_ONE else 0.5 * erfc_main(-x)
+                    if far:                              # x <= -22.5, or NaN: the library
+                        for b in range(nb):
+                            x = ex[b]
+                            ea[b] = 1.0 if x >= ERFC_ONE else 0.5 * math.erfc(-x)
+                else:
+                    for b in range(nb):
+                        ea[b] = 1.0
                 for b in range(nb):                      # in order: each sum keeps its draws' order
                     loss[c, r] += el[b]
                     if var[b] > 0.0:
-                        x = ex[b]
-                        acc[c, r] += 1.0 if x >= ERFC_ONE else 0.5 * math.erfc(-x)
+                        acc[c, r] += ea[b]
                     elif ec[b] > 0.0:
                         acc[c, r] += 1.0
 
