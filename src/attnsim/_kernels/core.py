@@ -288,6 +288,18 @@ def _dot(x, w):
     return acc
 
 
+@njit(cache=True, inline="always")
+def _four(w, l, scale):
+    """``scale * w[l .. l + 3]``: a register block's four coefficients."""
+    return scale * w[l], scale * w[l + 1], scale * w[l + 2], scale * w[l + 3]
+
+
+@njit(cache=True, inline="always")
+def _four_rows(G, l):
+    """Rows ``l .. l + 3`` of ``G``: a register block's four rows."""
+    return G[l], G[l + 1], G[l + 2], G[l + 3]
+
+
 @njit(cache=True)
 def _rows_axpy(x, G, w, scale):
     """``x[j] -= sum_l (scale w[l]) G[l, j]``, accumulated over rows l in order. x (m,), G (k, m), w (k,)."""
@@ -295,14 +307,8 @@ def _rows_axpy(x, G, w, scale):
     m = x.shape[0]
     k4 = k - k % 4
     for l in range(0, k4, 4):
-        a0 = scale * w[l]
-        a1 = scale * w[l + 1]
-        a2 = scale * w[l + 2]
-        a3 = scale * w[l + 3]
-        g0 = G[l]
-        g1 = G[l + 1]
-        g2 = G[l + 2]
-        g3 = G[l + 3]
+        a0, a1, a2, a3 = _four(w, l, scale)
+        g0, g1, g2, g3 = _four_rows(G, l)
         for j in range(m):
             x[j] = x[j] - a0 * g0[j] - a1 * g1[j] - a2 * g2[j] - a3 * g3[j]
     for l in range(k4, k):
@@ -336,15 +342,9 @@ def _rows_axpy_two(x1, x2, G1, G2, w1, w2, scale1, scale2):
     m = x1.shape[0]
     k4 = k - k % 4
     for l in range(0, k4, 4):
-        a0 = scale1 * w1[l]
-        a1 = scale1 * w1[l + 1]
-        a2 = scale1 * w1[l + 2]
-        a3 = scale1 * w1[l + 3]
-        b0 = scale2 * w2[l]
-        b1 = scale2 * w2[l + 1]
-        b2 = scale2 * w2[l + 2]
-        b3 = scale2 * w2[l + 3]
-        g0, g1, g2, g3 = G1[l], G1[l + 1], G1[l + 2], G1[l + 3]
+        a0, a1, a2, a3 = _four(w1, l, scale1)
+        b0, b1, b2, b3 = _four(w2, l, scale2)
+        g0, g1, g2, g3 = _four_rows(G1, l)
         for j in range(m):
             q0 = g0[j]
             q1 = g1[j]

@@ -40,44 +40,32 @@ _HIGH_WORD = np.uint64(0xffffffff00000000)       # fdlibm's SET_LOW_WORD(z, 0)
 #   Q = ((((1 + t d1) + t^2 (d2 + t d3)) + t^4 (d4 + t d5)) + t^6 (d6 + t d7)) + t^8 d8
 # (t^4 = t^2 t^2, t^6 = t^2 t^4, t^8 = t^4 t^4) in which glibc evaluates the longest, ra/sa; the
 # shorter ones are it with zero coefficients, whose terms add exact zeros (c + t 0 = c, P + 0 = P).
-# |x| < 0.84375, t = x^2: fdlibm's pp, qq
-_PP = (float.fromhex("0x1.06eba8214db68p-3"), float.fromhex("-0x1.4cd7d691cb913p-2"),
-       float.fromhex("-0x1.d2a51dbd7194fp-6"), float.fromhex("-0x1.7a291236668e4p-8"),
-       float.fromhex("-0x1.8ead6120016acp-16"), 0.0, 0.0, 0.0)
-_QQ = (float.fromhex("0x1.97779cddadc09p-2"), float.fromhex("0x1.0a54c5536cebap-4"),
-       float.fromhex("0x1.4d022c4d36b0fp-8"), float.fromhex("0x1.15dc9221c1a10p-13"),
-       float.fromhex("-0x1.09c4342a26120p-18"), 0.0, 0.0, 0.0)
-# 0.84375 <= |x| < 1.25, t = |x| - 1: pa, qa
-_PA = (float.fromhex("-0x1.359b8bef77538p-9"), float.fromhex("0x1.a8d00ad92b34dp-2"),
-       float.fromhex("-0x1.7d240fbb8c3f1p-2"), float.fromhex("0x1.45fca805120e4p-2"),
-       float.fromhex("-0x1.c63983d3e28ecp-4"), float.fromhex("0x1.22a36599795ebp-5"),
-       float.fromhex("-0x1.1bf380a96073fp-9"), 0.0)
-_QA = (float.fromhex("0x1.b3e6618eee323p-4"), float.fromhex("0x1.14af092eb6f33p-1"),
-       float.fromhex("0x1.2635cd99fe9a7p-4"), float.fromhex("0x1.02660e763351fp-3"),
-       float.fromhex("0x1.bedc26b51dd1cp-7"), float.fromhex("0x1.88b545735151dp-7"), 0.0, 0.0)
-# 1.25 <= |x| < 1/0.35, t = 1/x^2: ra, sa
-_RA = (float.fromhex("-0x1.43412600d6435p-7"), float.fromhex("-0x1.63416e4ba7360p-1"),
-       float.fromhex("-0x1.51e0441b0e726p+3"), float.fromhex("-0x1.f300ae4cba38dp+5"),
-       float.fromhex("-0x1.44cb184282266p+7"), float.fromhex("-0x1.7135cebccabb2p+7"),
-       float.fromhex("-0x1.4526557e4d2f2p+6"), float.fromhex("-0x1.3a0efc69ac25cp+3"))
-_SA = (float.fromhex("0x1.3a6b9bd707687p+4"), float.fromhex("0x1.1350c526ae721p+7"),
-       float.fromhex("0x1.b290dd58a1a71p+8"), float.fromhex("0x1.42b1921ec2868p+9"),
-       float.fromhex("0x1.ad02157700314p+8"), float.fromhex("0x1.b28a3ee48ae2cp+6"),
-       float.fromhex("0x1.a47ef8e484a93p+2"), float.fromhex("-0x1.eeff2ee749a62p-5"))
-# 1/0.35 <= |x| < 28, t = 1/x^2: rb, sb
-_RB = (float.fromhex("-0x1.4341239e86f4ap-7"), float.fromhex("-0x1.993ba70c285dep-1"),
-       float.fromhex("-0x1.1c209555f995ap+4"), float.fromhex("-0x1.4145d43c5ed98p+7"),
-       float.fromhex("-0x1.3ec881375f228p+9"), float.fromhex("-0x1.004616a2e5992p+10"),
-       float.fromhex("-0x1.e384e9bdc383fp+8"), 0.0)
-_SB = (float.fromhex("0x1.e568b261d5190p+4"), float.fromhex("0x1.45cae221b9f0ap+8"),
-       float.fromhex("0x1.802eb189d5118p+10"), float.fromhex("0x1.8ffb7688c246ap+11"),
-       float.fromhex("0x1.3f219cedf3be6p+11"), float.fromhex("0x1.da874e79fe763p+8"),
-       float.fromhex("-0x1.670e242712d62p+4"), 0.0)
+# The coefficients, a polynomial every two rows: fdlibm's pp, qq (|x| < 0.84375, t = x^2), pa, qa (0.84375 <= |x| <
+# 1.25, t = |x| - 1), ra, sa (1.25 <= |x| < 1/0.35, t = 1/x^2), rb, sb (1/0.35 <= |x| < 28, t = 1/x^2).
+_TABLE = """
+  0x1.06eba8214db68p-3  -0x1.4cd7d691cb913p-2  -0x1.d2a51dbd7194fp-6  -0x1.7a291236668e4p-8
+-0x1.8ead6120016acp-16                      0                      0                      0
+  0x1.97779cddadc09p-2   0x1.0a54c5536cebap-4   0x1.4d022c4d36b0fp-8  0x1.15dc9221c1a10p-13
+-0x1.09c4342a26120p-18                      0                      0                      0
+ -0x1.359b8bef77538p-9   0x1.a8d00ad92b34dp-2  -0x1.7d240fbb8c3f1p-2   0x1.45fca805120e4p-2
+ -0x1.c63983d3e28ecp-4   0x1.22a36599795ebp-5  -0x1.1bf380a96073fp-9                      0
+  0x1.b3e6618eee323p-4   0x1.14af092eb6f33p-1   0x1.2635cd99fe9a7p-4   0x1.02660e763351fp-3
+  0x1.bedc26b51dd1cp-7   0x1.88b545735151dp-7                      0                      0
+ -0x1.43412600d6435p-7  -0x1.63416e4ba7360p-1  -0x1.51e0441b0e726p+3  -0x1.f300ae4cba38dp+5
+ -0x1.44cb184282266p+7  -0x1.7135cebccabb2p+7  -0x1.4526557e4d2f2p+6  -0x1.3a0efc69ac25cp+3
+  0x1.3a6b9bd707687p+4   0x1.1350c526ae721p+7   0x1.b290dd58a1a71p+8   0x1.42b1921ec2868p+9
+  0x1.ad02157700314p+8   0x1.b28a3ee48ae2cp+6   0x1.a47ef8e484a93p+2  -0x1.eeff2ee749a62p-5
+ -0x1.4341239e86f4ap-7  -0x1.993ba70c285dep-1  -0x1.1c209555f995ap+4  -0x1.4145d43c5ed98p+7
+ -0x1.3ec881375f228p+9 -0x1.004616a2e5992p+10  -0x1.e384e9bdc383fp+8                      0
+  0x1.e568b261d5190p+4   0x1.45cae221b9f0ap+8  0x1.802eb189d5118p+10  0x1.8ffb7688c246ap+11
+ 0x1.3f219cedf3be6p+11   0x1.da874e79fe763p+8  -0x1.670e242712d62p+4                      0
+"""
 
 
 def _coefficients():
-    """The four ranges' 16 coefficients, range after range (``k`` in ``erfc_main`` numbers them)."""
-    return np.array([p + q for p, q in ((_PP, _QQ), (_PA, _QA), (_RA, _SA), (_RB, _SB))]).ravel()
+    """The four ranges' 16 coefficients (numerator, then denominator), range after range (``k`` in
+    ``erfc_main`` numbers them): ``_TABLE``'s C99 hex floats in reading order."""
+    return np.array([float.fromhex(h) for h in _TABLE.split()])
 
 
 _COEF = _coefficients()

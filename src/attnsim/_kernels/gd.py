@@ -54,8 +54,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .core import (_F, _block, _dot, _fw_size, _logistic_loss, _rows_axpy, _rows_axpy_two, _rows_gemv,
-                   _rows_gemv_two, coefficients)
+from .core import (_F, _block, _dot, _four, _four_rows, _fw_size, _logistic_loss, _rows_axpy, _rows_axpy_two,
+                   _rows_gemv, _rows_gemv_two, coefficients)
 from .jit import njit
 
 #: Rule codes, the kernels' ``rule`` argument.
@@ -548,14 +548,14 @@ def _block_rows(Y, A, G, sign):
     k4 = k - k % 4
     nt4 = nt - nt % 4
     for t in range(0, nt4, 4):
-        y0, y1, y2, y3 = Y[t], Y[t + 1], Y[t + 2], Y[t + 3]
-        e0, e1, e2, e3 = A[t], A[t + 1], A[t + 2], A[t + 3]
+        y0, y1, y2, y3 = _four_rows(Y, t)
+        e0, e1, e2, e3 = _four_rows(A, t)
         for j in range(0, k4, 4):
-            a00, a01, a02, a03 = sign * e0[j], sign * e0[j + 1], sign * e0[j + 2], sign * e0[j + 3]
-            a10, a11, a12, a13 = sign * e1[j], sign * e1[j + 1], sign * e1[j + 2], sign * e1[j + 3]
-            a20, a21, a22, a23 = sign * e2[j], sign * e2[j + 1], sign * e2[j + 2], sign * e2[j + 3]
-            a30, a31, a32, a33 = sign * e3[j], sign * e3[j + 1], sign * e3[j + 2], sign * e3[j + 3]
-            g0, g1, g2, g3 = G[j], G[j + 1], G[j + 2], G[j + 3]
+            a00, a01, a02, a03 = _four(e0, j, sign)
+            a10, a11, a12, a13 = _four(e1, j, sign)
+            a20, a21, a22, a23 = _four(e2, j, sign)
+            a30, a31, a32, a33 = _four(e3, j, sign)
+            g0, g1, g2, g3 = _four_rows(G, j)
             for r in range(m):
                 q0 = g0[r]
                 q1 = g1[r]

@@ -17,15 +17,11 @@ import numpy as np
 from .exp import _bits, _double, _fma
 from .jit import njit
 
-_LN2_HI = float.fromhex("0x1.62e42feep-1")
-_LN2_LO = float.fromhex("0x1.a39ef35793c76p-33")
-_LP1 = float.fromhex("0x1.5555555555593p-1")
-_LP2 = float.fromhex("0x1.999999997fa04p-2")
-_LP3 = float.fromhex("0x1.2492494229359p-2")
-_LP4 = float.fromhex("0x1.c71c51d8e78afp-3")
-_LP5 = float.fromhex("0x1.7466496cb03dep-3")
-_LP6 = float.fromhex("0x1.39a09d078c69fp-3")
-_LP7 = float.fromhex("0x1.2f112df3e5244p-3")
+_LN2_HI, _LN2_LO = float.fromhex("0x1.62e42feep-1"), float.fromhex("0x1.a39ef35793c76p-33")
+#: fdlibm's Lp1 .. Lp7, the polynomial in s^2
+_LP1, _LP2, _LP3, _LP4, _LP5, _LP6, _LP7 = (float.fromhex(h) for h in """
+    0x1.5555555555593p-1 0x1.999999997fa04p-2 0x1.2492494229359p-2 0x1.c71c51d8e78afp-3
+    0x1.7466496cb03dep-3 0x1.39a09d078c69fp-3 0x1.2f112df3e5244p-3""".split())
 _TWO_THIRDS = 0.66666666666666666
 
 
