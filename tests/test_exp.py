@@ -1,81 +1,15 @@
-"""The vectorising exp of ``_kernels/exp.py``: glibc's bits where glibc is the library, its error bound everywhere."""
+"""The vectorising exp of ``_kernels/exp.py`` beyond its main range, and the core's use of it (the claims every
+port makes: ``test_libm_ports.py``)."""
 
-import math
-import platform
-import re
-
-import mpmath
 import numpy as np
 import pytest
-from numba import njit
 
 from attnsim._kernels import core, exp as kexp
 from attnsim._kernels import gd_twins
+from libm_ports import loop_over
 
-
-@njit
-def _library(x, out):
-    for k in range(x.shape[0]):
-        out[k] = np.exp(x[k])                 # numba: a call into the C library's exp
-
-
-@njit                                         # not cached: it inlines exp.py, whose changes a cache would miss
-def _ours(x, out):
-    for k in range(x.shape[0]):
-        out[k] = kexp.exp(x[k])
-
-
-def _glibc_with_fma():
-    """The scope of the bit-for-bit claim: glibc >= 2.28 (the optimized-routines exp) on x86-64 with FMA."""
-    name, version = platform.libc_ver()
-    if name != "glibc" or platform.machine() != "x86_64":
-        return False
-    major, minor = (int(v) for v in version.split(".")[:2])
-    try:
-        flags = re.search(r"^flags\s*:(.*)$", open("/proc/cpuinfo").read(), re.M).group(1).split()
-    except (OSError, AttributeError):
-        return False
-    return (major, minor) >= (2, 28) and "fma" in flags
-
-
-def _arguments(rng):
-    """Uniform over the main range and the scores' side of it, every table slot at its edges, tiny
-    arguments, both sides of +-512, the under- and overflow thresholds, and random bit patterns."""
-    slots = (np.arange(-60000, 60000) + 0.5) * math.log(2) / 128
-    return np.concatenate([
-        rng.uniform(-512, 512, 2_000_000), -rng.exponential(20.0, 1_000_000),
-        np.nextafter(slots, np.inf), np.nextafter(slots, -np.inf),
-        rng.uniform(-1e-15, 1e-15, 100_000), [0.0, -0.0, 5e-324, -5e-324, 2.0 ** -54, -(2.0 ** -54)],
-        rng.uniform(-520, -505, 100_000), rng.uniform(505, 520, 100_000),
-        np.nextafter(512.0, 0.0) * np.array([1.0, -1.0]), [512.0, -512.0, 709.78, 709.79, -745.13, -745.14],
-        [np.inf, -np.inf, np.nan],
-        rng.integers(0, 2 ** 64, 500_000, dtype=np.uint64).view(np.float64),
-    ])
-
-
-@pytest.mark.skipif(not _glibc_with_fma(), reason="the bit-for-bit claim is about glibc >= 2.28 on x86-64 with FMA")
-def test_exp_is_the_c_librarys_exp_bit_for_bit():
-    x = _arguments(np.random.default_rng(0))
-    ours, lib = np.empty_like(x), np.empty_like(x)
-    _ours(x, ours)
-    _library(x, lib)
-    differ = (ours.view(np.uint64) != lib.view(np.uint64)) & ~(np.isnan(ours) & np.isnan(lib))
-    assert not differ.any(), f"{differ.sum()} of {x.size} differ, first at x = {x[differ][:5].tolist()}"
-
-
-def test_exp_is_within_half_an_ulp_and_a_bit_of_the_true_value():
-    """glibc's bound for this algorithm is 0.509 ulp; checked against mpmath at 100 digits."""
-    rng = np.random.default_rng(1)
-    x = np.concatenate([rng.uniform(-511, 511, 20_000), -rng.exponential(10.0, 5_000)])
-    ours = np.empty_like(x)
-    _ours(x, ours)
-    mpmath.mp.dps = 100
-    worst = 0.0
-    for xi, yi in zip(x, ours, strict=True):
-        true = mpmath.exp(mpmath.mpf(float(xi)))
-        ulp = math.ulp(float(true))
-        worst = max(worst, float(abs(mpmath.mpf(float(yi)) - true) / ulp))
-    assert 0.45 < worst <= 0.51, worst
+_library = loop_over(np.exp)                  # numba: a call into the C library's exp
+_ours = loop_over(kexp.exp)
 
 
 def test_beyond_the_main_range_the_library_answers():

@@ -16,7 +16,7 @@ per lane (the shorter polynomials padded with zero terms, which add exact zeros)
 selected, so there is no branch.
 
 On ``a < ERFC_MAIN_LIMIT`` (``-inf`` included; ``a <= -6`` gives ``2.0``, as glibc's
-``2 - tiny`` rounds) it returns glibc's bits exactly (``tests/test_erfc.py`` checks millions of
+``2 - tiny`` rounds) it returns glibc's bits exactly (``tests/test_libm_ports.py`` checks millions of
 arguments against the library and fdlibm's error bound against mpmath); beyond, ``exp``'s first
 argument leaves ``exp_main``'s range. ``in_erfc_main`` flags the lanes inside (False for NaN); a
 loop redoes the others with ``math.erfc``.

@@ -6,7 +6,7 @@ time. ``exp_main`` is the main path of glibc's ``exp`` (since 2.28, from ARM's o
 ``x = k ln2/128 + r``, ``2^(k/128)`` from a 128-entry table, a degree-5 polynomial in ``r``; the
 variant glibc selects on CPUs with FMA), with every fused multiply-add where that build has one
 (``llvm.fma``, correctly rounded on every CPU). On ``|x| < 512`` it returns glibc's bits exactly
-(``tests/test_exp.py`` checks millions of arguments against the library and the 0.51-ulp bound
+(``tests/test_libm_ports.py`` checks millions of arguments against the library and the 0.51-ulp bound
 against mpmath), so runs keep the bits they had, and on other C libraries they now get the same
 bits as on glibc. Arguments with ``|x| >= 512``, infinities and NaN take the library's ``exp``
 (``exp``; a loop that calls ``exp_main`` flags them and redoes its pass with ``exp``, as

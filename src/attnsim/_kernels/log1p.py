@@ -7,7 +7,7 @@ those calls, with ``exp``'s, were a third of the kernel's time. ``log1p_unit`` i
 ``c`` for the rounding of ``1 + x``, ``log(1 + f)`` from ``s = f / (2 + f)`` and a degree-14
 polynomial in ``s``) in the build glibc selects on CPUs with FMA, every fused multiply-add where
 that build has one (``exp._fma``), as branch-free selects. On ``0 <= x < 2^53`` it returns that
-build's bits (``tests/test_log1p.py`` checks millions of arguments against the library and the
+build's bits (``tests/test_libm_ports.py`` checks millions of arguments against the library and the
 one-ulp bound against mpmath); negative, huge and non-finite arguments are outside its domain
 (the loss never asks for them).
 """
