@@ -23,6 +23,7 @@ import numpy as np
 
 from .exp import exp, exp_main, in_main
 from .jit import njit
+from .log1p import log1p_unit
 
 #: Per-sample blocks of the core's scratch ``fw`` after the dense blocks (``fw_size``).
 _ZMAX, _TOTAL, _PHI, _MIN, _MOUT, _COEF, _VTOP, _KAP, _TOP, _F = range(10)
@@ -45,6 +46,14 @@ def _logistic_loss(u):
     if u >= 0.0:
         return np.log1p(exp(-u))
     return -u + np.log1p(exp(u))
+
+
+@njit(cache=True, inline="always")
+def _logistic_loss_main(u):
+    """``_logistic_loss(u)`` for ``|u| < exp.MAIN_LIMIT`` with the vectorising ``exp_main`` and
+    ``log1p_unit``: the same operations, so glibc's bits, on SIMD lanes in a loop (``population``)."""
+    e = log1p_unit(exp_main(-abs(u)))
+    return e if u >= 0.0 else -u + e
 
 
 @njit(cache=True)

@@ -12,8 +12,8 @@ and one dispatch (about 0.01 ms; 0.05-0.1 ms when its moments were NumPy operati
 cold cache).
 
 Each draw's loss and conditional accuracy are computed on SIMD lanes, with the vectorising
-``exp_main``, ``log1p_unit`` and ``erfc_main`` (glibc's bits: the kernel's numbers are those of the
-scalar library calls it made before); only the sums over draws run in order.
+``exp_main``, ``core._logistic_loss_main`` and ``erfc_main`` (glibc's bits: the kernel's numbers are
+those of the scalar library calls it made before); only the sums over draws run in order.
 
 The NumPy twin with the same signature is ``population_twins.population_quadrature``;
 ``tests/test_population.py`` compares them.
@@ -23,11 +23,10 @@ import math
 
 import numpy as np
 
-from .core import _logistic_loss
+from .core import _logistic_loss, _logistic_loss_main
 from .erfc import erfc_main, in_erfc_main
 from .exp import exp, exp_main, in_main
 from .jit import njit
-from .log1p import log1p_unit
 
 #: ``0.5 erfc(-x) == 1.0`` exactly in float64 for ``x >= ERFC_ONE`` (``erfc(6) = 2.2e-17``, below
 #: half an ulp of 2), so the normal CDF of a conditional mean 6+ standard deviations positive
@@ -160,10 +159,8 @@ def _sums(mean_z, mean_v, root, beta, cvar, ez, ez_ok, ys, draws, start, stop, l
                 special = below = far = False
                 for b in range(nb):                      # SIMD lanes: the loss, the accuracy's argument
                     u = y * (vtop[b] + phi[b] / esum[b])
-                    au = abs(u)
-                    special |= not in_main(au)
-                    e = log1p_unit(exp_main(-au))
-                    el[b] = e if u >= 0.0 else -u + e      # core._logistic_loss's operations
+                    special |= not in_main(u)
+                    el[b] = _logistic_loss_main(u)
                     cond = y * (mtop[b] + psi[b] / esum[b])
                     ec[b] = cond
                     x = cond * esum[b] / math.sqrt(2.0 * var[b])    # P(y f > 0 | z) = 0.5 erfc(-x)
