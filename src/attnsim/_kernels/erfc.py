@@ -40,8 +40,9 @@ _HIGH_WORD = np.uint64(0xffffffff00000000)       # fdlibm's SET_LOW_WORD(z, 0)
 #   Q = ((((1 + t d1) + t^2 (d2 + t d3)) + t^4 (d4 + t d5)) + t^6 (d6 + t d7)) + t^8 d8
 # (t^4 = t^2 t^2, t^6 = t^2 t^4, t^8 = t^4 t^4) in which glibc evaluates the longest, ra/sa; the
 # shorter ones are it with zero coefficients, whose terms add exact zeros (c + t 0 = c, P + 0 = P).
-# The coefficients, a polynomial every two rows: fdlibm's pp, qq (|x| < 0.84375, t = x^2), pa, qa (0.84375 <= |x| <
-# 1.25, t = |x| - 1), ra, sa (1.25 <= |x| < 1/0.35, t = 1/x^2), rb, sb (1/0.35 <= |x| < 28, t = 1/x^2).
+# The coefficients, a polynomial every two rows: fdlibm's pp, qq (|x| < 0.84375, t = x^2), pa, qa
+# (0.84375 <= |x| < 1.25, t = |x| - 1), ra, sa (1.25 <= |x| < 1/0.35, t = 1/x^2), rb, sb (1/0.35 <= |x| < 28,
+# t = 1/x^2).
 _TABLE = """
   0x1.06eba8214db68p-3  -0x1.4cd7d691cb913p-2  -0x1.d2a51dbd7194fp-6  -0x1.7a291236668e4p-8
 -0x1.8ead6120016acp-16                      0                      0                      0
@@ -61,14 +62,9 @@ _TABLE = """
  0x1.3f219cedf3be6p+11   0x1.da874e79fe763p+8  -0x1.670e242712d62p+4                      0
 """
 
-
-def _coefficients():
-    """The four ranges' 16 coefficients (numerator, then denominator), range after range (``k`` in
-    ``erfc_main`` numbers them): ``_TABLE``'s C99 hex floats in reading order."""
-    return np.array([float.fromhex(h) for h in _TABLE.split()])
-
-
-_COEF = _coefficients()
+#: The four ranges' 16 coefficients (numerator, then denominator), range after range (``k`` in
+#: ``erfc_main`` numbers them): ``_TABLE``'s C99 hex floats in reading order.
+_COEF = np.array([float.fromhex(h) for h in _TABLE.split()])
 
 
 @njit(cache=True, inline="always")
@@ -93,7 +89,7 @@ def erfc_main(a):
     x = abs(a)
     # the range: 0 below 0.84375, 1 below 1.25, 2 below 1/0.35, 3 above
     k = (np.int64(ix >= 0x3feb0000) + np.int64(ix >= 0x3ff40000) + np.int64(ix >= 0x4006db6d))
-    # t: x^2, |x| - 1, 1/x^2, 1/x^2; glibc's partial sums, in its order (the form above _PP)
+    # t: x^2, |x| - 1, 1/x^2, 1/x^2; glibc's partial sums, in its order (the form above _TABLE)
     s = 1.0 / (x * x)
     t = a * a if k == 0 else (x - 1.0 if k == 1 else s)
     t2 = t * t
