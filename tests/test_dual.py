@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnsim import SaveAt, prepare, train
+from attnsim._problem import Problem
 from tools.coords_grid import TRAINABLE
 
 LONG = 10_000
@@ -147,6 +148,32 @@ def test_few_saves_read_the_query_by_matvec_as_the_grams_and_the_primal_engine_d
     q = (arrays["W0"] if res.W is None else res.W).T @ res.p
     assert res.query_norm[-1] == pytest.approx(np.linalg.norm(q), rel=1e-13)
     np.testing.assert_allclose(res.query_probe[-1], probes @ q, rtol=1e-13, atol=1e-13 * np.abs(q).max())
+
+
+@pytest.mark.parametrize("trainable", TRAINABLE)
+def test_a_zero_query_is_read_without_reading_W0(trainable, monkeypatch):
+    """p0 = 0 (the official init): at step 0 the query ``W0^T p0`` is exactly 0, so the warm-up's and the
+    first save's read-outs skip the d^2 matvec; the later saves still form it, and every save reads
+    what the primal engine does."""
+    arrays, _ = _problem(3, 6, 4, 30, n_test=0, lr_scale=1.0)
+    arrays["p0"] = np.zeros(30)
+    probes = np.random.default_rng(1).standard_normal((2, 30))
+    steps, few = 3000, [0, 100, 3000]
+    primal = train(**arrays, lr=1.0, steps=steps, trainable=trainable, probes=probes, save_at=few, engine="primal")
+    vectors, w0t_mul = [], Problem.w0t_mul
+
+    def counted(pb, A):
+        if A.ndim == 1:
+            vectors.append(A.copy())
+        return w0t_mul(pb, A)
+
+    monkeypatch.setattr(Problem, "w0t_mul", counted)
+    res = _few_saves_run(arrays, trainable, steps, few, probes)
+    assert len(vectors) == 2 and all(v.any() for v in vectors), [np.abs(v).max() for v in vectors]
+    assert res.query_norm[0] == 0.0 and not res.query_probe[0].any()
+    np.testing.assert_allclose(res.query_norm, primal.query_norm, rtol=1e-11)
+    np.testing.assert_allclose(res.query_probe, primal.query_probe, rtol=1e-11,
+                               atol=1e-11 * np.abs(res.query_probe).max())
 
 
 @pytest.mark.parametrize("trainable", TRAINABLE)

@@ -41,9 +41,12 @@ class DualSetup(Coordinates):
         self.query_matvec = query_by_matvec(pb.N, pb.Xt.shape[0], pb.n_saves, pb.w0_kind)
 
     def _query(self, w0_part, x_part=None):
-        """``(<q, r_j> (k,), ||q||)`` for the query ``q = W0^T w0_part + X^T x_part`` (d,), formed."""
+        """``(<q, r_j> (k,), ||q||)`` for the query ``q = W0^T w0_part + X^T x_part`` (d,), formed.
+
+        A zero ``w0_part`` (``p0 = 0``, the official init, at step 0: the warm-up's and the first
+        save's read-outs) skips ``W0`` itself, d^2 numbers read for a product that is exactly 0."""
         pb = self.pb
-        q = pb.w0t_mul(w0_part)
+        q = pb.w0t_mul(w0_part) if w0_part.any() else np.zeros(pb.d)
         if x_part is not None:
             q += pb.X.T @ x_part
         return pb.probes_all @ q, norm(q)
