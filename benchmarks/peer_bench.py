@@ -4,6 +4,7 @@
     PYTHONPATH=src python benchmarks/peer_bench.py --quick     # small sizes, 2 repeats: checks the harness
     PYTHONPATH=src python benchmarks/peer_bench.py --breakdown # where attnsim's W,p step spends its time
     PYTHONPATH=src python benchmarks/peer_bench.py --profile-setup   # cProfile of prepare_run at d = 8000
+    PYTHONPATH=src python benchmarks/peer_bench.py --final-w --repeats 7   # the final W: its products against its fresh pages
 
 Needs ``jax`` (float64 is switched on here) and, for the torch row, ``torch`` >= 2 with a C++
 compiler; ``--no-torch`` skips it. Results and the analysis: ``benchmarks/PEER_RESULTS.md``.
@@ -673,6 +674,52 @@ def breakdown(args):
         print(f"| {name} | {m:.2f} ({lo:.2f}–{hi:.2f}) |")
 
 
+def final_w(args):
+    """Where the final d x d ``W`` of a W,p run goes, at each ``--d``: ``final_params`` as
+    ``Result`` calls it (a fresh (d, d) array each call), the same products into a (d, d) buffer
+    touched before (the BLAS work alone), and the first touch of d x d fresh pages alone (an
+    allocation filled with zeros). The two products are checked equal bit for bit first; then
+    alternating repeats in one process, CPU-s medians (min-max). ``--pause`` seconds of sleep
+    come before each call that allocates: freed pages the process reuses at once cost little,
+    while an end-to-end run meets its final W's pages a second or more after anything it freed,
+    and on this sandboxed machine their first touch then costs far more (and varies)."""
+    print(f"machine: {machine()}\ncommand: {' '.join(sys.argv)}\n")
+    print("| d | final_params (fresh W) | same products, touched buffer | first touch of d x d pages |")
+    print("|---|---|---|---|")
+    for d in args.d:
+        pb = problem(d, "Wp")
+        run = Attnsim(pb)._prepare(1000, [0, 1000])
+        run.warm_up()
+        run.run()
+        co = run.coords
+        X, W0 = co.pb.X, co.pb.W0_dense()
+        out = np.zeros((d, d))
+
+        def fresh():
+            return co.final_params()[0]
+
+        def touched():
+            np.matmul(co.Q @ co._current()[3].T, X, out=out)
+            np.add(out, W0, out=out)
+            return out
+
+        def pages():
+            np.empty((d, d)).fill(0.0)
+
+        assert np.array_equal(fresh(), touched()), "final_params and the touched-buffer products differ"
+        times = {fn: [] for fn in (fresh, touched, pages)}
+        for _ in range(args.repeats):
+            for fn, ts in times.items():
+                if fn is not touched:
+                    time.sleep(args.pause)
+                t = time.process_time()
+                fn()
+                ts.append(time.process_time() - t)
+        cells = [f"{np.median(ts):.3f} ({min(ts):.3f}-{max(ts):.3f})" for ts in times.values()]
+        print(f"| {d} | " + " | ".join(cells) + " |", flush=True)
+        del run, co, out
+
+
 def profile_setup(args):
     """cProfile (CPU time) of attnsim's set-up at the largest d: ``prepare_run`` (balanced, n_test = 0,
     default probes: it draws the data too), then ``attnsim.prepare`` from those arrays as the
@@ -741,6 +788,8 @@ def main(argv=None):
     ap.add_argument("--no-torch", dest="torch", action="store_false")
     ap.add_argument("--breakdown", action="store_true", help="only the W,p step breakdown")
     ap.add_argument("--profile-setup", action="store_true", help="only cProfile of prepare_run at max(--d)")
+    ap.add_argument("--final-w", action="store_true", help="only the final W's cost: products and fresh pages")
+    ap.add_argument("--pause", type=float, default=3.0, help="--final-w: seconds of sleep before each allocating call")
     args = ap.parse_args(argv)
     if args.quick:
         args.d, args.repeats = [300, 600], 2
@@ -750,6 +799,8 @@ def main(argv=None):
         return breakdown(args)
     if args.profile_setup:
         return profile_setup(args)
+    if args.final_w:
+        return final_w(args)
     print(f"machine: {machine()}\ncommand: {' '.join(sys.argv)}\nload average at start: "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}\n", flush=True)
     out = {}
