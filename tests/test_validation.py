@@ -19,7 +19,7 @@ from hypothesis.extra import numpy as hnp
 
 import attnsim
 from attnsim import Config, ConfigError, SaveAt
-from attnsim._validation import _all_finite
+from attnsim._validation import _all_finite, check_array
 from attnsim.cli import main
 
 # ---------------------------------------------------------------- Config, field by field
@@ -421,6 +421,29 @@ def test_the_finite_check_agrees_with_the_elementwise_test(arr):
     """``_all_finite`` answers from the sum when it can: it must agree with ``isfinite`` everywhere,
     including finite entries whose sum overflows (True) and +inf beside -inf (False)."""
     assert _all_finite(arr) is bool(np.isfinite(arr).all())
+
+
+@pytest.mark.parametrize("finite", [True, False])
+def test_the_finite_check_makes_no_temporary_of_the_arrays_size(finite):
+    """A (2048, 2048) W0 (32 MB): the check passes, or names the first of two non-finite entries
+    (both past the first piece of the elementwise test), with at most 2 MB traced."""
+    import tracemalloc
+
+    W0 = np.random.default_rng(0).uniform(-1, 1, (2048, 2048))
+    if not finite:
+        W0[1500, 7], W0[2047, 2047] = np.inf, np.nan
+    tracemalloc.start()
+    try:
+        if finite:
+            check_array("W0", W0, ndim=2, copy=False)
+        else:
+            with pytest.raises(ConfigError, match=r"^W0 must be finite; got inf at index \(1500, 7\) "
+                                                  r"\(2 non-finite entries\)"):
+                check_array("W0", W0, ndim=2, copy=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 ** 21, peak
 
 
 @pytest.mark.parametrize("values, expected", [([1.7e308, 1.7e308], True), ([np.inf, -np.inf], False),

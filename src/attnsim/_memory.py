@@ -138,11 +138,9 @@ def engine_memory(n: int, T: int, d: int, n_test_tokens: int, *, engine: str, tr
         kept["keys X W0^T and their transpose"] = 2 * N * d
     if TRAINABLE_SETS[trainable].trains_head:
         kept["head cross terms"] = Nt * N + N * d
-    # the input checks (np.isfinite) make one byte per entry of each input in turn
-    checks = {"input checks": max(d * d if dense_w0 else 0, (N + Nt) * d) / _F}
     run = {**kept, "recorded values": n_saves * (2 * N + 4 * n + 3 * n_probes + 16), "final p and nu": 2 * d,
            "final W (d x d)": d * d if (final_W and has_W) else 0, **run_temp}
-    set_up = {**kept, **max((setup_temp, checks), key=lambda items: sum(items.values()))}
+    set_up = {**kept, **setup_temp}      # the input checks need no temporary (_validation._all_finite)
     return MemoryEstimate({"set-up": _sized(set_up), "run": _sized(run)})
 
 
