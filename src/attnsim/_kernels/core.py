@@ -340,8 +340,8 @@ def _rows_axpy_two(x1, x2, G1, G2, w1, w2, scale1, scale2):
     the rows when ``G1`` is ``G2`` (each element of G loaded once for both vectors, each vector
     accumulating in its own order: the bits of the two calls), two passes otherwise.
 
-    The dual sweeps are bound by the stream of ``G`` from L2, not by arithmetic, so two vectors
-    against one matrix cost little more than one (``benchmarks/ANALYSIS.md``).
+    The dual sweeps are bound by streaming ``G``, not by arithmetic, so two vectors against one
+    matrix cost little more than one (``benchmarks/ANALYSIS.md``).
     """
     if not _same_array(G1, G2):
         _rows_axpy(x1, G1, w1, scale1)
