@@ -5,6 +5,9 @@
 - ``plain_gd``: the plain NumPy GD loop (an oracle independent of the engine);
 - ``mp_oracle``: the model and its gradients in arbitrary precision (mpmath);
 - ``cases``: small problems shared by several test files;
+- ``rounding``: what float64 can determine about a reference computation (its outputs' spread
+  when its inputs move by one ulp), the allowance and the ``assume`` ceiling of the property
+  tests that compare the kernels with their twins and the engines with the plain loop;
 - ``plant_bugs.py``: plants each known bug in turn and runs the test that must catch it
   (``python tests/tools/plant_bugs.py``);
 - ``bit_identity.py``: captures every Result array of the presets and compares two captures

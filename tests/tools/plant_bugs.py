@@ -27,6 +27,9 @@ PLANTS = [
      "INVALID = {**{k: invalid_int(m) for k, m in INT_MINIMA.items() if k != 'T'},", "tests/test_validation.py -k covers"),
     ("recorder output f off by 0.1% of phi", "src/attnsim/_numerics.py", "np.argmax(z, axis=1)] + phi", "np.argmax(z, axis=1)] + 0.999 * phi",
      "tests/test_engine.py -k plain_numpy"),
+    ("dual W,p key-Gram sweep: one term 1e-8 too large (the twin test's rounding allowance must not hide it)",
+     "src/attnsim/_kernels/gd.py", "        f10, f20, f30 = lr * e[l], lr * z[l], lr2P * e[l]\n",
+     "        f10, f20, f30 = lr * e[l], lr * z[l] * (1.0 + 1e-8), lr2P * e[l]\n", "tests/test_kernels.py -k dual_wp_run"),
     ("naive v - f in the coefficient core", "src/attnsim/_kernels/core.py", "ci * st * (vt[t * n + i] - ph)",
      "ci * st * ((vt[t * n + i] + vtop[i]) - (vtop[i] + ph))", "tests/test_oracle.py -k gap_700"),
 ]
