@@ -67,18 +67,20 @@ def allowed(spread_arr, floor):
 
 def assert_close(actual, desired, *, rtol, atol, err_msg=""):
     """``|actual - desired| <= rtol |desired| + atol`` elementwise, ``atol`` an array (``allowed``)
-    or a number; NaN matches NaN in the same place. The message names the worst entry, its
-    difference and its allowance."""
+    or a number; NaN matches NaN, and an infinity the same infinity, in the same place (as in
+    ``np.testing.assert_allclose``). The message names the worst entry, its difference and its
+    allowance."""
     a = np.asarray(actual, dtype=np.float64)
     b = np.asarray(desired, dtype=np.float64)
     assert a.shape == b.shape, f"shapes {a.shape} and {b.shape}; {err_msg}"
-    both_nan = np.isnan(a) & np.isnan(b)
+    same = (np.isnan(a) & np.isnan(b)) | (a == b)
     with np.errstate(invalid="ignore"):
-        diff = np.where(both_nan, 0.0, np.abs(a - b))
+        diff = np.where(same, 0.0, np.abs(a - b))
         limit = rtol * np.abs(b) + np.broadcast_to(atol, b.shape)
-        bad = ~(diff <= limit)
+        bad = ~same & ~(np.isfinite(diff) & (diff <= limit))
+        excess = np.where(bad, np.nan_to_num(diff - limit, nan=np.inf), -np.inf)
     if bad.any():
-        worst = np.unravel_index(int(np.argmax(np.where(bad, diff - limit, -np.inf))), b.shape) if b.ndim else ()
+        worst = np.unravel_index(int(np.argmax(excess)), b.shape) if b.ndim else ()
         raise AssertionError(f"{int(bad.sum())} of {b.size} entries differ beyond rtol={rtol:g} plus the rounding "
                              f"allowance; worst at {tuple(int(i) for i in worst)}: {a[worst]!r} against {b[worst]!r}, "
                              f"difference {diff[worst]:.3g}, allowed {limit[worst]:.3g}; {err_msg}")
