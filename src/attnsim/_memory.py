@@ -140,7 +140,7 @@ def engine_memory(n: int, T: int, d: int, n_test_tokens: int, *, engine: str, tr
         kept["head cross terms"] = Nt * N + N * d
     run = {**kept, "recorded values": n_saves * (2 * N + 4 * n + 3 * n_probes + 16), "final p and nu": 2 * d,
            "final W (d x d)": d * d if (final_W and has_W) else 0, **run_temp}
-    set_up = {**kept, **setup_temp}      # the input checks need no temporary (_validation._all_finite)
+    set_up = {**kept, **setup_temp}      # the input checks need no temporary (_validation._nonfinite)
     return MemoryEstimate({"set-up": _sized(set_up), "run": _sized(run)})
 
 
