@@ -300,33 +300,37 @@ def plant_chi(monkeypatch, shift):
 
 
 def plant_no_conditional_mean(monkeypatch, which):
-    """Drop ``V B^T e`` from ``W0 e`` (which="matvec") or ``U A^T f`` from ``W0^T f`` ("rmatvec")."""
+    """Drop ``V B^T e`` from ``W0 e`` (which="matvec", with ``matmat``) or ``U A^T f`` from ``W0^T f``
+    ("rmatvec", with ``rmatmat``)."""
     original = _implicit._conditional_mean
     inside = {"flag": False}
-    method = getattr(LazyGaussianMatrix, which)
 
-    def flagged(self, x):
-        inside["flag"] = True
-        try:
-            return method(self, x)
-        finally:
-            inside["flag"] = False
+    def flagged(method):
+        def call(self, x):
+            inside["flag"] = True
+            try:
+                return method(self, x)
+            finally:
+                inside["flag"] = False
+        return call
 
-    monkeypatch.setattr(LazyGaussianMatrix, which, flagged)
+    for name in (which, which.replace("vec", "mat")):
+        monkeypatch.setattr(LazyGaussianMatrix, name, flagged(getattr(LazyGaussianMatrix, name)))
     monkeypatch.setattr(_implicit, "_conditional_mean",
-                        lambda basis, images, e: 0.0 * e if inside["flag"] else original(basis, images, e))
+                        lambda basis, images, E: 0.0 * E if inside["flag"] else original(basis, images, E))
 
 
 def plant_unprojected_fresh_part(monkeypatch):
     """The fresh part g of a new image drawn N(0, s^2 I) instead of N(0, s^2 (I - V V^T))."""
 
-    def image_of_new(self, e, other):
-        g = np.zeros(self.space.k_max)
-        g[:self.space.k] = self.s * self.rng.standard_normal(self.space.k)
-        self.space._grow(self.s, self.rng, g)
-        return _implicit._conditional_mean(other.basis[:, :other.m], other.images[:, :other.m], e) + g
+    def images_of_new(self, E, other):
+        G = np.zeros(E.shape)
+        for i in range(E.shape[1]):
+            G[:self.space.k, i] = self.s * self.rng.standard_normal(self.space.k)
+            self.space._grow(self.s, self.rng, G[:, i])
+        return _implicit._conditional_mean(other.basis[:, :other.m], other.images[:, :other.m], E) + G
 
-    monkeypatch.setattr(LazyGaussianMatrix, "_image_of_new", image_of_new)
+    monkeypatch.setattr(LazyGaussianMatrix, "_images_of_new", images_of_new)
 
 
 PLANTS = {
@@ -416,6 +420,68 @@ def test_a_nearly_dependent_input_keeps_the_basis_orthonormal():
     U = W0.met()[0]
     assert U.shape[1] == 9
     assert np.max(np.abs(U.T @ U - np.eye(9))) <= 1e-14
+
+
+def _dependent_columns(space, rng, n, block):
+    """(k_max, n) inputs: Gaussian columns, and every fifth a combination of two earlier ones (one
+    in the same block of ``block`` columns where there is one, one in an earlier block), with a
+    zero column; the rank is what the Gaussian columns give."""
+    X = space.gaussian(1.0, n, rng).T
+    for j in range(5, n, 5):
+        X[:, j] = 0.7 * X[:, j - 1] - 1.3 * X[:, max(0, j - block - 1)]
+    X[:, 3] = 0.0
+    return X
+
+
+@pytest.mark.parametrize("block", [7, _implicit.BLOCK])
+def test_blocks_draw_what_columns_one_at_a_time_draw(block, monkeypatch):
+    """``matmat`` / ``rmatmat`` in blocks (Gram-Schmidt against the block's own new inputs in
+    order, the new images drawn together) draw the same numbers as ``matvec`` / ``rmatvec`` on
+    the columns one at a time, meet the same inputs and give the same values, to rounding; with
+    dependent and zero columns inside and across blocks."""
+    monkeypatch.setattr(_implicit, "BLOCK", block)
+    n = 3 * block + 5
+    spaces, outs = [], []
+    for by_block in (True, False):
+        space = VirtualSpace(d=10**6, k_max=3 * n + 4)
+        rng = np.random.default_rng(21)
+        X = _dependent_columns(space, rng, n, block)
+        W0 = space.gaussian_matrix(1e-3, rng)
+        if by_block:
+            K = W0.matmat(X)
+            back = W0.rmatmat(K)
+        else:
+            K = np.column_stack([W0.matvec(x) for x in X.T])
+            back = np.column_stack([W0.rmatvec(k) for k in K.T])
+        spaces.append((space.k, rng.bit_generator.state))
+        outs.append((K, back) + W0.met())
+    assert spaces[0] == spaces[1]
+    assert outs[0][2].shape[1] == n - len(range(5, n, 5)) - 1        # U: one input per independent column
+    for a, b in zip(outs[0], outs[1], strict=True):
+        assert a.shape == b.shape
+        assert np.max(np.abs(a - b)) <= 1e-12 * np.max(np.abs(b))
+
+
+def test_an_input_applied_again_gets_the_value_it_got_then():
+    """W0 is one matrix: applied again to an input it has met, it returns the value it gave then,
+    bit for bit, whether alone or among new combinations, and draws nothing; the values handed out
+    are copies."""
+    space = VirtualSpace(d=10**6, k_max=40)
+    rng = np.random.default_rng(4)
+    X = space.gaussian(1.0, 10, rng)
+    W0 = space.gaussian_matrix(1e-3, rng)
+    K = W0.matmat(X.T)
+    back = W0.rmatmat(K)
+    W0.freeze()
+    state, k = rng.bit_generator.state, space.k
+    again = W0.matmat(X.T)
+    assert again.tobytes() == K.tobytes()
+    again[:] = 0.0
+    mixed = W0.matmat(np.column_stack([X[3], 0.5 * X[2] + X[4], X[0]]))
+    assert mixed[:, 0].tobytes() == K[:, 3].tobytes() and mixed[:, 2].tobytes() == K[:, 0].tobytes()
+    assert np.allclose(mixed[:, 1], 0.5 * K[:, 2] + K[:, 4], rtol=0, atol=1e-13 * np.max(np.abs(K)))
+    assert W0.rmatvec(K[:, 7]).tobytes() == back[:, 7].tobytes()
+    assert rng.bit_generator.state == state and space.k == k
 
 
 def test_draws_are_deterministic_given_the_generator():
