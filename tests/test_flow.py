@@ -385,6 +385,56 @@ def test_flow_result_round_trips_with_its_counters(tmp_path, rng):
                             "rtol", "atol", "correction"}
 
 
+def _switch_under(law, rho_tol):
+    """``(step, checks)`` of the automatic switch when ``alpha rho`` follows ``law(tau)``: the
+    decision rule of ``_Flow._decide`` (switch at the first check with ``alpha rho <= rho_tol``)."""
+    from attnsim._coords.flow import _next_check
+
+    tau, checks = 0, 0
+    while True:
+        ar = law(tau)
+        checks += 1
+        if ar <= rho_tol:
+            return tau, checks
+        tau = _next_check(tau, ar, rho_tol)
+
+
+def _next_check_of(tau, ar):
+    from attnsim._coords.flow import _next_check
+
+    return _next_check(tau, ar, 5e-4)
+
+
+def test_next_check_grows_the_step_count_by_half_or_goes_where_one_over_tau_crosses():
+    tol = 5e-4
+    assert [_next_check_of(t, ar) for t, ar in [(0, 1.0), (16, 1.0), (100, 1e-2), (1000, float("nan"))]] == \
+        [16, 32, 150, 1500]
+    assert _next_check_of(1000, 1.2e-3) == 1500          # 2.4x above: half the count on, as before
+    assert _next_check_of(1000, 6e-4) == 1200            # 1.2x above: 1/tau crosses at 1200
+    assert _next_check_of(1000, 5.05e-4) == 1031         # at least 1/32 of the count on
+    assert _next_check_of(100, 5.05e-4) == 116           # and at least 16 steps
+    assert _next_check_of(10_000, tol * (1 + 1e-9)) == 10_312
+
+
+@pytest.mark.parametrize("slope", [0.6, 1.0, 1.2, 1.5])
+def test_the_automatic_switch_lands_near_where_alpha_rho_crosses_rho_tol(slope):
+    """Against ``alpha rho = c tau^-slope`` (near the switch the paper's runs fall with slopes 1.03 to
+    1.4), for crossings from 40 to 10^6 steps: the switch comes after the crossing and at most a
+    factor ``max(1.5^(1 - 1/slope), 1 + 1/32)`` (plus 16 steps) after it, where the checks at every
+    half-count growth overshoot by up to 1.5 (median about 1.22); and with at most 6 checks more than
+    they take."""
+    tol = 5e-4
+    for crossing in np.geomspace(40, 1e6, 23):
+        c = tol * crossing ** slope
+        law = lambda tau: c * max(tau, 1) ** -slope  # noqa: E731
+        step, checks = _switch_under(law, tol)
+        first = next(t for t in range(int(crossing) - 1, int(crossing) + 3) if law(t) <= tol)
+        bound = max(1.5 ** (1 - 1 / slope), 1 + 1 / 32) * first + 16
+        assert first <= step <= bound, (slope, crossing, step, first)
+        halves = int(np.ceil(np.log(max(first, 16) / 16) / np.log(1.5))) + 2
+        assert checks <= halves + 6, (slope, crossing, checks, halves)
+
+
 def test_gd_start_fixed_count_is_exact_gd(rng):
     prob = dict(X=rng.standard_normal((3, 2, 3)), y=np.array([1.0, -1.0, 1.0]), W0=np.eye(3),
                 p0=rng.standard_normal(3), nu=rng.standard_normal(3))
