@@ -193,7 +193,7 @@ class _Side:
 
 #: Columns of ``matmat`` / ``rmatmat`` applied together: against the inputs met before them in
 #: matrix products, against one another in order (n = 80: the set-up 5.3 s one column at a
-#: time, memory-bound matrix-vector products over a basis of 1,900 x 1,280).
+#: time, memory-bound matrix-vector products over a basis of up to 1,925 x 1,280).
 BLOCK = 128
 
 
