@@ -14,7 +14,8 @@ For each preset of the paper (``attnsim.preset``) and each trainable set it
 2. runs exact GD (dual engine) to ``--gd-horizon`` on the same save grid and reports
    max over saves, samples and tokens of |log s_flow - log s_GD|, per horizon decade.
 
-Writes ``benchmarks/FLOW_RESULTS.md`` (and prints it). The machine is shared: medians,
+Writes ``benchmarks/FLOW_RESULTS.md`` (and prints it), keeping its hand-written ``## Reading`` section
+at the end (whose numbers are then to be updated by hand). The machine is shared: medians,
 with the load average printed in the header.
 """
 
@@ -135,8 +136,23 @@ def main():
                    + f" | {gd_wall:.0f} | {gs} |")
             print(row, flush=True)
             lines.append(row)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+    out = Path(args.out)
+    reading = _reading(out)
+    out.write_text("\n".join(lines) + "\n" + (f"\n{reading}" if reading else ""))
+    print(f"wrote {args.out}" + (f" (kept its {READING.strip('# ')!r} section; update its numbers)" if reading else ""))
+
+
+#: The hand-written section of the results file, kept when the tables are written again.
+READING = "## Reading"
+
+
+def _reading(path: Path) -> str:
+    """The hand-written section of an existing results file, from its ``READING`` heading to the end."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    at = text.find("\n" + READING)
+    return text[at + 1:] if at >= 0 else ""
 
 
 if __name__ == "__main__":
