@@ -72,7 +72,7 @@ def both_horizons(sw, points, fallback, args):
 
     A flow run starts with exact GD, the GD kernels themselves, and records at step 10^3 what a
     1000-step ``dynamics="gd"`` run records, bit for bit, as long as its start is still running
-    then (``extra["gd_start_steps"] >= 1000``; the phase diagram's runs switch at 2,700 steps or
+    then (``extra["gd_start_steps"] >= 1000``; the phase diagram's runs switch at 2,000 steps or
     later). So one run gives both horizons and both share one set-up. A point whose start ended
     earlier is run again with ``dynamics="gd"`` in the sweep folder ``fallback``.
 
