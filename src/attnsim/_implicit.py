@@ -308,9 +308,12 @@ class LazyGaussianMatrix:
         """
         out = np.empty(X.shape)
         keys = [X[:, j].tobytes() for j in range(X.shape[1])]
-        todo = [j for j, key in enumerate(keys) if key not in this.given]
-        for j in set(range(X.shape[1])).difference(todo):
-            out[:, j] = this.given[keys[j]]
+        todo = []
+        for j, key in enumerate(keys):
+            if key in this.given:
+                out[:, j] = this.given[key]
+            else:
+                todo.append(j)
         for start in range(0, len(todo), BLOCK):
             cols = todo[start:start + BLOCK]
             out[:, cols] = self._apply_block(X[:, cols], this, other, name)
