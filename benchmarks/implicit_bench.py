@@ -25,6 +25,7 @@ fresh single-threaded process per round; with ``--before SRC``, another source t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -81,8 +82,6 @@ print(json.dumps(out))
 
 def setup_rounds(src: str, repeats: int, before: str | None) -> None:
     """``--setup``: the implicit set-up's CPU against n, this tree (and ``before``) alternating."""
-    import json
-
     trees = {"this tree": src} | ({"before": before} if before else {})
     rows = {name: {n: [] for n in SETUP_NS} for name in trees}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
