@@ -484,6 +484,23 @@ def test_an_input_applied_again_gets_the_value_it_got_then():
     assert rng.bit_generator.state == state and space.k == k
 
 
+def test_the_values_remembered_are_bounded_by_twice_the_basis():
+    """The memo of inputs applied holds at most 2 k_max of them (as much memory as the basis and the
+    images): past that, inputs met before are applied again, in the span, without drawing."""
+    space = VirtualSpace(d=10**6, k_max=12)
+    rng = np.random.default_rng(6)
+    X = space.gaussian(1.0, 4, rng)
+    W0 = space.gaussian_matrix(1e-3, rng)
+    K = W0.matmat(X.T)
+    W0.freeze()
+    combos = rng.standard_normal((4, 3 * space.k_max))
+    W0.matmat(X.T @ combos)
+    assert len(W0._in.given) == 2 * space.k_max
+    late = X.T @ combos[:, -1]                      # applied after the memo was full: not remembered
+    assert np.allclose(W0.matvec(late), K @ combos[:, -1], rtol=0, atol=1e-13 * np.max(np.abs(K)))
+    assert len(W0._in.given) == 2 * space.k_max
+
+
 def test_draws_are_deterministic_given_the_generator():
     outs = [setup_statistics(VirtualSpace(Law().d, Law().k_max), np.random.default_rng(9), Law()) for _ in range(2)]
     assert outs[0] == outs[1]
