@@ -19,7 +19,7 @@ from hypothesis.extra import numpy as hnp
 
 import attnsim
 from attnsim import Config, ConfigError, SaveAt
-from attnsim._validation import _all_finite, check_array
+from attnsim._validation import _nonfinite, check_array
 from attnsim.cli import main
 
 # ---------------------------------------------------------------- Config, field by field
@@ -418,9 +418,10 @@ def test_invalid_table_covers_every_config_field():
 @given(arr=hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=3, max_side=6),
                       elements=st.one_of(st.floats(), st.sampled_from([1.7e308, -1.7e308, 5e-324]))))
 def test_the_finite_check_agrees_with_the_elementwise_test(arr):
-    """``_all_finite`` answers from the sum when it can: it must agree with ``isfinite`` everywhere,
-    including finite entries whose sum overflows (True) and +inf beside -inf (False)."""
-    assert _all_finite(arr) is bool(np.isfinite(arr).all())
+    """``_nonfinite`` answers from the sum when it can: its count and first index must agree with
+    ``isfinite`` everywhere, including finite entries whose sum overflows (none) and +inf beside -inf."""
+    bad = np.flatnonzero(~np.isfinite(arr))
+    assert _nonfinite(arr) == (bad.size, int(bad[0]) if bad.size else None)
 
 
 @pytest.mark.parametrize("finite", [True, False])
@@ -449,4 +450,4 @@ def test_the_finite_check_makes_no_temporary_of_the_arrays_size(finite):
 @pytest.mark.parametrize("values, expected", [([1.7e308, 1.7e308], True), ([np.inf, -np.inf], False),
                                                ([1.0, np.nan], False), ([-np.inf, 2.0], False), ([0.0], True)])
 def test_the_finite_check_at_its_edges(values, expected):
-    assert _all_finite(np.array(values)) is expected
+    assert (_nonfinite(np.array(values))[0] == 0) is expected

@@ -119,11 +119,6 @@ def check_array(name, value, *, ndim=None, shape=None, hint=None, copy=True):
 _CHECK_PIECE = 2 ** 20
 
 
-def _all_finite(arr):
-    """Whether every entry of ``arr`` is finite (``_nonfinite``), without a temporary of its size."""
-    return _nonfinite(arr)[0] == 0
-
-
 def _nonfinite(arr):
     """``(count, first)``: how many entries of ``arr`` are not finite, and the flat (C-order)
     index of the first of them (None if none).
