@@ -296,3 +296,25 @@ def test_cli_run_with_population_metrics_needs_no_n_test_and_prints_standard_err
     res = load(out)
     assert res.config.n_test == 0 and np.all(np.isfinite(res.test_loss)) and np.all(res.test_loss_se >= 0)
     assert res.W is not None                                   # saved runs keep their final W
+
+
+def test_every_string_field_lists_in_the_help_the_values_that_config_accepts(capsys, tmp_path, monkeypatch):
+    """The help of each string flag names a list; a value outside it is refused with that same list."""
+    import dataclasses
+    import re
+
+    from attnsim import Config
+    from attnsim._config import field_type
+    from attnsim.cli import _build_parser
+
+    monkeypatch.chdir(tmp_path)
+    run = _build_parser()._subparsers._group_actions[0].choices["run"]
+    helps = {action.dest: action.help for action in run._actions}
+    string_fields = [f.name for f in dataclasses.fields(Config) if field_type(f.name)[0] is str]
+    assert len(string_fields) >= 10
+    for name in string_fields:
+        listed = re.fullmatch(r"one of (.+); default .*", helps[name])
+        assert listed, (name, helps[name])
+        assert main(["run", "--" + name.replace("_", "-"), "bogus", "--steps", "1"]) == 2
+        _one_line_error(capsys, f"{name} must be one of {listed.group(1)}; got 'bogus'")
+    assert list(tmp_path.iterdir()) == []

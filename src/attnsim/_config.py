@@ -22,6 +22,10 @@ LABELS = ("balanced", "rademacher")
 NGD_NORMS = ("joint", "block")
 TEST_METRICS = ("sample", "population")
 SPACES = ("explicit", "implicit")
+#: The vocabulary of each string field, validated by ``Config`` and listed by the CLI's help.
+CHOICES = {"label_noise": LABEL_NOISE_MODES, "noise": NOISE_MODES, "signal_noise": SIGNAL_NOISE, "labels": LABELS,
+           "trainable": TRAINABLE, "init": INITS, "test_metrics": TEST_METRICS, "w0": W0_MODES,
+           "head_init": HEAD_INITS, "optimizer": OPTIMIZERS, "ngd_norm": NGD_NORMS, "space": SPACES}
 #: ``n_test`` when it is left out with ``test_metrics="sample"`` (the paper's test set).
 DEFAULT_N_TEST = 1000
 
@@ -187,13 +191,13 @@ class Config:
                 f"T must be >= n_relevant + n_weak + n_weak_opposite = {self.n_roles}; got T={self.T}; "
                 "raise T or use fewer role tokens"
             )
-        check_choice("label_noise", self.label_noise, LABEL_NOISE_MODES)
-        check_choice("noise", self.noise, NOISE_MODES)
-        check_choice("signal_noise", self.signal_noise, SIGNAL_NOISE)
-        check_choice("labels", self.labels, LABELS)
-        check_choice("trainable", self.trainable, TRAINABLE)
-        check_choice("init", self.init, INITS)
-        check_choice("test_metrics", self.test_metrics, TEST_METRICS)
+        self._check_choice("label_noise")
+        self._check_choice("noise")
+        self._check_choice("signal_noise")
+        self._check_choice("labels")
+        self._check_choice("trainable")
+        self._check_choice("init")
+        self._check_choice("test_metrics")
         if self.test_metrics == "population" and self.n_test != 0:
             raise ConfigError(
                 f"n_test must be 0 with test_metrics='population' (the test metrics are expectations over "
@@ -202,16 +206,16 @@ class Config:
             )
         put("sigma_p", check_float("sigma_p", self.sigma_p, nonnegative=True, hint="a standard deviation, e.g. 0.01"))
         put("sigma_w", check_float("sigma_w", self.sigma_w, nonnegative=True, hint="a standard deviation, e.g. 0.01"))
-        check_choice("w0", self.w0, W0_MODES)
-        check_choice("head_init", self.head_init, HEAD_INITS)
+        self._check_choice("w0")
+        self._check_choice("head_init")
         put("sigma_nu", check_float("sigma_nu", self.sigma_nu, nonnegative=True,
                                     hint="a standard deviation, e.g. 0.01"))
         if self.head_scale is not None:
             put("head_scale", check_float("head_scale", self.head_scale, positive=True,
                                           hint="or None for the official 1/signal_norm"))
         put("lr", check_float("lr", self.lr, positive=True, hint="e.g. lr=5e-3 (the paper's setting)"))
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("ngd_norm", self.ngd_norm, NGD_NORMS)
+        self._check_choice("optimizer")
+        self._check_choice("ngd_norm")
         from ._coords.optimizer import Optimizer   # the rules between the optimizer's fields (not at import: a cycle)
 
         put("momentum", Optimizer(self.optimizer, self.ngd_norm, self.momentum).momentum)
@@ -220,7 +224,7 @@ class Config:
         if self.init_seed is not None:
             put("init_seed", check_int("init_seed", self.init_seed, minimum=0,
                                        hint="seeds are integers >= 0, or None to derive it from seed"))
-        check_choice("space", self.space, SPACES)
+        self._check_choice("space")
         if self.space == "implicit":
             self._check_implicit()
         if self.labels == "rademacher" and self.label_noise == "official" and self.eta > 0:
@@ -232,6 +236,10 @@ class Config:
                 f"eta={self.eta} flips {self.n_train_noisy_official} of n_train={self.n_train} labels, "
                 "leaving a class with no clean sample; lower eta or raise n_train"
             )
+
+    def _check_choice(self, name):
+        """Raise ConfigError unless field ``name`` is one of ``CHOICES[name]``."""
+        check_choice(name, getattr(self, name), CHOICES[name])
 
     def _check_implicit(self):
         if self.init == "official" and self.w0 == "random":

@@ -20,7 +20,8 @@ import signal
 import sys
 import time
 
-from ._config import PRESETS, Config, field_names, field_type, parse_field, preset
+from ._config import CHOICES, PRESETS, Config, field_names, field_type, parse_field, preset
+from ._coords import DYNAMICS
 from ._engine import ENGINES
 from ._io import ResultFileError, _atomic
 from ._result import FINISHED, INTERRUPTED, load
@@ -125,8 +126,8 @@ def _add_dynamics_flags(parser):
 def _dynamics_from_args(args):
     """``(dynamics, flow options dict or None)`` from ``--dynamics`` and ``--flow``."""
     dynamics = args.dynamics or "gd"
-    if dynamics not in ("gd", "flow"):
-        raise UsageError(f"--dynamics must be one of gd, flow; got {args.dynamics!r}")
+    if dynamics not in DYNAMICS:
+        raise UsageError(f"--dynamics must be one of {', '.join(DYNAMICS)}; got {args.dynamics!r}")
     if args.flow and dynamics != "flow":
         raise UsageError("--flow settings need --dynamics flow")
     return dynamics, (dict(args.flow) if args.flow else None)
@@ -139,6 +140,8 @@ def _add_config_flags(parser):
         base, _ = field_type(field.name)
         default = (f"default {Config().n_test} (0 with --test-metrics population)" if field.name == "n_test"
                    else f"default {field.default!r}")
+        if field.name in CHOICES:
+            default = f"one of {', '.join(map(repr, CHOICES[field.name]))}; {default}"
         group.add_argument("--" + field.name.replace("_", "-"), dest=field.name, default=None,
                            type=_field_arg(field.name), metavar=base.__name__.upper(), help=default)
 
@@ -560,7 +563,7 @@ def _cmd_sweep(args) -> int:
         raise ConfigError(f"--saves must be >= 2; got {n_saves}")
     workers = None if args.workers is None else _positive_int("--workers", args.workers)
     if args.engine not in ENGINES:
-        raise ConfigError(f"--engine must be one of auto, primal, dual; got {args.engine!r}")
+        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}; got {args.engine!r}")
     if os.path.exists(args.folder) and not os.path.isdir(args.folder):
         raise ConfigError(f"folder {args.folder!r} is a file; give a folder for the sweep results")
     _check_folder_writable(args.folder, "sweep", args.folder)
