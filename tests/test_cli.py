@@ -318,3 +318,25 @@ def test_every_string_field_lists_in_the_help_the_values_that_config_accepts(cap
         assert main(["run", "--" + name.replace("_", "-"), "bogus", "--steps", "1"]) == 2
         _one_line_error(capsys, f"{name} must be one of {listed.group(1)}; got 'bogus'")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("exc, line", [
+    (OSError(28, "No space left on device", "/full/run.npz"), "attnsim: error: /full/run.npz: No space left on device"),
+    (OSError("Timed out trying to connect\nafter 30 s"), "attnsim: error: Timed out trying to connect after 30 s"),
+])
+def test_an_os_error_is_one_line_with_its_file_when_it_has_one(exc, line, capsys, monkeypatch):
+    import attnsim.cli
+
+    def fail(args):
+        raise exc
+
+    monkeypatch.setattr(attnsim.cli, "_cmd_presets", fail)
+    assert main(["presets"]) == 1
+    assert capsys.readouterr().err == line + "\n"
+
+
+def test_sweep_with_a_scheduler_address_that_is_none_is_one_line_and_exit_2(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    assert main(["sweep", str(tmp_path / "sw"), "--steps", "10", "--scheduler", "garbage", "--no-progress"]) == 2
+    captured = _one_line_error(capsys, "scheduler='garbage': not an address of a Dask scheduler (missing port number")
+    assert captured.out == "" and list(tmp_path.iterdir()) == []      # refused before the header and the folder

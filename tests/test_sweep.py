@@ -4,6 +4,7 @@ flow in sweeps, no run left behind, sweep results as tables, and the CLI."""
 import csv
 import json
 import os
+import sys
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 import numpy as np
@@ -416,3 +417,32 @@ def test_without_retries_a_stiff_point_keeps_its_status(tmp_path):
     assert sw.load(pt.key).extra["attempts"] == []
     with pytest.raises(ConfigError, match=r"flow_retries must be an integer >= 0; got -1"):
         sweep(tmp_path, FLOW_CFG, dynamics="flow", flow_retries=-1, progress=False)
+
+
+@pytest.mark.parametrize("address, rule, reason", [
+    ("garbage", "not an address", "missing port number"),
+    ("http://x:1", "not an address", "unknown address scheme"),
+    ("tcp://h:port", "not an address", "invalid literal"),
+    ("tcp://127.0.0.1:1", "cannot connect", "Timed out"),           # after the connect timeout
+])
+def test_unreachable_scheduler_is_a_config_error_naming_it(address, rule, reason, tmp_path):
+    """Bad addresses never reach a Client (one built on them breaks the next Client of the
+    process: the last case runs after the others)."""
+    pytest.importorskip("distributed")
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), pytest.raises(attnsim.ConfigError) as info:
+        sweep(tmp_path, TINY, grid={"eta": [0.0, 0.2]}, n_saves=5, scheduler=address, progress=False)
+    message = str(info.value)
+    assert message.startswith(f"scheduler={address!r}: {rule}") and reason in message, message
+    # an address is refused before the folder is made; an unreachable one, before any point runs
+    assert (list(tmp_path.iterdir()) == []) if rule == "not an address" else \
+        (list((tmp_path / "points").iterdir()) == [])
+
+
+def test_a_scheduler_without_dask_installed_says_how_to_install_it(tmp_path, monkeypatch):
+    for name in ("distributed", "distributed.comm.addressing", "distributed.comm.registry"):
+        monkeypatch.setitem(sys.modules, name, None)          # import of it raises ImportError
+    with pytest.raises(attnsim.ConfigError, match=r"scheduler= needs Dask distributed: pip install 'attnsim\[dask\]'"):
+        sweep(tmp_path, TINY, n_saves=5, scheduler="tcp://127.0.0.1:8786", progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -123,6 +123,31 @@ def shutdown(executor) -> None:
         executor.shutdown(wait=True)
 
 
+_SCHEDULER_HINT = ("give its address as tcp://HOST:PORT (dask scheduler prints it), or leave scheduler out to run "
+                   "on local worker processes")
+
+
+def check_scheduler(scheduler):
+    """Raise ConfigError unless Dask distributed is installed and can parse ``scheduler`` as an
+    address (None: no scheduler, nothing to check). A ``Client`` built on an address it cannot
+    parse fails half-constructed, and its clean-up then breaks the next ``Client`` of the process."""
+    if scheduler is None:
+        return
+    try:
+        from distributed.comm.addressing import get_address_host_port, parse_address
+        from distributed.comm.registry import get_backend
+    except ImportError:
+        raise ConfigError("scheduler= needs Dask distributed: pip install 'attnsim[dask]'") from None
+    try:
+        scheme, _ = parse_address(scheduler)
+        get_backend(scheme)
+        if scheme != "inproc":
+            get_address_host_port(scheduler)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"scheduler={scheduler!r}: not an address of a Dask scheduler ({exc}); "
+                          f"{_SCHEDULER_HINT}") from None
+
+
 @contextlib.contextmanager
 def executor_for(workers: int, executor=None, scheduler: str | None = None):
     """The executor to run tasks on: ``executor`` as given (left running), else the Dask cluster at
@@ -131,17 +156,22 @@ def executor_for(workers: int, executor=None, scheduler: str | None = None):
     Raises
     ------
     ConfigError
-        If ``scheduler`` is given and Dask distributed is not installed.
+        If ``scheduler`` is given and Dask distributed is not installed, or no scheduler answers
+        at that address (or it is not an address).
     """
     if executor is not None:
         yield executor
         return
     if scheduler is not None:
+        check_scheduler(scheduler)
+        from distributed import Client
+
         try:
-            from distributed import Client
-        except ImportError:
-            raise ConfigError("scheduler= needs Dask distributed: pip install 'attnsim[dask]'") from None
-        with contextlib.closing(Client(scheduler)) as client:
+            client = Client(scheduler)
+        except OSError as exc:                  # nobody answers there (distributed's connect timeout)
+            raise ConfigError(f"scheduler={scheduler!r}: cannot connect to a Dask scheduler there ({exc}); "
+                              f"{_SCHEDULER_HINT}") from None
+        with contextlib.closing(client):
             owned = client.get_executor(pure=False)
             try:
                 yield owned

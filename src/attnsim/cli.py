@@ -24,6 +24,7 @@ from ._config import CHOICES, PRESETS, Config, field_names, field_type, parse_fi
 from ._coords import DYNAMICS
 from ._engine import ENGINES
 from ._io import ResultFileError, _atomic
+from ._pool import check_scheduler
 from ._result import FINISHED, INTERRUPTED, load
 from ._saveat import SaveAt
 from ._validation import ConfigError
@@ -577,6 +578,7 @@ def _cmd_sweep(args) -> int:
             raise UsageError("--flow-retries needs --dynamics flow")
         retries["flow_retries"] = _nonnegative_int("--flow-retries", args.flow_retries)
     configs = grid_configs(base, grid, seeds)   # validates every point before any work
+    check_scheduler(args.scheduler)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     print(f"attnsim sweep: {len(configs)} points ({' x '.join(f'{k}[{len(v)}]' for k, v in grid.items()) or 'base'}"
           f"{f' x seed[{len(seeds)}]' if seeds else ''}) -> {args.folder}", flush=True)
@@ -614,7 +616,8 @@ def main(argv=None) -> int:
               "--n-test 0 (no test set), or a smaller --d", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # e.g. disk full while writing a result: still one line, no traceback
-        print(f"attnsim: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"attnsim: error: {where}{' '.join(str(exc.strerror or exc).split())}", file=sys.stderr)
         return 1
 
 

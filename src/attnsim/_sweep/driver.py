@@ -17,7 +17,7 @@ import numpy as np
 
 from .._batch import check_dynamics
 from .._config import Config
-from .._pool import completed, executor_for
+from .._pool import check_scheduler, completed, executor_for
 from .._validation import ConfigError
 from .folder import POINTS, Sweep
 from .grid import grid_configs, plain
@@ -102,6 +102,7 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
         raise ConfigError(f"workers must be an integer >= 1; got {workers!r}")
     if sum(x is not None for x in (executor, scheduler)) > 1:
         raise ConfigError("give at most one of executor= and scheduler=")
+    check_scheduler(scheduler)
     todo_configs = list(configs or [])
     if grid is not None or seeds is not None or not todo_configs:
         todo_configs += grid_configs(base, grid, seeds)
