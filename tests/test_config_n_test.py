@@ -49,3 +49,10 @@ def test_sweep_point_keys_of_existing_folders_are_unchanged():
     assert point_key(Config(n_test=20, d=40), save) == "3382d3ea7166288c"
     # population points were written with n_test=0 given explicitly; leaving it out is the same point
     assert point_key(Config(test_metrics="population", d=16, steps=10 ** 8), save) == "97005ff25ae2c4a8"
+
+
+def test_a_test_set_in_the_implicit_space_is_refused_naming_why_population_metrics_apply():
+    with pytest.raises(ConfigError, match=r"n_test must be 0 with test_metrics='population' \(the default with "
+                                          r"space='implicit', which has no d-dimensional test set to draw; .*got "
+                                          r"n_test=10; leave n_test out \(or pass n_test=0\)$"):
+        Config(space="implicit", init="official-gaussian", d=10 ** 6, n_test=10)

@@ -169,7 +169,8 @@ class Config:
 
         put("n_train", check_int("n_train", self.n_train, minimum=2,
                                  hint="both classes need a sample, e.g. n_train=20 (the paper's setting)"))
-        if self.test_metrics is None:   # follows the space: an implicit one has no test set to draw
+        implied = self.test_metrics is None
+        if implied:   # follows the space: an implicit one has no test set to draw
             put("test_metrics", _default_test_metrics(self.space))
         if self.n_test is None:   # the test set follows test_metrics (checked below)
             put("n_test", _default_n_test(self.test_metrics))
@@ -199,10 +200,12 @@ class Config:
         self._check_choice("init")
         self._check_choice("test_metrics")
         if self.test_metrics == "population" and self.n_test != 0:
+            why, other = (("the default with space='implicit', which has no d-dimensional test set to draw; ", "")
+                          if implied else ("", ", or use test_metrics='sample' for a finite test set"))
             raise ConfigError(
-                f"n_test must be 0 with test_metrics='population' (the test metrics are expectations over "
+                f"n_test must be 0 with test_metrics='population' ({why}the test metrics are expectations over "
                 f"the data model; no test set is drawn); got n_test={self.n_test}; leave n_test out (or pass "
-                "n_test=0), or use test_metrics='sample' for a finite test set"
+                f"n_test=0){other}"
             )
         put("sigma_p", check_float("sigma_p", self.sigma_p, nonnegative=True, hint="a standard deviation, e.g. 0.01"))
         put("sigma_w", check_float("sigma_w", self.sigma_w, nonnegative=True, hint="a standard deviation, e.g. 0.01"))
