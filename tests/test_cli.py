@@ -340,3 +340,41 @@ def test_sweep_with_a_scheduler_address_that_is_none_is_one_line_and_exit_2(tmp_
     assert main(["sweep", str(tmp_path / "sw"), "--steps", "10", "--scheduler", "garbage", "--no-progress"]) == 2
     captured = _one_line_error(capsys, "scheduler='garbage': not an address of a Dask scheduler (missing port number")
     assert captured.out == "" and list(tmp_path.iterdir()) == []      # refused before the header and the folder
+
+
+@pytest.mark.parametrize("sigint", ["ignored", "default"])
+def test_sigterm_stops_a_run_like_ctrl_c_even_when_started_in_the_background(sigint, tmp_path):
+    """A shell starts ``attnsim run ... &`` with SIGINT ignored; a batch scheduler (or ``kill``) then
+    stops it with SIGTERM. That must write the checkpoint and the partial result and exit 130, and
+    --resume must end on the bits of an uninterrupted run (the same command without a signal)."""
+    import attnsim
+    from attnsim import load_checkpoint
+
+    argv = [sys.executable, "-m", "attnsim", *RERUN[:-1], "--steps", "3e6", "--no-progress", "--out", "bg.npz",
+            "--checkpoint", "bg.ckpt.npz", "--checkpoint-every", "0.1"]
+    src = str(Path(attnsim.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint == "ignored" else None
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ignore)
+    t0 = time.monotonic()
+    while not ((tmp_path / "bg.ckpt.npz").exists() and load_checkpoint(tmp_path / "bg.ckpt.npz").step > 0):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < 120, "no checkpoint after 120 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "attnsim run --resume bg.ckpt.npz" in err
+    stopped = load_checkpoint(tmp_path / "bg.ckpt.npz").step
+    assert 0 < stopped < 3_000_000 and load(tmp_path / "bg.npz").status == "interrupted"
+    resumed = subprocess.run([sys.executable, "-m", "attnsim", "run", "--resume", "bg.ckpt.npz", "--no-progress"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = subprocess.run([*argv[:-6], "--out", "whole.npz"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr
+    a, b = load(tmp_path / "bg.npz"), load(tmp_path / "whole.npz")
+    assert a.final_step == b.final_step == 3_000_000
+    for name in ("train_loss", "margins", "frak_cum", "attention"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    np.testing.assert_array_equal(a.p, b.p)

@@ -144,22 +144,26 @@ def _sigint_deferred():
     would leave a state that no checkpoint can describe exactly; deferring it to the
     end of the chunk (at most ~``_CHUNK_SECONDS``) keeps iterate, counters and
     recorder consistent. Yields a list that is non-empty once Ctrl-C was pressed.
-    Does nothing outside the main thread or when someone else handles SIGINT.
+    SIGTERM is held the same way where it raises KeyboardInterrupt too (the CLI's
+    ``attnsim run``). Does nothing outside the main thread, and leaves a signal alone
+    when someone else handles it (or it is ignored, as SIGINT is in a shell's
+    background job).
     """
     pending = []
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    if threading.current_thread() is not threading.main_thread():
         yield pending
         return
 
     def handler(signum, frame):
         pending.append(signum)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    held = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(sig) is signal.default_int_handler}
     try:
         yield pending
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, previous in held.items():
+            signal.signal(sig, previous)
 
 
 

@@ -351,7 +351,7 @@ def _cmd_run(args):
     extra = {"out": os.path.abspath(out) if out else None, "checkpoint_every": every}
     hook = CheckpointHook(ck_path or _interrupt_checkpoint_path(out), config, every, extra=extra)
     run = None
-    previous_term = _sigterm_as_sigint()
+    previous_term = _sigterm_as_ctrl_c()
     try:
         run = _restore_noting_warnings(ck) if args.resume else prepare_run(config, SaveAt.log(config.steps, saves),
                                                                           engine=engine, dynamics=dynamics,
@@ -402,18 +402,18 @@ def _interrupt_checkpoint_path(out) -> str:
     return "attnsim-checkpoint.npz"
 
 
-def _sigterm_as_sigint():
-    """Treat SIGTERM (batch schedulers, ``kill``) like Ctrl-C; return the previous handler."""
-    def forward(signum, frame):
-        signal.raise_signal(signal.SIGINT)
-
-    return signal.signal(signal.SIGTERM, forward)
+def _sigterm_as_ctrl_c():
+    """Treat SIGTERM (batch schedulers, ``kill``) like Ctrl-C: it raises KeyboardInterrupt, held
+    to the end of a chunk as Ctrl-C is (``Run.run``). Raised directly, not passed on as SIGINT:
+    a shell starts a background job with SIGINT ignored. Returns the previous handler."""
+    return signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _interrupted(run, hook, config, out) -> int:
     """After Ctrl-C: write a checkpoint and the partial Result, say how to resume (one line)."""
-    # A second Ctrl-C must not tear the files being written (they are atomic anyway).
+    # A second Ctrl-C or SIGTERM must not tear the files being written (they are atomic anyway).
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         if run is None or run.next_save == 0:   # e.g. while compiling: no state worth a file
             print("attnsim: interrupted before training started; nothing was written", file=sys.stderr)
@@ -437,6 +437,7 @@ def _interrupted(run, hook, config, out) -> int:
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 def _cmd_plot(args):
