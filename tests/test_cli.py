@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil   # installed with the test extra (dask distributed needs it)
 import pytest
 
 from attnsim import load
@@ -378,3 +379,36 @@ def test_sigterm_stops_a_run_like_ctrl_c_even_when_started_in_the_background(sig
     for name in ("train_loss", "margins", "frak_cum", "attention"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     np.testing.assert_array_equal(a.p, b.p)
+
+
+def test_sigterm_stops_a_background_sweep_at_once_keeping_its_finished_points(tmp_path):
+    """SIGTERM to a sweep started with ``&`` (SIGINT ignored): exit 130 without waiting for the
+    running points (each takes minutes here), every finished point kept, and the same command
+    again runs only what is missing."""
+    import attnsim
+
+    fast = ["--grid", "signal_norm=5,10", "--seeds", "0,1"]
+    argv = [sys.executable, "-m", "attnsim", "sweep", "sw", "--d", "20", "--n-train", "6", "--T", "4", "--n-test", "0",
+            "--steps", "1000", "--saves", "5", "--workers", "2", "--no-progress"]
+    src = str(Path(attnsim.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    first = subprocess.run([*argv, *fast], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    slow = [*argv[:-7], "--steps", "1e9", "--saves", "5", "--workers", "2", "--no-progress",
+            "--grid", "signal_norm=5,10,20", "--seeds", "0,1"]
+    proc = subprocess.Popen(slow, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 120
+    while not any("spawn_main" in " ".join(c.cmdline()) for c in psutil.Process(proc.pid).children(recursive=True)):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(1.0)                                    # the workers are inside their first points
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().endswith("attnsim: interrupted"), err
+    assert time.monotonic() - t0 < 30                  # a point of 1e9 steps would take about three hours
+    kept = attnsim.Sweep.open(tmp_path / "sw")
+    assert len(kept) == 4                              # the first command's points, whole
+    again = subprocess.run([*argv, *fast], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "4 finished points" in again.stdout, again.stdout + again.stderr

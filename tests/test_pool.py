@@ -142,3 +142,25 @@ def test_killing_a_sweep_driver_ends_its_workers_and_keeps_its_folder(tmp_path):
     assert set(sw.points) == files
     for key in files:
         assert sw.load(key).final_step == 5000
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, RuntimeError])
+def test_leaving_a_local_pool_by_an_exception_kills_its_workers_instead_of_awaiting_their_tasks(interrupt):
+    """A worker survives a KeyboardInterrupt inside its task and would run on; the driver that
+    leaves (Ctrl-C, SIGTERM, its own error) must not wait for tasks whose results it drops."""
+    from attnsim._pool import local_pool
+
+    t0 = time.monotonic()
+    with pytest.raises(interrupt):
+        with local_pool(2) as pool:
+            futures = [pool.submit(time.sleep, 120) for _ in range(3)]     # two running, one queued
+            t_up = time.monotonic()
+            while not all(f.running() for f in futures[:2]) and time.monotonic() - t_up < 60:
+                time.sleep(0.05)
+            pids = [p.pid for p in pool._processes.values()]
+            assert len(pids) == 2
+            raise interrupt("stop")
+    assert time.monotonic() - t0 < 60                        # not the 120 s (or 240 s) of the tasks
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+

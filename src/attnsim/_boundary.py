@@ -15,6 +15,8 @@ Regimes are read with ``attnsim.classify_regime`` at the last save time of each 
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import math
 import os
@@ -28,7 +30,7 @@ from ._analysis import REGIMES, classify_regime
 from ._batch import check_dynamics
 from ._config import Config, field_names, field_type
 from ._io import write_csv_atomic
-from ._pool import check_workers, local_executor, shutdown
+from ._pool import check_workers, local_pool
 from ._result import FINISHED
 from ._sweep import Sweep, grid_configs, sweep
 from ._validation import ConfigError, check_choice, check_float, check_int
@@ -396,10 +398,9 @@ def trace_boundary(folder, base: Config | Sequence[Config], field: str, lo, hi, 
             brackets.append(_Bisection(field, lo_b, hi_b, between, scale, rtol, max_runs, integer))
 
     # One pool for the whole trace: a sweep call's own pool would spawn and warm its workers once a level.
-    owned = None
-    if executor is None and check_workers(workers, 2 * len(points)) > 1:
-        executor = owned = local_executor(check_workers(workers, 2 * len(points)))
-    try:
+    with contextlib.ExitStack() as stack:
+        if executor is None and check_workers(workers, 2 * len(points)) > 1:
+            executor = stack.enter_context(local_pool(check_workers(workers, 2 * len(points))))
         while True:
             asks = [b.todo() for b in brackets]
             wanted = {(i, value): points[i].replace(**{field: value})
@@ -417,9 +418,6 @@ def trace_boundary(folder, base: Config | Sequence[Config], field: str, lo, hi, 
             for i, values in enumerate(asks):
                 if values:
                     brackets[i].tell({value: outcomes[wanted[i, value]] for value in values})
-    finally:
-        if owned is not None:
-            shutdown(owned)
 
     rows = tuple({**{name: getattr(cfg, name) for name in at_fields}, "seed": cfg.seed, **b.row()}
                  for cfg, b in zip(points, brackets))

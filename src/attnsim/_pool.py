@@ -111,6 +111,34 @@ def local_executor(workers: int):
                                    initializer=exit_with_parent, initargs=(os.getpid(),))
 
 
+@contextlib.contextmanager
+def local_pool(workers: int):
+    """``local_executor(workers)`` for a ``with`` block: shut down at its end, and its workers
+    killed first when the block is left by an exception (Ctrl-C, SIGTERM, an error of the
+    driver). The driver then no longer waits for tasks whose results it would drop: a worker
+    survives a KeyboardInterrupt inside its task and would run its queued tasks to the end."""
+    owned = local_executor(workers)
+    try:
+        yield owned
+    except BaseException:
+        kill_workers(owned)
+        raise
+    finally:
+        shutdown(owned)
+
+
+def kill_workers(executor) -> None:
+    """SIGKILL the worker processes of a local ``ProcessPoolExecutor`` (its pending futures then
+    fail with ``BrokenProcessPool``, and ``shutdown`` returns at once); nothing for other executors."""
+    kill = getattr(executor, "kill_workers", None)          # Python >= 3.14
+    if kill is not None:
+        kill()
+        return
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        with contextlib.suppress(OSError, ValueError):      # already gone, or closed
+            process.kill()
+
+
 def shutdown(executor) -> None:
     """Shut an executor down, cancelling what has not started where it supports that."""
     try:
@@ -178,11 +206,8 @@ def executor_for(workers: int, executor=None, scheduler: str | None = None):
             finally:
                 shutdown(owned)
         return
-    owned = local_executor(workers)
-    try:
+    with local_pool(workers) as owned:
         yield owned
-    finally:
-        shutdown(owned)
 
 
 def completed(executor, fn, tasks):

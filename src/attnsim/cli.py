@@ -584,6 +584,7 @@ def _cmd_sweep(args) -> int:
     print(f"attnsim sweep: {len(configs)} points ({' x '.join(f'{k}[{len(v)}]' for k, v in grid.items()) or 'base'}"
           f"{f' x seed[{len(seeds)}]' if seeds else ''}) -> {args.folder}", flush=True)
     t0 = time.perf_counter()
+    previous_term = _sigterm_as_ctrl_c()      # finished points are kept; the running ones are stopped
     try:
         sw = sweep(args.folder, base, grid=grid, seeds=seeds, n_saves=n_saves, probes=args.probes,
                    keep_params=args.keep_params, engine=args.engine, dynamics=dynamics, flow=flow, **retries,
@@ -591,6 +592,8 @@ def _cmd_sweep(args) -> int:
     except RuntimeError as exc:
         print(f"attnsim: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
     print(_format_table(sw))
     print(f"{len(sw)} finished points in {args.folder} ({time.perf_counter() - t0:.1f} s)")
     return 0
