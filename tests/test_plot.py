@@ -157,3 +157,27 @@ def test_max_margin_plot_labels_flow_time(flow_run):
     ax = plot_max_margin(res)
     assert ax.get_xlabel() == "time τ (GD steps, flow)"
     plt.close(ax.figure)
+
+
+def _legend_texts(ax):
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_the_figure_says_which_test_metrics_and_which_space(gd_run, flow_run):
+    """A test curve is a 10-sample estimate in one run and an exact expectation in the other: the
+    legend says which; a run of the implicit space says so in its title."""
+    fig = plot_result(gd_run)
+    assert "test loss (10 samples)" in _legend_texts(fig.axes[0])
+    assert "test acc (10 samples)" in _legend_texts(fig.axes[1])
+    assert "implicit" not in fig._suptitle.get_text()
+    plt.close(fig)
+    fig = plot_result(flow_run)
+    assert "test loss (population)" in _legend_texts(fig.axes[0])
+    assert "test acc (population)" in _legend_texts(fig.axes[1])
+    plt.close(fig)
+    cfg = Config(space="implicit", init="official-gaussian", d=10 ** 7, n_train=6, T=4, steps=50, seed=1)
+    fig = plot_result(simulate(cfg, SaveAt.log(cfg.steps, 10)))
+    title = fig._suptitle.get_text()
+    assert title.splitlines()[1].startswith("d=10000000 (implicit space), ‖μ‖=20"), title
+    assert "test loss (population)" in _legend_texts(fig.axes[0])
+    plt.close(fig)

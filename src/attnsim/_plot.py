@@ -86,8 +86,18 @@ def run_title(result) -> str:
         first += f"; {result.message}"
     if c is None:
         return first
-    return (f"{first}\nd={c.d}, ‖μ‖={c.signal_norm:g}, SNR={c.snr:.3g}, n={c.n_train}, T={c.T}, η={c.eta:g}, "
-            f"trainable={c.trainable}, lr={c.lr:g}")
+    space = " (implicit space)" if c.space == "implicit" else ""
+    return (f"{first}\nd={c.d}{space}, ‖μ‖={c.signal_norm:g}, SNR={c.snr:.3g}, n={c.n_train}, T={c.T}, "
+            f"η={c.eta:g}, trainable={c.trainable}, lr={c.lr:g}")
+
+
+def _test_metric_label(result, what: str) -> str:
+    """Legend entry of a test curve: ``"test loss (population)"`` for exact expectations over the
+    data model, ``"test loss (1000 samples)"`` for a test set (``what`` = "loss" or "acc")."""
+    c = result.config
+    if c is None:
+        return f"test {what}"
+    return f"test {what} ({'population' if c.test_metrics == 'population' else f'{c.n_test} samples'})"
 
 
 def pick_samples(result):
@@ -257,7 +267,7 @@ def plot_result(result, path=None, title=None):
     ax = axes[0, 0]
     ax.plot(steps, result.train_loss, label="train loss", color="k")
     if np.any(np.isfinite(result.test_loss)):
-        ax.plot(steps, result.test_loss, label="test loss", color="tab:green")
+        ax.plot(steps, result.test_loss, label=_test_metric_label(result, "loss"), color="tab:green")
     _time_axis(ax, steps, xlabel)
     ax.set_ylabel("logistic loss")
     ax.legend(fontsize=8)
@@ -266,7 +276,7 @@ def plot_result(result, path=None, title=None):
     ax = axes[0, 1]
     ax.plot(steps, result.train_acc, label="train acc (observed labels)", color="k")
     if np.any(np.isfinite(result.test_acc)):
-        ax.plot(steps, result.test_acc, label="test acc", color="tab:green")
+        ax.plot(steps, result.test_acc, label=_test_metric_label(result, "acc"), color="tab:green")
     if np.any(result.noisy):
         ax.plot(steps, result.train_acc_noisy, label="noisy samples fitted", color="tab:purple", ls="--")
     _time_axis(ax, steps, xlabel)
