@@ -446,3 +446,14 @@ def test_a_scheduler_without_dask_installed_says_how_to_install_it(tmp_path, mon
     with pytest.raises(attnsim.ConfigError, match=r"scheduler= needs Dask distributed: pip install 'attnsim\[dask\]'"):
         sweep(tmp_path, TINY, n_saves=5, scheduler="tcp://127.0.0.1:8786", progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_select_and_load_name_what_is_not_there(tmp_path):
+    sw = sweep(tmp_path, TINY, grid={"eta": [0.0, 0.2]}, n_saves=5, workers=1, progress=False)
+    assert {p.config.eta for p in sw.select(eta=0.2)} == {0.2} and len(sw.select(eta=0.2)) == 1
+    with pytest.raises(attnsim.ConfigError, match=r"select\(\) takes Config fields; 'bogus' is not one; the fields "
+                                                  r"are \['n_train', "):
+        sw.select(bogus=1, eta=0.2)
+    with pytest.raises(KeyError, match=r"no finished point 'nokey' in the sweep at .*; its 2 keys are those of "
+                                       r"sweep.points"):
+        sw.load("nokey")

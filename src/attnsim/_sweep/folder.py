@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._config import Config
+from .._config import Config, field_names
 from .._io import ResultFileError, append_json_line, write_json_atomic
 from .._result import load
+from .._validation import ConfigError
 from . import tables
 from .keys import recording_of
 from .point import summary
@@ -134,11 +135,32 @@ class Sweep:
         return os.path.join(self.folder, POINTS, f"{key}.npz")
 
     def load(self, key):
-        """The ``Result`` of one point."""
+        """The ``Result`` of one point.
+
+        Raises
+        ------
+        KeyError
+            If the sweep has no finished point of that key (``keys()``, ``select``).
+        ResultFileError
+            If its file is missing or damaged.
+        """
+        if key not in self.points:
+            raise KeyError(f"no finished point {key!r} in the sweep at {self.folder}; its {len(self.points)} "
+                           "keys are those of sweep.points, or find points by their fields with sweep.select(d=..., ...)")
         return load(self.path(key))
 
     def select(self, **fields_) -> list[SweepPoint]:
-        """Points whose config matches every given field value."""
+        """Points whose config matches every given field value.
+
+        Raises
+        ------
+        ConfigError
+            For a name that is not a ``Config`` field.
+        """
+        unknown = sorted(set(fields_) - set(field_names()))
+        if unknown:
+            raise ConfigError(f"select() takes Config fields; {', '.join(map(repr, unknown))} "
+                              f"{'is not one' if len(unknown) == 1 else 'are not'}; the fields are {field_names()}")
         return [p for p in self.points.values()
                 if all(getattr(p.config, k) == v for k, v in fields_.items())]
 
