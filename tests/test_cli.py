@@ -191,24 +191,36 @@ def test_a_finished_result_is_replaced_only_with_overwrite(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def _subprocess_env():
+    """The environment of an ``attnsim`` subprocess run in another folder: it must import the
+    attnsim under test, wherever it lives."""
+    import attnsim
+
+    src = str(Path(attnsim.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+
+
+def _start_until_checkpointed(argv, cwd, checkpoint, preexec_fn=None):
+    """Start ``argv`` in ``cwd`` and return the process once its ``checkpoint`` holds a step > 0."""
+    from attnsim import load_checkpoint
+
+    proc = subprocess.Popen(argv, cwd=cwd, env=_subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=preexec_fn)
+    t0 = time.monotonic()
+    while not ((cwd / checkpoint).exists() and load_checkpoint(cwd / checkpoint).step > 0):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < 120, "no checkpoint after 120 s"
+        time.sleep(0.05)
+    return proc
+
+
 def test_rerun_after_ctrl_c_as_a_subprocess(tmp_path):
     """The issue's scenario with real processes: run, Ctrl-C, the same command again (refused, one
     line, exit 2, files untouched), then --resume to the end."""
     argv = [sys.executable, "-m", "attnsim", *RERUN[:-1], "--steps", "2e6", "--no-progress", "--out", "long.npz",
             "--checkpoint", "long.ckpt.npz", "--checkpoint-every", "0.1"]
-    import attnsim
-    from attnsim import load_checkpoint
-
-    # The processes run in tmp_path: they must import the attnsim under test, wherever it lives.
-    src = str(Path(attnsim.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    t0 = time.monotonic()
-    while not ((tmp_path / "long.ckpt.npz").exists() and load_checkpoint(tmp_path / "long.ckpt.npz").step > 0):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() - t0 < 120, "no checkpoint after 120 s"
-        time.sleep(0.05)
+    env = _subprocess_env()
+    proc = _start_until_checkpointed(argv, tmp_path, "long.ckpt.npz")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -348,21 +360,13 @@ def test_sigterm_stops_a_run_like_ctrl_c_even_when_started_in_the_background(sig
     """A shell starts ``attnsim run ... &`` with SIGINT ignored; a batch scheduler (or ``kill``) then
     stops it with SIGTERM. That must write the checkpoint and the partial result and exit 130, and
     --resume must end on the bits of an uninterrupted run (the same command without a signal)."""
-    import attnsim
     from attnsim import load_checkpoint
 
     argv = [sys.executable, "-m", "attnsim", *RERUN[:-1], "--steps", "3e6", "--no-progress", "--out", "bg.npz",
             "--checkpoint", "bg.ckpt.npz", "--checkpoint-every", "0.1"]
-    src = str(Path(attnsim.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    env = _subprocess_env()
     ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint == "ignored" else None
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=ignore)
-    t0 = time.monotonic()
-    while not ((tmp_path / "bg.ckpt.npz").exists() and load_checkpoint(tmp_path / "bg.ckpt.npz").step > 0):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() - t0 < 120, "no checkpoint after 120 s"
-        time.sleep(0.05)
+    proc = _start_until_checkpointed(argv, tmp_path, "bg.ckpt.npz", preexec_fn=ignore)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -390,8 +394,7 @@ def test_sigterm_stops_a_background_sweep_at_once_keeping_its_finished_points(tm
     fast = ["--grid", "signal_norm=5,10", "--seeds", "0,1"]
     argv = [sys.executable, "-m", "attnsim", "sweep", "sw", "--d", "20", "--n-train", "6", "--T", "4", "--n-test", "0",
             "--steps", "1000", "--saves", "5", "--workers", "2", "--no-progress"]
-    src = str(Path(attnsim.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    env = _subprocess_env()
     first = subprocess.run([*argv, *fast], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     slow = [*argv[:-7], "--steps", "1e9", "--saves", "5", "--workers", "2", "--no-progress",
