@@ -16,7 +16,6 @@ Regimes are read with ``attnsim.classify_regime`` at the last save time of each 
 from __future__ import annotations
 
 import contextlib
-
 import dataclasses
 import math
 import os

@@ -179,7 +179,8 @@ def check_scheduler(scheduler):
 @contextlib.contextmanager
 def executor_for(workers: int, executor=None, scheduler: str | None = None):
     """The executor to run tasks on: ``executor`` as given (left running), else the Dask cluster at
-    ``scheduler``, else a local pool of ``workers`` processes; the last two are shut down on exit.
+    ``scheduler``, else a local pool of ``workers`` processes (``local_pool``: its workers killed
+    when the block is left by an exception); the last two are shut down on exit.
 
     Raises
     ------

@@ -137,7 +137,7 @@ class _Recorder:
 # ------------------------------------------------------------------ the run
 
 @contextlib.contextmanager
-def _sigint_deferred():
+def _interrupts_deferred():
     """Hold Ctrl-C until the current chunk has finished and been accounted for.
 
     A KeyboardInterrupt raised between the kernel call and the step-counter update
@@ -280,7 +280,7 @@ class Run:
                        dynamic_ncols=True, mininterval=0.5, leave=True)
         rate = None
         try:
-            with _sigint_deferred() as pending:
+            with _interrupts_deferred() as pending:
                 while not self.done:
                     before = self.step
                     measured = self.advance(rate=rate)

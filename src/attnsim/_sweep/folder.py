@@ -140,7 +140,7 @@ class Sweep:
         Raises
         ------
         KeyError
-            If the sweep has no finished point of that key (``keys()``, ``select``).
+            If the sweep has no finished point of that key (``points``, ``select``).
         ResultFileError
             If its file is missing or damaged.
         """
