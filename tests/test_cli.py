@@ -190,7 +190,6 @@ def test_a_finished_result_is_replaced_only_with_overwrite(tmp_path, capsys):
     assert load(out).config.seed == 1
 
 
-@pytest.mark.slow
 def _subprocess_env():
     """The environment of an ``attnsim`` subprocess run in another folder: it must import the
     attnsim under test, wherever it lives."""
@@ -214,6 +213,7 @@ def _start_until_checkpointed(argv, cwd, checkpoint, preexec_fn=None):
     return proc
 
 
+@pytest.mark.slow
 def test_rerun_after_ctrl_c_as_a_subprocess(tmp_path):
     """The issue's scenario with real processes: run, Ctrl-C, the same command again (refused, one
     line, exit 2, files untouched), then --resume to the end."""
