@@ -415,3 +415,39 @@ def test_sigterm_stops_a_background_sweep_at_once_keeping_its_finished_points(tm
     assert len(kept) == 4                              # the first command's points, whole
     again = subprocess.run([*argv, *fast], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "4 finished points" in again.stdout, again.stdout + again.stderr
+
+
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_a_result_that_cannot_be_written_leaves_the_finished_state_in_a_checkpoint(checkpoint, tmp_path, capsys,
+                                                                                  monkeypatch):
+    """--out on a full disk after the run ended: one line naming the file, exit 1, and the final
+    state kept in a checkpoint (its own --checkpoint, else OUT.checkpoint.npz) from which --resume
+    writes the result elsewhere, equal to the run's."""
+    import errno
+
+    from attnsim import Result
+
+    monkeypatch.chdir(tmp_path)
+    args = [*RERUN[:-1], "--steps", "3000", "--no-progress"]
+    assert main([*args, "--out", "direct.npz"]) == 0
+    capsys.readouterr()
+    save = Result.save
+
+    def full(self, path, *a, **k):
+        if str(path).endswith("full.npz"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, path, *a, **k)
+
+    monkeypatch.setattr(Result, "save", full)
+    kept = "own.ckpt.npz" if checkpoint else "full.checkpoint.npz"
+    assert main([*args, "--out", "full.npz", *(["--checkpoint", kept] if checkpoint else [])]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"attnsim: error: full.npz: No space left on device; the run finished and its final state is in "
+                   f"the checkpoint {kept}: attnsim run --resume {kept} --out OTHER.npz writes the result\n"), err
+    assert main(["run", "--resume", kept, "--out", "rescued.npz", "--no-progress"]) == 0
+    a, b = load("rescued.npz"), load("direct.npz")
+    assert a.final_step == b.final_step == 3000
+    for name in ("train_loss", "test_loss", "margins", "frak_cum", "attention"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    np.testing.assert_array_equal(a.p, b.p)
+    np.testing.assert_array_equal(a.W, b.W)

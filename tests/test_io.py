@@ -260,3 +260,30 @@ def test_resume_in_the_same_environment_is_silent(files):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         restore(files["checkpoint"])
+
+
+def test_a_full_disk_names_the_file_keeps_the_old_one_and_leaves_no_temporary(tmp_path, monkeypatch, capsys):
+    """A write into the temporary file fails without a file name (ENOSPC from inside ``np.savez``):
+    the error names the file it was for, the old file stays, no ``.attnsim-*.tmp`` is left, and
+    the CLI says it in one line (the state's checkpoint fails on the same disk)."""
+    import errno
+
+    target = tmp_path / "run.npz"
+    write_npz_atomic(target, {"a": np.arange(3.0)}, {"v": 1})
+    before = target.read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    with pytest.raises(OSError) as info:
+        write_npz_atomic(target, {"a": np.arange(4.0)}, {"v": 2})
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["run.npz"]
+    assert main(["run", "--d", "20", "--n-train", "6", "--T", "4", "--n-test", "0", "--steps", "10", "--no-progress",
+                 "--out", str(tmp_path / "new.npz")]) == 1
+    err = capsys.readouterr().err      # the checkpoint that would keep the final state fails too
+    assert err == (f"attnsim: error: {tmp_path / 'new.npz'}: No space left on device; the run's final state could "
+                   f"not be kept either ({tmp_path / 'new.checkpoint.npz'}: No space left on device); free some "
+                   "space and run again\n"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.npz"]

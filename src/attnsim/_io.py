@@ -38,9 +38,12 @@ def _atomic(path, mode):
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
         _fsync_folder(folder)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            # a write into the open temporary file (a full disk, a quota): name the file it was for
+            raise OSError(exc.errno, exc.strerror, path) from exc
         raise
 
 

@@ -375,9 +375,30 @@ def _cmd_run(args):
     result = run.result(config, params=bool(out))  # the final W (d x d) only when it is saved
     print(_format_summary(result))
     if out:
-        result.save(out)
+        try:
+            result.save(out)
+        except OSError as exc:
+            return _unsaved(run, hook, out, exc)
         print(f"saved {out}")
     return 0 if result.success else 1
+
+
+def _unsaved(run, hook, out, exc) -> int:
+    """The run ended but ``--out`` could not be written (a full disk, a quota): keep its final state
+    in a checkpoint if none holds it yet, and say in one line how to write the result elsewhere."""
+    reason = f"{exc.filename or out}: {' '.join(str(exc.strerror or exc).split())}"
+    if not (hook.written and os.path.exists(hook.path)):
+        try:
+            hook.write(run)
+        except OSError as again:
+            print(f"attnsim: error: {reason}; the run's final state could not be kept either "
+                  f"({again.filename or hook.path}: {again.strerror or again}); free some space and run again",
+                  file=sys.stderr)
+            return 1
+    print(f"attnsim: error: {reason}; the run finished and its final state is in the checkpoint {hook.path}: "
+          f"attnsim run --resume {shlex.quote(str(hook.path))} --out OTHER.npz writes the result",
+          file=sys.stderr)
+    return 1
 
 
 def _restore_noting_warnings(ck):
