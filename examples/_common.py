@@ -31,8 +31,13 @@ def parse_args(doc: str, extra=None) -> argparse.Namespace:
     if extra is not None:
         extra(parser)
     args = parser.parse_args()
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be >= 1; got {args.workers}")
     args.out = Path(args.out)
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:       # a file of that name, or a folder it may not write to
+        parser.error(f"--out {str(args.out)!r} cannot be the output folder ({exc.strerror}); give a folder")
     return args
 
 

@@ -101,3 +101,16 @@ def test_max_margin_example_finds_plain_gd_converging_in_direction(tmp_path):
     p_only = [float(g) for g in re.findall(r" p  \(p vs p\^mm\).*\n.*?([\d.]+) \(1e12\)", out)]
     assert len(p_only) == 3 and max(p_only) < 0.01, out
     assert out.count("feasible: yes") == 6, out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "a_file"], "--out 'a_file' cannot be the output folder (File exists); give a folder"),
+    (["--workers", "0"], "--workers must be >= 1; got 0"),
+])
+def test_an_example_refuses_bad_options_in_one_usage_line(argv, message, tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "regimes_table.py"), *argv], cwd=tmp_path, timeout=120,
+                          env={**os.environ, "MPLBACKEND": "Agg"}, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.splitlines()[-1] == f"regimes_table.py: error: {message}", proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
