@@ -332,11 +332,14 @@ def test_cli_sweep_flow_with_population_metrics(tmp_path, capsys):
     (["--flow-retries", "2"], "--flow-retries needs --dynamics flow"),
     (["--dynamics", "flow", "--flow-retries", "-1"], "--flow-retries must be an integer >= 0; got '-1'"),
     (["--test-metrics", "population", "--n-test", "10"], "n_test must be 0 with test_metrics='population'"),
+    (["--grid", "eta=0", "--grid", "eta=0.1,0.2"],       # the second used to replace the first, silently
+     "--grid eta=... is given twice; give all its values in one --grid, e.g. --grid eta=0.0,0.1,0.2"),
 ])
 def test_cli_sweep_rejects_bad_dynamics_flags(tmp_path, capsys, extra, match):
     assert cli.main(["sweep", str(tmp_path / "sw"), "--d", "16", "--steps", "10", "--no-progress", *extra]) == 2
     err = capsys.readouterr().err
     assert match in err and err.count("\n") == 1
+    assert not (tmp_path / "sw").exists()
 
 
 # ------------------------------------------------------------------ sweep results as tables

@@ -575,7 +575,13 @@ def _cmd_sweep(args) -> int:
         print(_format_table(Sweep.open(args.folder)))
         return 0
     base = _config_from_args(args)
-    grid = dict(parse_grid_arg(text) for text in args.grid)
+    grid = {}
+    for text in args.grid:
+        name, values = parse_grid_arg(text)
+        if name in grid:
+            raise UsageError(f"--grid {name}=... is given twice; give all its values in one --grid, e.g. "
+                             f"--grid {name}={','.join(str(v) for v in [*grid[name], *values])}")
+        grid[name] = values
     seeds = None
     if args.seeds is not None:
         if "seed" in grid:
