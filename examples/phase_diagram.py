@@ -65,7 +65,7 @@ def maps_of(rows, points, ds, mus, n_seeds):
             for m in ("train_loss", "test_loss", "test_acc"):
                 vals = [r[m] for r in cell if r[m] is not None and np.isfinite(r[m])]
                 out[m][i, j] = np.mean(vals) if vals else np.nan
-            votes = Counter(r["regime"] for r in cell)
+            votes = Counter(r["regime"] for r in cell if r["regime"] is not None)   # None: a run that stopped early
             if votes:
                 out["regime"][i, j] = attnsim.REGIMES.index(votes.most_common(1)[0][0])
     return out, sources

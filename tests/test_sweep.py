@@ -460,3 +460,21 @@ def test_select_and_load_name_what_is_not_there(tmp_path):
     with pytest.raises(KeyError, match=r"no finished point 'nokey' in the sweep at .*; its 2 keys are those of "
                                        r"sweep.points"):
         sw.load("nokey")
+
+
+def test_a_run_that_did_not_reach_its_horizon_has_no_regime_in_the_index(tmp_path):
+    """A diverged point's last save is step 0; classified there it read "not overfitting", and a
+    regime map counted it so. Its index entry and table rows carry no regime; a finished one does."""
+    sw = sweep(tmp_path, TINY, grid={"lr": [TINY.lr, 1e300]}, n_saves=5, workers=1, progress=False)
+    (ok,), (bad,) = sw.select(lr=TINY.lr), sw.select(lr=1e300)
+    assert bad.summary["status"] == "diverged" and sw.load(bad.key).final_step < TINY.steps
+    assert attnsim.classify_regime(sw.load(bad.key)).name == "not overfitting"     # of its first steps
+    assert bad.summary["regime"] is None
+    assert ok.summary["status"] == "finished" and ok.summary["regime"] in attnsim.REGIMES
+    csv_path = tmp_path / "table.csv"
+    sw.to_csv(csv_path)
+    with open(csv_path, newline="") as fh:
+        regimes = {(row["key"], row["regime"]) for row in csv.DictReader(fh)}
+    assert regimes == {(bad.key, ""), (ok.key, ok.summary["regime"])}, regimes
+    reopened = attnsim.Sweep.open(tmp_path)
+    assert reopened.points[bad.key].summary["regime"] is None

@@ -183,8 +183,8 @@ class Sweep:
         -------
         pandas.DataFrame
             Config fields as columns (``None`` for unset optional fields), then ``key``,
-            ``status``, ``dynamics``, ``regime`` (of the final save), ``step`` and the
-            recorded figures (``SERIES``; NaN where not recorded).
+            ``status``, ``dynamics``, ``regime`` (of the final save; None unless the run
+            finished), ``step`` and the recorded figures (``SERIES``; NaN where not recorded).
 
         Raises
         ------

@@ -7,6 +7,7 @@ import dataclasses
 import math
 
 from .._coords.flow import as_flow_options
+from .._result import FINISHED
 from .._saveat import SaveAt
 from .._config import Config
 
@@ -62,14 +63,18 @@ def run_point(config: Config, n_saves: int = 200, probes=None, keep_params: bool
 
 
 def summary(result) -> dict:
-    """The final figures of a point's index entry (losses, accuracies, regime, ...), NaN as None."""
+    """The final figures of a point's index entry (losses, accuracies, regime, ...), NaN as None.
+
+    ``regime`` is None for a run that did not reach its horizon (``status`` other than "finished":
+    diverged, or a flow stopped early): its last save classifies an earlier state, often step 0,
+    and a regime map would count it as the run's."""
     from .._analysis import classify_regime, frak_sums, time_to_fit_all
 
     fs = frak_sums(result)
     final = result.summary()
     out = {key: final[key] for key in ("steps", "train_loss", "test_loss", "train_acc", "test_acc",
                                        "train_acc_noisy", "engine")}
-    out.update(status=result.status, regime=classify_regime(result).name,
+    out.update(status=result.status, regime=classify_regime(result).name if result.status == FINISHED else None,
                frak_clean_noisy_ratio=float(fs.clean_noisy_ratio[-1]), time_to_fit_all=time_to_fit_all(result),
                test_loss_se=float(result.test_loss_se[-1]), test_acc_se=float(result.test_acc_se[-1]),
                dynamics=result.extra.get("dynamics", "gd"),
