@@ -393,6 +393,10 @@ def classify_regime(result, *, at=-1, benign_test_acc=0.95, fit_train_acc=1.0) -
     (benign if >= 0.5). Accuracy-based, so it also applies away from the paper's
     mechanism; ``relevant_mass_clean`` reports whether clean samples select R.
 
+    It classifies the state at that save only: for a run that stopped early (``result.status``
+    other than "finished", e.g. diverged at step 1), the last save is an earlier state than the
+    run asked for, and a sweep's index gives such a run no regime.
+
     Examples
     --------
     >>> import attnsim
