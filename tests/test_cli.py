@@ -451,3 +451,23 @@ def test_a_result_that_cannot_be_written_leaves_the_finished_state_in_a_checkpoi
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     np.testing.assert_array_equal(a.p, b.p)
     np.testing.assert_array_equal(a.W, b.W)
+
+
+@pytest.mark.parametrize("flags, noted", [
+    (["--steps", "1e10"], True),
+    (["--steps", "9999999999"], False),
+    (["--steps", "1e12", "--dynamics", "flow"], False),
+])
+def test_a_gd_run_of_days_points_at_the_flow(flags, noted, capsys, tmp_path, monkeypatch):
+    import attnsim._experiment
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt          # after the header and the note, before any work
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(attnsim._experiment, "prepare_run", stop)
+    assert main(["run", "--d", "20", "--n-test", "0", "--no-progress", *flags]) == 130
+    err = capsys.readouterr().err
+    note = "exact GD steps take a day or more (of the order of 1e5 steps a second); --dynamics flow reaches"
+    assert (note in err) == noted, err
+    assert not noted or "attnsim: note: 10,000,000,000 exact GD steps" in err

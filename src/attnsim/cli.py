@@ -32,6 +32,8 @@ from ._validation import ConfigError
 EXIT_USAGE = 2
 #: Exit status after Ctrl-C, as a shell reports a process killed by SIGINT (128 + 2).
 EXIT_INTERRUPTED = 130
+#: Exact GD steps from which ``attnsim run`` points at the flow (about a day at 1e5 steps a second).
+LONG_GD_STEPS = 10 ** 10
 #: Upper bound on ``--saves``: every save stores the n x T scores and attention.
 MAX_SAVES = 1_000_000
 #: Seconds between checkpoints when ``--checkpoint`` is given without ``--checkpoint-every``.
@@ -347,6 +349,9 @@ def _cmd_run(args):
     print(f"attnsim run: {label} d={config.d} ‖μ‖={config.signal_norm:g} SNR={config.snr:.4g} "
           f"n={config.n_train} T={config.T} η={config.eta:g} trainable={config.trainable} "
           f"lr={config.lr:g} steps={config.steps}", flush=True)
+    if not args.resume and dynamics == "gd" and config.steps >= LONG_GD_STEPS:
+        print(f"attnsim: note: {config.steps:,} exact GD steps take a day or more (of the order of 1e5 steps a "
+              "second); --dynamics flow reaches horizons up to 1e15 in seconds", file=sys.stderr, flush=True)
 
     extra = {"out": os.path.abspath(out) if out else None, "checkpoint_every": every}
     hook = CheckpointHook(ck_path or _interrupt_checkpoint_path(out), config, every, extra=extra)
