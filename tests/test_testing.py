@@ -513,3 +513,17 @@ def test_training_helper_refuses_bad_configs_and_outputs():
     with pytest.raises(AssertionError, match=r"train_fn must return \(W, p\) of shapes \(16, 16\) and \(16,\), or a "
                                              r"trajectory .*; got \(16, 16\) and \(3, 16\)"):
         assert_training_matches(lambda *a: (a[2], np.zeros((3, 16))))
+
+
+def test_a_float32_training_loop_is_told_so_from_its_final_iterate():
+    """The same honest loop run in float32: the final (W, p) differ by float32 rounding, and the
+    helper says why instead of suggesting a trajectory."""
+    def float32_train(X, y, W0, p0, nu, lr, steps):
+        W, p = numpy_train(X.astype(np.float32), y.astype(np.float32), W0.astype(np.float32),
+                           p0.astype(np.float32), nu.astype(np.float32), np.float32(lr), steps)
+        return W.astype(np.float32), p.astype(np.float32)
+
+    with pytest.raises(AssertionError, match=r"(?s)^final \(W, p\) of train_fn does not match .*\n  why: train_fn "
+                                             r"returned float32 arrays, whose rounding alone exceeds these float64 "
+                                             r"tolerances: compute in float64"):
+        assert_training_matches(float32_train)

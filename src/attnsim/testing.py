@@ -667,6 +667,17 @@ def _gd_path(X, y, W, p, nu, lr, steps, trainable, *, sequential=None):
     return path
 
 
+def _low_precision(*outs) -> str | None:
+    """The dtype name of the first returned array (or of a trajectory's first iterate) held in fewer
+    than 64 bits (numpy, torch, jax), else None: such a loop cannot meet float64 tolerances."""
+    for a in outs:
+        first = a[0] if isinstance(a, (list, tuple)) and len(a) else a
+        name = str(getattr(first, "dtype", "")).removeprefix("torch.")
+        if name in ("float32", "float16", "bfloat16"):
+            return name
+    return None
+
+
 def _as_iterates(a):
     if isinstance(a, (list, tuple)):
         return np.stack([_to_numpy(x) for x in a])
@@ -774,6 +785,9 @@ def assert_training_matches(train_fn, config=None, *, rtol=DEFAULT_RTOL):
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise AssertionError(f"train_fn must return (W, p) or a trajectory (Ws, ps); got {type(out).__name__}"
                              f"{' of length ' + str(len(out)) if isinstance(out, (tuple, list)) else ''}")
+    low = _low_precision(out[0], out[1])
+    low = (f"train_fn returned {low} arrays, whose rounding alone exceeds these float64 tolerances: compute in "
+           "float64 (torch.float64, jax with jax_enable_x64, numpy's default)") if low else None
     W, p = _as_iterates(out[0]), _as_iterates(out[1])
     d = config.d
     context = (f"after {steps} steps (lr={lr:g}, trainable={trainable!r}) on make_data(config) with "
@@ -793,7 +807,7 @@ def assert_training_matches(train_fn, config=None, *, rtol=DEFAULT_RTOL):
         else:
             bad = _final_failures(W, p, X, ref_W, ref.p, float(rtol))
         if bad:
-            what = _diagnose_final(W, p, X, y, W0, p0, nu, lr, steps, trainable, path)
+            what = low or _diagnose_final(W, p, X, y, W0, p0, nu, lr, steps, trainable, path)
             why = what or ("return the trajectory (Ws of shape (steps + 1, d, d), ps of shape (steps + 1, d)) to "
                            "locate the first step that differs")
             raise AssertionError(f"final (W, p) of train_fn does not match attnsim.train {context}:\n  "
