@@ -451,3 +451,15 @@ def test_the_finite_check_makes_no_temporary_of_the_arrays_size(finite):
                                                ([1.0, np.nan], False), ([-np.inf, 2.0], False), ([0.0], True)])
 def test_the_finite_check_at_its_edges(values, expected):
     assert (_nonfinite(np.array(values))[0] == 0) is expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("not json", r"a Config is read from JSON text such as Config\(\)\.to_json\(\) gives; this is not JSON "
+                 r"\(Expecting value: line 1 column 1"),
+    ("[1, 2]", r"a Config is read from a mapping of field names to values; got list"),
+    ('{"d": 30, "bogus": 1}', r"unknown Config field\(s\) \['bogus'\]"),
+])
+def test_from_json_refuses_what_is_not_a_config_as_a_config_error(text, message):
+    with pytest.raises(ConfigError, match=message):
+        Config.from_json(text)
+    assert Config.from_json(Config(d=30).to_json()) == Config(d=30)

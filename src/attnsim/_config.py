@@ -333,6 +333,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict) -> Config:
+        """The Config of ``to_dict``'s mapping (field name -> value); ConfigError for anything else."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a Config is read from a mapping of field names to values; got {type(data).__name__}")
         unknown = set(data) - set(field_names())
         if unknown:
             raise ConfigError(f"unknown Config field(s) {sorted(unknown)}; allowed: {field_names()}")
@@ -340,7 +343,13 @@ class Config:
 
     @classmethod
     def from_json(cls, text: str) -> Config:
-        return cls.from_dict(json.loads(text))
+        """The Config of ``to_json``'s text; ConfigError for text that is not a JSON object of fields."""
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as exc:       # JSONDecodeError is a ValueError
+            raise ConfigError(f"a Config is read from JSON text such as Config().to_json() gives; this is not "
+                              f"JSON ({exc})") from None
+        return cls.from_dict(data)
 
 
 def _default_test_metrics(space) -> str:
