@@ -245,6 +245,13 @@ def test_cli_sweep_runs_resumes_and_shows(tmp_path, capsys):
     assert cli.main(["sweep", folder, "--show"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split()[:2] == ["eta", "seed"] and len(lines) == 5
+    # --show runs nothing: run flags beside it were silently ignored; now they are refused
+    assert cli.main(["sweep", folder, "--show", "--grid", "eta=0.1", "--d", "30"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == (
+        "attnsim: error: --show prints every finished point of the folder and runs nothing; drop --grid, --d (to "
+        "look at some points, use Sweep.open(folder).select(...) in Python)\n")
+    assert len(os.listdir(os.path.join(folder, "points"))) == 4
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -577,6 +577,12 @@ def _cmd_sweep(args) -> int:
     from ._sweep import POINTS, Sweep, grid_configs, parse_grid_arg, sweep
 
     if args.show:
+        given = [flag for flag, value in (("--grid", args.grid), ("--seeds", args.seeds)) if value]
+        given += ["--" + name.replace("_", "-") for name in _config_overrides(args)]
+        if given:
+            raise UsageError(f"--show prints every finished point of the folder and runs nothing; drop "
+                             f"{', '.join(given)} (to look at some points, use Sweep.open(folder).select(...) in "
+                             "Python)")
         print(_format_table(Sweep.open(args.folder)))
         return 0
     base = _config_from_args(args)
