@@ -471,3 +471,13 @@ def test_a_gd_run_of_days_points_at_the_flow(flags, noted, capsys, tmp_path, mon
     note = "exact GD steps take a day or more (of the order of 1e5 steps a second); --dynamics flow reaches"
     assert (note in err) == noted, err
     assert not noted or "attnsim: note: 10,000,000,000 exact GD steps" in err
+
+
+@pytest.mark.parametrize("flag", ["--out", "--checkpoint"])
+def test_run_refuses_a_figure_name_for_its_data_files(flag, tmp_path, capsys, monkeypatch):
+    """``attnsim run --out fig.png`` wrote the Result's .npz bytes into fig.png."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--d", "20", "--steps", "10", "--n-test", "0", "--no-progress", flag, "fig.PNG"]) == 2
+    _one_line_error(capsys, f"{flag} 'fig.PNG' looks like a figure, but attnsim run writes data (.npz) there; use "
+                            f"{flag} fig.npz and draw the result with: attnsim plot fig.npz --out fig.PNG")
+    assert list(tmp_path.iterdir()) == []

@@ -32,6 +32,9 @@ from ._validation import ConfigError
 EXIT_USAGE = 2
 #: Exit status after Ctrl-C, as a shell reports a process killed by SIGINT (128 + 2).
 EXIT_INTERRUPTED = 130
+#: Extensions that name a figure: ``attnsim run`` refuses them for its data files (``attnsim plot`` draws).
+_FIGURE_EXTENSIONS = (".png", ".pdf", ".svg", ".svgz", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp",
+                      ".gif", ".avif", ".pgf")
 #: Exact GD steps from which ``attnsim run`` points at the flow (about a day at 1e5 steps a second).
 LONG_GD_STEPS = 10 ** 10
 #: Upper bound on ``--saves``: every save stores the n x T scores and attention.
@@ -336,6 +339,11 @@ def _cmd_run(args):
         out, ck_path = args.out, args.checkpoint
         every = args.checkpoint_every or DEFAULT_CHECKPOINT_EVERY
         label = f"{args.preset or 'balanced'}"
+    for flag, path in (("--out", out), ("--checkpoint", ck_path)):
+        if path and os.path.splitext(path)[1].lower() in _FIGURE_EXTENSIONS:
+            data = os.path.splitext(path)[0] + ".npz"
+            raise UsageError(f"{flag} {path!r} looks like a figure, but attnsim run writes data (.npz) there; use "
+                             f"{flag} {data} and draw the result with: attnsim plot {data} --out {path}")
     if out:
         _check_writable(out, "--out")
     if ck_path:
