@@ -485,3 +485,20 @@ def test_a_run_that_did_not_reach_its_horizon_has_no_regime_in_the_index(tmp_pat
     assert regimes == {(bad.key, ""), (ok.key, ok.summary["regime"])}, regimes
     reopened = attnsim.Sweep.open(tmp_path)
     assert reopened.points[bad.key].summary["regime"] is None
+
+
+def test_a_point_that_cannot_fit_in_memory_stops_the_sweep_before_any_point_runs(tmp_path):
+    """Every run checks its memory before drawing anything; a sweep checks all its points first, so a
+    grid whose largest d cannot run fails at once instead of after the points before it."""
+    from attnsim import MemoryBudgetError
+
+    huge = TINY.replace(d=400_000, n_test=0)                # a 1.2 TB W0
+    with pytest.raises(MemoryBudgetError, match=r"^a point of this sweep cannot run, so none was started: the run "
+                                                 r"\(d=400000, .*\) needs about .* of memory"):
+        sweep(tmp_path / "new", configs=[TINY, huge], n_saves=5, workers=1, progress=False)
+    assert not (tmp_path / "new").exists()
+    done = sweep(tmp_path / "old", configs=[TINY], n_saves=5, workers=1, progress=False)
+    before = sorted(p.name for p in (tmp_path / "old").rglob("*"))
+    with pytest.raises(MemoryBudgetError, match=r"^a point of this sweep cannot run"):
+        sweep(tmp_path / "old", configs=[TINY, huge], n_saves=5, workers=1, progress=False)
+    assert sorted(p.name for p in (tmp_path / "old").rglob("*")) == before and len(done) == 1

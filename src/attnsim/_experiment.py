@@ -58,11 +58,8 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
         data, W0, p0 = draw.data, draw.W0, draw.p0
         signals = (data.mu_pos, data.mu_neg)
     else:
-        n_saves = len(as_saveat(save_at, config.steps))
-        # prepare() resolves "auto" to the same coordinates, and says what is wrong with a flow in primal ones
-        coords = resolve_engine(engine, dynamics, config.N, config.d, config.n_test * config.T, config.steps,
-                                n_saves, config.trainable, "identity" if config.w0 == "identity" else "dense")
-        run_memory_check(config, engine=coords, n_saves=n_saves, probes=probes)
+        check_run_fits(config, len(as_saveat(save_at, config.steps)), engine=engine, dynamics=dynamics,
+                       probes=probes)
         data = make_data(config)
         W0, p0 = init_params(config)
         signals = None
@@ -80,6 +77,18 @@ def prepare_run(config: Config, save_at=None, engine="auto", backend="numba", pr
     )
     run.config = config          # its Result keeps the final state, and rebuilds W, p, nu from it
     return run
+
+
+def check_run_fits(config: Config, n_saves: int, *, engine="auto", dynamics="gd", probes=None) -> None:
+    """Raise ``MemoryBudgetError`` when a run of ``config`` with ``n_saves`` save times would not fit in
+    the memory available: the check ``prepare_run`` makes before it draws anything (none for the
+    implicit space, whose arrays are O(N k) whatever d)."""
+    if config.space == "implicit":
+        return
+    # prepare() resolves "auto" to the same coordinates, and says what is wrong with a flow in primal ones
+    coords = resolve_engine(engine, dynamics, config.N, config.d, config.n_test * config.T, config.steps,
+                            n_saves, config.trainable, "identity" if config.w0 == "identity" else "dense")
+    run_memory_check(config, engine=coords, n_saves=n_saves, probes=probes)
 
 
 def run_memory_check(config: Config, *, engine: str, n_saves: int, probes, final_W: bool | None = None,
