@@ -26,20 +26,19 @@ from .keys import DEFAULT_FLOW_RETRIES, point_key, recording
 from .point import run_point
 
 
-def _check_points_fit(folder, configs, save, engine, dynamics) -> None:
-    """Refuse the sweep before any point runs, or its folder is made, when a point still to run would
-    not fit in this machine's memory on its own (``check_run_fits``, what each run checks when it
-    starts): a grid whose largest d cannot run fails now, not hours in."""
+def _check_points_fit(configs, save, engine, dynamics) -> None:
+    """Refuse the sweep before any point runs, or its folder is made, when a point still to run
+    (``configs``) would not fit in this machine's memory on its own (``check_run_fits``, what each
+    run checks when it starts): a grid whose largest d cannot run fails now, not hours in."""
     from .._experiment import check_run_fits
 
-    done = Sweep.open(folder).points if os.path.exists(os.path.join(folder, HEADER)) else {}
     checked = set()
     for cfg in configs:
         # what a run's memory depends on (``_memory.config_memory``, the engine ``check_run_fits`` resolves):
         # the phase diagram's 4563 points are 39 such shapes, and each check reads the system's limits
         shape = (cfg.space, cfg.n_train, cfg.T, cfg.d, cfg.n_test, cfg.w0, cfg.init, cfg.trainable, cfg.steps,
                  cfg.test_metrics)
-        if shape in checked or point_key(cfg, save) in done:
+        if shape in checked:
             continue
         checked.add(shape)
         try:
@@ -136,20 +135,20 @@ def sweep(folder, base: Config | None = None, *, grid=None, seeds=None, configs=
     save = recording(n_saves, probes, keep_params, dynamics, flow, flow_retries)
 
     folder = os.fspath(folder)
+    finished = Sweep.open(folder).points if os.path.exists(os.path.join(folder, HEADER)) else {}
+    todo = {}
+    for cfg in todo_configs:
+        key = point_key(cfg, save)
+        if key not in finished and key not in todo:
+            todo[key] = cfg
     if executor is None and scheduler is None:      # local workers: this machine's memory is theirs
-        _check_points_fit(folder, todo_configs, save, engine, dynamics)
+        _check_points_fit(todo.values(), save, engine, dynamics)
     os.makedirs(os.path.join(folder, POINTS), exist_ok=True)
     sw = Sweep(folder)
     sw._log_request({"base": base.to_dict(), "grid": {k: [plain(v) for v in vals] for k, vals in (grid or {}).items()},
                      "seeds": None if seeds is None else [int(s) for s in seeds], "n_points": len(todo_configs),
                      **save, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     sw = Sweep.open(folder)
-
-    todo = {}
-    for cfg in todo_configs:
-        key = point_key(cfg, save)
-        if key not in sw and key not in todo:
-            todo[key] = cfg
     if not todo:
         return sw
 
